@@ -1,0 +1,32 @@
+"""poolfix: rewrite global, reduction and adaptive pooling in ONNX models into plain pools, exactly.
+
+    >>> import poolfix
+    >>> result = poolfix.fix("model.onnx")          # rewrites and verifies in onnxruntime
+    >>> poolfix.save(result.model, "model.poolfix.onnx")
+"""
+
+from .api import FixResult, fix, plan_site
+from .errors import InputError, PoolfixError, VerificationError
+from .planner import AdaptivePlan, PoolPlan, explain, plan_adaptive, plan_axis
+from .report import Finding
+from .saver import save
+from .verifier import VerificationReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptivePlan",
+    "Finding",
+    "FixResult",
+    "InputError",
+    "PoolPlan",
+    "PoolfixError",
+    "VerificationError",
+    "VerificationReport",
+    "explain",
+    "fix",
+    "plan_adaptive",
+    "plan_axis",
+    "plan_site",
+    "save",
+]

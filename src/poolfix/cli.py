@@ -1,0 +1,173 @@
+"""The command line: parse, call :func:`poolfix.fix`, render, map errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .api import fix
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, VerificationError
+from .loader import parse_input_shape
+from .planner import explain
+from .report import findings_text, verification_text
+from .saver import atomic_write_bytes, save
+
+EPILOG = """\b
+Exit codes:
+  0  success (also when there was nothing to rewrite)
+  1  internal error (a poolfix bug; --debug shows the traceback)
+  2  bad input or usage: not a model, bad option value, unwritable output
+  3  verification failed: the rewritten model differs; nothing was written
+"""
+
+
+def _explain_pair(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise InputError(f"bad --explain {text!r}: expected IN:OUT such as 10:4") from None
+    if a < 1 or b < 1:
+        raise InputError(f"bad --explain {text!r}: sizes must be >= 1")
+    return a, b
+
+
+def _default_output(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.poolfix.onnx" if path.suffix == ".onnx" else f"{path.name}.poolfix.onnx")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", required=False, type=click.Path(dir_okay=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Where to write the result. Default: <stem>.poolfix.onnx beside the input.")
+@click.option("--in-place", is_flag=True, help="Overwrite the input model (atomically).")
+@click.option("--dry-run", is_flag=True, help="List every finding and its planned pool; write nothing.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="Write the findings and verification figures as JSON.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:d0,d1,...",
+              help="Pin a graph input's shape before shape inference (repeatable).")
+@click.option("--no-verify", is_flag=True, help="Skip the onnxruntime comparison.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First seed of the random verification inputs.")
+@click.option("--num-seeds", type=click.IntRange(min=1), default=2, show_default=True,
+              help="How many seeds (consecutive from --seed) to verify with.")
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance (default: by dtype).")
+@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance (default: by dtype).")
+@click.option("--allow-approx", is_flag=True,
+              help="Use the inexact stride=in//out shortcut where no single pool is exact.")
+@click.option("--explain", "explain_pairs", multiple=True, metavar="IN:OUT",
+              help="Show the adaptive windows of IN -> OUT beside the planned pool's (no model needed).")
+@click.option("--external-data", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="Write weights to <output>.data: when over 2 GB, always, or never.")
+@click.option("-q", "--quiet", count=True, help="Print less (-q: summary only, -qq: errors only).")
+@click.option("-v", "--verbose", count=True, help="Print more.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
+@click.version_option(__version__, prog_name="poolfix")
+def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds, atol,
+            rtol, allow_approx, explain_pairs, external_data, quiet, verbose, debug):
+    """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
+    exactly, and prove the result equal in onnxruntime."""
+    level = 1 + verbose - quiet
+
+    def say(text: str, at: int = 1) -> None:
+        if level >= at:
+            click.echo(text)
+
+    for pair in explain_pairs:
+        say(explain(*_explain_pair(pair)), 0)
+    if model is None:
+        if explain_pairs:
+            return
+        raise InputError("missing MODEL: usage is 'poolfix MODEL.onnx [-o OUT.onnx]' (see --help)")
+    if in_place and output is not None:
+        raise InputError("--in-place and -o/--output exclude each other")
+    target = model if in_place else (output or _default_output(model))
+    if not in_place and not dry_run and _same_file(model, target):
+        raise InputError(f"refusing to overwrite the input {str(model)!r}; pass --in-place to do that")
+    pins = dict(parse_input_shape(s) for s in input_shapes)
+    if not dry_run:  # fail before the work, not after it
+        _writable(target)
+    if report_path is not None:
+        _writable(report_path)
+    seeds = list(range(seed, seed + num_seeds))
+    try:
+        result = fix(model, input_shapes=pins, verify=not (no_verify or dry_run), seeds=seeds, atol=atol,
+                     rtol=rtol, allow_approx=allow_approx)
+    except VerificationError as e:
+        if e.report is not None:
+            click.echo(verification_text(e.report), err=True)
+        raise
+    if result.findings:
+        say(findings_text(result.findings), 1 if not dry_run else 0)
+    if result.verification is not None:
+        say(verification_text(result.verification), 1)
+    if report_path is not None:
+        data = result.to_dict(model=str(model), output=None if dry_run else str(target), dry_run=dry_run)
+        atomic_write_bytes(report_path, (json.dumps(data, indent=2) + "\n").encode())
+    n_rw, n_skip = len(result.rewritten), len(result.skipped)
+    if dry_run:
+        say(f"dry run: {n_rw} to rewrite, {n_skip} to leave; nothing written", 0)
+        return
+    if not result.changed and in_place:
+        say("nothing to rewrite; input left as it was", 0)
+        return
+    save(result.model, target, external_data={"auto": None, "always": True, "never": False}[external_data])
+    if not result.changed:
+        say(f"nothing to rewrite; wrote an unchanged copy to {target}", 0)
+        return
+    verdict = "not verified (--no-verify)" if result.verification is None else "verified"
+    say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were, {verdict}", 0)
+
+
+def _writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output folder {str(parent)!r} does not exist")
+    if path.is_dir():
+        raise InputError(f"output {str(path)!r} is a directory")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"output {str(path)!r} is not writable")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: never lets a traceback reach the user unless --debug asks for it."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        command.main(args=args, prog_name="poolfix", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("poolfix: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"poolfix: error: {e.format_message()} (see --help)", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except PoolfixError as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"poolfix: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("poolfix: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # a bug: say so in one line
+        if debug:
+            traceback.print_exc()
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        click.echo(f"poolfix: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)",
+                   err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(0)

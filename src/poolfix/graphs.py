@@ -1,0 +1,184 @@
+"""Every graph of a model, each as a :class:`Scope`: the main graph, If/Loop/Scan bodies, functions.
+
+A scope knows what the pattern pass needs: tensor shapes (from the model and onnx shape
+inference, chained to the enclosing graph), constants, producers and consumers. Indexes are built
+once per scope, not per node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, numpy_helper
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    elem_type: int
+    shape: tuple[int | None, ...] | None  # None: rank unknown; None dims: unknown or symbolic
+
+
+def _info(vi: onnx.ValueInfoProto) -> TensorInfo | None:
+    t = vi.type
+    if not t.HasField("tensor_type"):
+        return None
+    tt = t.tensor_type
+    shape = None
+    if tt.HasField("shape"):
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+    return TensorInfo(tt.elem_type, shape)
+
+
+def subgraphs(node: NodeProto) -> Iterator[tuple[str, GraphProto]]:
+    for a in node.attribute:
+        if a.type == AttributeProto.GRAPH:
+            yield a.name, a.g
+        elif a.type == AttributeProto.GRAPHS:
+            for i, g in enumerate(a.graphs):
+                yield f"{a.name}[{i}]", g
+
+
+def names_used(nodes) -> Iterator[str]:
+    """Every tensor name the nodes read, including outer-scope names read inside their subgraphs."""
+    for n in nodes:
+        yield from (i for i in n.input if i)
+        for _, g in subgraphs(n):
+            yield from names_used(g.node)
+            yield from (o.name for o in g.output)
+
+
+def node_label(node: NodeProto, index: int) -> str:
+    return node.name or f"{node.op_type}#{index}"
+
+
+@dataclass
+class Scope:
+    """One graph or function body, as the pattern pass and the rewriter see it."""
+
+    body: GraphProto | onnx.FunctionProto
+    where: str
+    opset: int
+    parent: Scope | None = None
+    infos: dict[str, TensorInfo] = field(default_factory=dict)
+    is_function: bool = False
+
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the producer/consumer indexes after the body was edited."""
+        self.producers: dict[str, NodeProto] = {}
+        self.uses: dict[str, int] = {}
+        for n in self.body.node:
+            for o in n.output:
+                if o:
+                    self.producers[o] = n
+        for name in names_used(self.body.node):
+            self.uses[name] = self.uses.get(name, 0) + 1
+        for name in self.output_names:
+            self.uses[name] = self.uses.get(name, 0) + 1
+        self._initializers = (
+            {} if self.is_function else {t.name: t for t in self.body.initializer}
+        )
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.is_function:
+            return list(self.body.output)
+        return [o.name for o in self.body.output]
+
+    def info(self, name: str) -> TensorInfo | None:
+        s: Scope | None = self
+        while s is not None:
+            if name in s.infos:
+                return s.infos[name]
+            s = s.parent
+        return None
+
+    def used(self, name: str) -> bool:
+        """Whether anything in this scope (or a graph output) reads ``name``."""
+        return self.uses.get(name, 0) > 0
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of a constant tensor: an initializer or a Constant node, here or outside."""
+        s: Scope | None = self
+        while s is not None:
+            if name in s._initializers:
+                t = s._initializers[name]
+                if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data:
+                    return None
+                return numpy_helper.to_array(t)
+            node = s.producers.get(name)
+            if node is not None:
+                return constant_value(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
+            s = s.parent
+        return None
+
+
+def constant_value(node: NodeProto) -> np.ndarray | None:
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+    return None
+
+
+def default_opset(model: ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return o.version
+    return 1
+
+
+def _graph_infos(g: GraphProto) -> dict[str, TensorInfo]:
+    out: dict[str, TensorInfo] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        inf = _info(vi)
+        if inf is not None and (vi.name not in out or out[vi.name].shape is None):
+            out[vi.name] = inf
+    for t in g.initializer:
+        out[t.name] = TensorInfo(t.data_type, tuple(t.dims))
+    return out
+
+
+def _walk(g: GraphProto, inferred: GraphProto | None, where: str, opset: int, parent: Scope | None,
+          is_function: bool = False) -> Iterator[Scope]:
+    infos = _graph_infos(inferred if inferred is not None else g) if not is_function else {}
+    if is_function:
+        for vi in getattr(g, "value_info", []):
+            inf = _info(vi)
+            if inf is not None:
+                infos[vi.name] = inf
+    scope = Scope(g, where, opset, parent, infos, is_function)
+    yield scope
+    inferred_nodes = inferred.node if inferred is not None and len(inferred.node) == len(g.node) else None
+    for i, n in enumerate(g.node):
+        inf_sub = dict(subgraphs(inferred_nodes[i])) if inferred_nodes is not None else {}
+        for attr, sub in subgraphs(n):
+            label = f"{n.op_type} '{node_label(n, i)}'.{attr}"
+            if where != "main graph":
+                label = f"{where} > {label}"
+            yield from _walk(sub, inf_sub.get(attr), label, opset, scope)
+
+
+def scopes(model: ModelProto, inferred: ModelProto | None) -> list[Scope]:
+    """All graphs of ``model``: the main graph, nested bodies, then model-local functions.
+
+    ``inferred`` is the same model after shape inference; only its shapes are read.
+    """
+    opset = default_opset(model)
+    out = list(_walk(model.graph, inferred.graph if inferred is not None else None, "main graph", opset, None))
+    for f in model.functions:
+        fopset = next((o.version for o in f.opset_import if o.domain in ("", "ai.onnx")), opset)
+        out.extend(_walk(f, None, f"function '{f.domain}::{f.name}'", fopset, None, is_function=True))
+    return out

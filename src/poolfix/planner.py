@@ -1,0 +1,272 @@
+"""Plans plain pools for adaptive pooling: pure integer arithmetic, no ONNX.
+
+Global pooling and spatial reductions are adaptive pooling with output size 1 (or the input size on
+axes left alone), so one planner serves every pattern.
+
+Along one axis :func:`plan_axis` searches for a single pool (kernel, stride, begin/end pads,
+``count_include_pad=0``) whose clipped windows equal the adaptive windows. Exactness is decided by
+computing both window lists (:mod:`poolfix.windows`). Where no single pool exists,
+:func:`gather_axis` gives the exact alternative: one stride-1 pool per distinct window length (at
+most two along an axis), concatenated, then one ``Gather`` picks each output window. Its node count
+does not grow with the output size, and it works for max as well as average.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .windows import Window, adaptive_windows, pool_output_size, pool_windows, window_lengths
+
+
+@dataclass(frozen=True)
+class AxisPool:
+    """One pool along one axis."""
+
+    kernel: int
+    stride: int
+    pad_begin: int = 0
+    pad_end: int = 0
+
+    @property
+    def padded(self) -> bool:
+        return bool(self.pad_begin or self.pad_end)
+
+    def windows(self, size_in: int) -> list[Window]:
+        return pool_windows(size_in, self.kernel, self.stride, self.pad_begin, self.pad_end)
+
+
+@dataclass(frozen=True)
+class GatherAxis:
+    """Exact alternative along one spatial axis: stride-1 pools of each kernel, concatenated, gathered."""
+
+    axis: int  # spatial axis index (0 = first spatial axis)
+    size_in: int
+    kernels: tuple[int, ...]  # distinct window lengths, ascending
+    indices: tuple[int, ...]  # one per output window, into the concatenation of the pooled arrays
+
+    def offsets(self) -> tuple[int, ...]:
+        """Where each kernel's pooled array starts in the concatenation."""
+        offs, at = [], 0
+        for k in self.kernels:
+            offs.append(at)
+            at += self.size_in - k + 1
+        return tuple(offs)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """One N-D pool over all spatial axes (kernel 1, stride 1 on axes it leaves alone)."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]  # ONNX order: all begins, then all ends
+
+    @property
+    def padded(self) -> bool:
+        return any(self.pads)
+
+    @property
+    def is_identity(self) -> bool:
+        return all(k == 1 for k in self.kernel) and all(s == 1 for s in self.strides) and not self.padded
+
+    def describe(self) -> str:
+        s = f"kernel={list(self.kernel)} strides={list(self.strides)}"
+        if self.padded:
+            s += f" pads={list(self.pads)} count_include_pad=0"
+        return s
+
+
+@dataclass(frozen=True)
+class AdaptivePlan:
+    """Exact plan for adaptive pooling of spatial shape ``size_in`` to ``size_out``.
+
+    ``pool`` covers every axis that has a single-pool plan (or is None when no axis needs one);
+    ``gathers`` cover the others, applied after ``pool``, one axis each.
+    """
+
+    size_in: tuple[int, ...]
+    size_out: tuple[int, ...]
+    pool: PoolPlan | None
+    gathers: tuple[GatherAxis, ...] = ()
+
+    @property
+    def single_pool(self) -> bool:
+        return not self.gathers
+
+    def describe(self) -> str:
+        parts = []
+        if self.pool is not None:
+            parts.append(f"pool {self.pool.describe()}")
+        for g in self.gathers:
+            parts.append(f"axis {g.axis}: stride-1 pools k={list(g.kernels)} + Gather({len(g.indices)})")
+        return "; ".join(parts) if parts else "identity"
+
+
+def _search(size_in: int, size_out: int, target: list[Window], allow_pads: bool) -> AxisPool | None:
+    lengths = window_lengths(target)
+    moved = [i for i, (start, _) in enumerate(target) if start > 0]
+    interior = [i for i, (start, end) in enumerate(target) if start > 0 and end < size_in]
+    if interior:
+        kernels: range | list[int] = [lengths[interior[0]]]
+    else:
+        kernels = range(max(lengths), size_in + 1)
+    if len(moved) >= 2:
+        (i0, i1) = moved[:2]
+        d = target[i1][0] - target[i0][0]
+        if d % (i1 - i0):
+            return None
+        strides: range | list[int] = [d // (i1 - i0)]
+    else:
+        strides = range(1, size_in + 1)
+    for k in kernels:
+        if k > size_in:
+            continue
+        for s in strides:
+            if s < 1:
+                continue
+            if moved:
+                i = moved[0]
+                pbs: range | list[int] = [i * s - target[i][0]]
+            else:
+                pbs = range(k)
+            for pb in pbs:
+                if pb < 0 or pb >= k or (pb and not allow_pads):
+                    continue
+                pe = max(0, (size_out - 1) * s + k - size_in - pb)
+                if pe >= k or (pe and not allow_pads):
+                    continue
+                if pool_output_size(size_in, k, s, pb, pe) != size_out:
+                    continue
+                if pool_windows(size_in, k, s, pb, pe) == target:
+                    return AxisPool(k, s, pb, pe)
+    return None
+
+
+def plan_axis(size_in: int, size_out: int, *, allow_pads: bool = True) -> AxisPool | None:
+    """The single pool whose windows (and divisors) are exactly the adaptive ones, or None.
+
+    Among exact pools it returns the one with the smallest kernel, then the smallest stride.
+    ``allow_pads=False`` restricts the search to pools without padding.
+    """
+    target = adaptive_windows(size_in, size_out)
+    if size_in == size_out:
+        return AxisPool(1, 1)
+    return _search(size_in, size_out, target, allow_pads)
+
+
+def shortcut_axis(size_in: int, size_out: int) -> AxisPool | None:
+    """The popular ``stride = in // out, kernel = in - (out-1)*stride`` pool; None where in < out.
+
+    Exact only when its windows are the adaptive windows: see :func:`is_exact`.
+    """
+    if size_in < size_out:
+        return None
+    stride = size_in // size_out
+    return AxisPool(size_in - (size_out - 1) * stride, stride)
+
+
+def is_exact(size_in: int, size_out: int, pool: AxisPool) -> bool:
+    return pool.windows(size_in) == adaptive_windows(size_in, size_out)
+
+
+def gather_axis(axis: int, size_in: int, size_out: int) -> GatherAxis:
+    """Exact alternative for one axis: stride-1 pools of every window length, then one Gather."""
+    target = adaptive_windows(size_in, size_out)
+    kernels = tuple(sorted(set(window_lengths(target))))
+    offs, at = {}, 0
+    for k in kernels:
+        offs[k] = at
+        at += size_in - k + 1
+    indices = tuple(offs[end - start] + start for start, end in target)
+    return GatherAxis(axis, size_in, kernels, indices)
+
+
+def _combine(axes: list[AxisPool]) -> PoolPlan:
+    return PoolPlan(
+        kernel=tuple(a.kernel for a in axes),
+        strides=tuple(a.stride for a in axes),
+        pads=tuple(a.pad_begin for a in axes) + tuple(a.pad_end for a in axes),
+    )
+
+
+def plan_adaptive(
+    size_in: tuple[int, ...] | list[int],
+    size_out: tuple[int, ...] | list[int],
+    *,
+    allow_pads: bool = True,
+    approx: bool = False,
+) -> AdaptivePlan:
+    """Plan adaptive pooling of spatial shape ``size_in`` to ``size_out`` (1 to 3 axes).
+
+    Every axis with an exact single pool joins one N-D pool; each other axis gets a
+    :class:`GatherAxis`. With ``approx=True`` axes without an exact single pool use the (inexact)
+    shortcut pool instead, where one exists.
+    """
+    size_in, size_out = tuple(size_in), tuple(size_out)
+    if len(size_in) != len(size_out) or not size_in:
+        raise ValueError(f"shapes differ in rank: {size_in} -> {size_out}")
+    for a, b in zip(size_in, size_out):
+        if a < 1 or b < 1:
+            raise ValueError(f"sizes must be >= 1: {size_in} -> {size_out}")
+    per_axis: list[AxisPool] = []
+    gathers: list[GatherAxis] = []
+    for ax, (n_in, n_out) in enumerate(zip(size_in, size_out)):
+        p = plan_axis(n_in, n_out, allow_pads=allow_pads)
+        if p is None and approx:
+            p = shortcut_axis(n_in, n_out)
+        if p is None:
+            gathers.append(gather_axis(ax, n_in, n_out))
+            p = AxisPool(1, 1)
+        per_axis.append(p)
+    pool = _combine(per_axis)
+    return AdaptivePlan(size_in, size_out, None if pool.is_identity and gathers else pool, tuple(gathers))
+
+
+def plan_global(size_in: tuple[int, ...] | list[int]) -> PoolPlan:
+    """Global pooling: one pool with kernel = the spatial dims."""
+    plan = plan_adaptive(size_in, [1] * len(size_in)).pool
+    assert plan is not None
+    return plan
+
+
+def explain(size_in: int, size_out: int) -> str:
+    """Text picture of one axis: adaptive windows beside the windows of the planned pool(s)."""
+    target = adaptive_windows(size_in, size_out)
+    lines = [f"adaptive {size_in} -> {size_out}: windows [floor(i*in/out), ceil((i+1)*in/out))"]
+    pool = plan_axis(size_in, size_out)
+    short = shortcut_axis(size_in, size_out)
+    if pool is not None:
+        lines.append(
+            f"single pool: kernel={pool.kernel} stride={pool.stride} pads=({pool.pad_begin},{pool.pad_end})"
+            + (" count_include_pad=0" if pool.padded else "")
+        )
+        emitted = pool.windows(size_in)
+    else:
+        g = gather_axis(0, size_in, size_out)
+        lines.append(
+            f"no single pool is exact; exact alternative: stride-1 pools k={list(g.kernels)} + Gather"
+        )
+        emitted = []
+        offs = dict(zip(g.kernels, g.offsets()))
+        for idx in g.indices:
+            k = max(k for k in g.kernels if offs[k] <= idx)
+            start = idx - offs[k]
+            emitted.append((start, start + k))
+    if short is not None:
+        exact = is_exact(size_in, size_out, short)
+        lines.append(
+            f"shortcut (stride=in//out): kernel={short.kernel} stride={short.stride} -> "
+            + ("exact" if exact else "INEXACT")
+        )
+    short_w = short.windows(size_in) if short is not None else []
+    width = len(str(size_in))
+    lines.append(f"{'i':>4}  {'adaptive':<{2 * width + 4}}  {'emitted':<{2 * width + 4}}  shortcut  picture")
+    for i, (s, e) in enumerate(target):
+        em = emitted[i] if i < len(emitted) else None
+        sh = short_w[i] if i < len(short_w) else None
+        mark = "ok" if em == (s, e) else "DIFF"
+        shm = "-" if sh is None else ("ok" if sh == (s, e) else f"[{sh[0]},{sh[1]})")
+        bar = "".join("#" if s <= x < e else "." for x in range(size_in)) if size_in <= 80 else ""
+        lines.append(f"{i:>4}  [{s:>{width}},{e:>{width}})  [{em[0]:>{width}},{em[1]:>{width}}) {mark:<4}"
+                     f"  {shm:<8}  {bar}")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Findings and how to show them: text tables for the terminal, a dict for JSON. Rendering only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .verifier import VerificationReport
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: str  # "rewritten" or "skipped"
+    pattern: str
+    op: str
+    node: str
+    in_shape: list | None = None
+    out_shape: list | None = None
+    plan: str = ""
+    reason: str = ""
+    emitted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        if self.status == "skipped":
+            return f"skipped   {self.op} '{self.node}': {self.reason}"
+        shapes = f"{_shape(self.in_shape)} -> {_shape(self.out_shape)}"
+        extra = "".join(f"; {n}" for n in self.notes)
+        return f"rewritten {self.op} '{self.node}' {shapes}: {' + '.join(self.emitted)} ({self.plan}){extra}"
+
+
+def _shape(shape) -> str:
+    if shape is None:
+        return "?"
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _num(x: float) -> str:
+    if x == float("inf"):
+        return "inf"
+    return f"{x:.3g}"
+
+
+def findings_text(findings: list[Finding]) -> str:
+    if not findings:
+        return "no global, reduction or adaptive pooling found: nothing to rewrite"
+    return "\n".join(f.line() for f in findings)
+
+
+def verification_text(report: VerificationReport) -> str:
+    rows = [("check", "shape", "dtype", "max abs err", "max rel err", "tolerance", "result")]
+    for c in report.checks:
+        rows.append((c.name, _shape(c.shape), c.dtype, _num(c.max_abs), _num(c.max_rel),
+                     f"atol={c.atol:g} rtol={c.rtol:g}", ("PASS" if c.passed else "FAIL")
+                     + (f" ({c.note})" if c.note else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    head = f"verification (onnxruntime CPU, graph optimizations off, seeds {report.seeds}):"
+    verdict = "PASSED" if report else f"FAILED ({len(report.failed)} of {len(report.checks)} checks)"
+    return "\n".join([head, *lines, *(f"note: {n}" for n in report.notes), f"verification {verdict}"])
+
+
+def to_dict(findings: list[Finding], report: VerificationReport | None, **extra) -> dict:
+    return {
+        **extra,
+        "rewritten": sum(f.status == "rewritten" for f in findings),
+        "skipped": sum(f.status == "skipped" for f in findings),
+        "findings": [asdict(f) for f in findings],
+        "verification": report.to_dict() if report is not None else None,
+    }

@@ -1,0 +1,207 @@
+"""The rewriter: turns a planned site into plain nodes, splices them in, prunes what became dead.
+
+New constants are ``Constant`` nodes, so the same code serves the main graph, subgraphs and
+function bodies (which have no initializers). Every new name comes from :class:`Names`, which knows
+every name in the model, so nothing collides. Each scope's node list is rebuilt once, however many
+sites it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import ModelProto, NodeProto, helper, numpy_helper
+
+from .graphs import Scope, names_used, subgraphs
+from .patterns import Site
+from .planner import AdaptivePlan
+
+_POOL_OPS = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}
+
+
+class Names:
+    """Fresh names that collide with nothing in the model."""
+
+    def __init__(self, model: ModelProto):
+        self.taken: set[str] = set()
+        self._add_graph(model.graph)
+        for f in model.functions:
+            self.taken.update(f.input)
+            self.taken.update(f.output)
+            self._add_nodes(f.node)
+
+    def _add_graph(self, g) -> None:
+        self.taken.update(v.name for v in [*g.input, *g.output, *g.value_info])
+        self.taken.update(t.name for t in g.initializer)
+        self._add_nodes(g.node)
+
+    def _add_nodes(self, nodes: Iterable[NodeProto]) -> None:
+        for n in nodes:
+            self.taken.add(n.name)
+            self.taken.update(n.input)
+            self.taken.update(n.output)
+            for _, g in subgraphs(n):
+                self._add_graph(g)
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One applied rewrite: what was replaced and by what (kept for the report and the verifier)."""
+
+    site: Site
+    plan: AdaptivePlan
+    nodes: tuple[NodeProto, ...]
+    opset: int
+
+    @property
+    def op_types(self) -> list[str]:
+        return [n.op_type for n in self.nodes if n.op_type != "Constant"]
+
+
+def _pool_node(op: str, x: str, y: str, name: str, kernel, strides, pads, mode: str, p: int, opset: int):
+    attrs: dict = {"kernel_shape": list(kernel), "strides": list(strides)}
+    if any(pads):
+        attrs["pads"] = list(pads)
+        if mode == "avg":
+            attrs["count_include_pad"] = 0
+    if mode == "lp":
+        attrs["p"] = int(p) if opset >= 2 else float(p)
+    return helper.make_node(op, [x], [y], name=name, **attrs)
+
+
+def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names) -> list[NodeProto]:
+    """The nodes that compute ``site.output`` from ``site.x`` as ``plan`` says."""
+    base = f"{site.node.name or site.node.op_type}_poolfix"
+    nodes: list[NodeProto] = []
+    op = _POOL_OPS[site.mode]
+    rank = len(site.in_spatial)
+    steps: list = []  # each step: (make(x, y) -> list of nodes)
+
+    def const(values, what: str) -> str:
+        out = names.fresh(f"{base}_{what}")
+        nodes.append(helper.make_node("Constant", [], [out], name=names.fresh(f"{base}_{what}_const"),
+                                      value=numpy_helper.from_array(np.asarray(values, dtype=np.int64), out)))
+        return out
+
+    if plan.pool is not None:
+        pool = plan.pool
+
+        def make_pool(x: str, y: str) -> None:
+            nodes.append(_pool_node(op, x, y, names.fresh(f"{base}_pool"), pool.kernel, pool.strides,
+                                    pool.pads, site.mode, site.p, opset))
+
+        steps.append(make_pool)
+    for g in plan.gathers:
+        def make_gather(x: str, y: str, g=g) -> None:
+            parts = []
+            for k in g.kernels:
+                if k == 1:
+                    parts.append(x)
+                    continue
+                kernel = [1] * rank
+                kernel[g.axis] = k
+                part = names.fresh(f"{base}_k{k}")
+                nodes.append(_pool_node(op, x, part, names.fresh(f"{base}_pool_k{k}"), kernel, [1] * rank,
+                                        [0] * (2 * rank), site.mode, site.p, opset))
+                parts.append(part)
+            if len(parts) > 1:
+                cat = names.fresh(f"{base}_concat")
+                nodes.append(helper.make_node("Concat", parts, [cat], name=names.fresh(f"{base}_concat"),
+                                              axis=2 + g.axis))
+                src = cat
+            else:
+                src = parts[0]
+            idx = const(list(g.indices), f"index{g.axis}")
+            nodes.append(helper.make_node("Gather", [src, idx], [y], name=names.fresh(f"{base}_gather"),
+                                          axis=2 + g.axis))
+
+        steps.append(make_gather)
+    if site.post_perm is not None:
+        steps.append(lambda x, y: nodes.append(
+            helper.make_node("Transpose", [x], [y], name=names.fresh(f"{base}_transpose"),
+                             perm=list(site.post_perm))))
+    if site.post_shape is not None:
+        def make_reshape(x: str, y: str) -> None:
+            if opset >= 5:
+                shape = const(list(site.post_shape), "shape")
+                nodes.append(helper.make_node("Reshape", [x, shape], [y], name=names.fresh(f"{base}_reshape")))
+            else:
+                nodes.append(helper.make_node("Reshape", [x], [y], name=names.fresh(f"{base}_reshape"),
+                                              shape=list(site.post_shape)))
+
+        steps.append(make_reshape)
+    if not steps:  # adaptive pooling to the same size: nothing to compute
+        steps.append(lambda x, y: nodes.append(
+            helper.make_node("Identity", [x], [y], name=names.fresh(f"{base}_identity"))))
+    cur = site.x
+    for i, step in enumerate(steps):
+        out = site.output if i == len(steps) - 1 else names.fresh(f"{base}_t{i}")
+        step(cur, out)
+        cur = out
+    return nodes
+
+
+def splice(scope: Scope, replacements: dict[int, list[NodeProto]], extra_dead: Iterable[str] = ()) -> int:
+    """Replace nodes of ``scope`` (by index) with new nodes, then prune what became dead.
+
+    Only nodes, initializers and value_info that the replaced nodes fed (transitively) are pruned:
+    dead code the user already had stays. Returns the number of original nodes removed.
+    """
+    body = scope.body
+    candidates: set[str] = set(extra_dead)
+    new_nodes: list[NodeProto] = []
+    removed = 0
+    for i, n in enumerate(body.node):
+        if i in replacements:
+            candidates.update(x for x in n.input if x)
+            new_nodes.extend(replacements[i])
+            removed += 1
+        else:
+            new_nodes.append(n)
+    # prune, back to front: consumers come after producers in a sorted graph
+    uses: dict[str, int] = {}
+    for name in names_used(new_nodes):
+        uses[name] = uses.get(name, 0) + 1
+    for name in scope.output_names:
+        uses[name] = uses.get(name, 0) + 1
+    keep = [True] * len(new_nodes)
+    gone: set[str] = set()
+    for j in range(len(new_nodes) - 1, -1, -1):
+        n = new_nodes[j]
+        if not any(o in candidates for o in n.output):
+            continue
+        if any(uses.get(o, 0) for o in n.output if o):
+            continue
+        keep[j] = False
+        removed += 1
+        gone.update(n.output)
+        for x in names_used([n]):
+            uses[x] -= 1
+            candidates.add(x)
+    final = [n for n, k in zip(new_nodes, keep) if k]
+    del body.node[:]
+    body.node.extend(final)
+    if not scope.is_function:
+        graph_inputs = {i.name for i in body.input}
+        dead_inits = [t for t in body.initializer
+                      if t.name in candidates and not uses.get(t.name, 0) and t.name not in graph_inputs]
+        for t in dead_inits:
+            body.initializer.remove(t)
+    if gone and hasattr(body, "value_info"):
+        produced = {o for n in final for o in n.output}
+        kept = [v for v in body.value_info if v.name not in gone or v.name in produced]
+        if len(kept) != len(body.value_info):
+            del body.value_info[:]
+            body.value_info.extend(kept)
+    scope.refresh()
+    return removed

@@ -1,0 +1,236 @@
+"""The verifier: proves a rewrite by numbers.
+
+Two kinds of check, both in one :class:`VerificationReport`:
+
+* end to end: the original and the rewritten model run in onnxruntime CPU, graph optimizations off
+  (so ORT's own fusions cannot hide a difference), on seeded random inputs; every graph output is
+  compared. Skipped, with the reason in the report, where the original cannot run (an ATen node, a
+  dtype with no CPU kernel).
+* per site: the replacement nodes alone run on a random input of the site's shape and are compared
+  with the numpy reference of the original pattern (:mod:`poolfix.reference`). This covers sites in
+  branches the random inputs never take, and models whose original cannot run at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from onnx import ModelProto, TensorProto, helper
+
+from .reference import site_reference
+from .rewriter import Rewrite
+
+# (atol, rtol) per dtype; a value passes when |a - b| <= atol + rtol * |b|
+DEFAULT_TOLERANCES = {
+    TensorProto.FLOAT: (1e-5, 1e-4),
+    TensorProto.FLOAT16: (2e-3, 2e-3),
+    TensorProto.DOUBLE: (1e-12, 1e-9),
+}
+DEFAULT_SEEDS = (0, 1)
+
+
+@dataclass
+class Check:
+    name: str
+    kind: str  # "output" or "site"
+    shape: list[int]
+    dtype: str
+    max_abs: float
+    max_rel: float
+    atol: float
+    rtol: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class VerificationReport:
+    checks: list[Check] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    end_to_end: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict:
+        return {"passed": bool(self), "end_to_end": self.end_to_end, "seeds": self.seeds,
+                "notes": self.notes, "checks": [asdict(c) for c in self.checks]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _tolerance(elem_type: int, atol: float | None, rtol: float | None) -> tuple[float, float]:
+    a, r = DEFAULT_TOLERANCES.get(elem_type, (0.0, 0.0))
+    return (a if atol is None else atol), (r if rtol is None else rtol)
+
+
+def compare(name: str, kind: str, got: np.ndarray, want: np.ndarray, elem_type: int,
+            atol: float | None, rtol: float | None, note: str = "") -> Check:
+    a, r = _tolerance(elem_type, atol, rtol)
+    dtype = str(want.dtype)
+    if got.shape != want.shape:
+        return Check(name, kind, list(want.shape), dtype, float("inf"), float("inf"), a, r, False,
+                     f"shape {list(got.shape)} != {list(want.shape)}")
+    if want.dtype.kind in "fc":
+        g64, w64 = got.astype(np.float64), want.astype(np.float64)
+        same_nan = np.isnan(g64) & np.isnan(w64)
+        diff = np.where(same_nan, 0.0, np.abs(g64 - w64))
+        rel = diff / np.maximum(np.abs(w64), np.finfo(np.float64).tiny)
+        ok = bool(np.all(diff <= a + r * np.abs(w64)))
+    else:
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        rel = diff / np.maximum(np.abs(want.astype(np.float64)), 1)
+        ok = bool(np.all(diff <= a + r * np.abs(want.astype(np.float64))))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float(rel.max()) if rel.size else 0.0
+    return Check(name, kind, list(want.shape), dtype, max_abs, max_rel, a, r, ok, note)
+
+
+def _worse(a: Check | None, b: Check) -> Check:
+    """The check to report of two runs of the same comparison: a failure, else the larger error."""
+    if a is None or (a.passed and not b.passed) or (a.passed == b.passed and b.max_abs > a.max_abs):
+        return b
+    return a
+
+
+def _session(model: ModelProto | bytes | str):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    data = model.SerializeToString() if isinstance(model, ModelProto) else model
+    return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _not_implemented(err: Exception) -> bool:
+    text = str(err)
+    return "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def random_value(elem_type: int, shape, rng: np.random.Generator) -> np.ndarray:
+    dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+    dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+    if np.issubdtype(dtype, np.floating):
+        return rng.uniform(-1.0, 1.0, size=dims).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=dims).astype(np.bool_)
+    return rng.integers(0, 3, size=dims).astype(dtype)
+
+
+def _feeds(session, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feeds = {}
+    for i in session.get_inputs():
+        elem = helper.np_dtype_to_tensor_dtype(np.dtype(_ORT_TYPES.get(i.type, np.float32)))
+        feeds[i.name] = random_value(elem, i.shape or [], rng)
+    return feeds
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_, "tensor(int16)": np.int16, "tensor(uint16)": np.uint16,
+}
+
+
+def _end_to_end(original: ModelProto, rewritten: ModelProto, report: VerificationReport, seeds,
+                atol, rtol) -> None:
+    try:
+        s0 = _session(original)
+    except Exception as e:
+        report.notes.append(f"end-to-end comparison skipped: the original does not run in onnxruntime "
+                            f"({_first_line(e)}); each rewrite was checked on its own")
+        return
+    try:
+        s1 = _session(rewritten)
+    except Exception as e:
+        if _not_implemented(e):
+            report.notes.append(f"end-to-end comparison skipped: onnxruntime CPU lacks a kernel the rewritten "
+                                f"model uses ({_first_line(e)}); each rewrite was checked on its own")
+            return
+        report.checks.append(Check("rewritten model loads in onnxruntime", "output", [], "", float("inf"),
+                                   float("inf"), 0, 0, False, _first_line(e)))
+        return
+    outs = [o.name for o in s0.get_outputs()]
+    worst: dict[str, Check] = {}
+    for seed in seeds:
+        feeds = _feeds(s0, np.random.default_rng(seed))
+        try:
+            want = s0.run(outs, feeds)
+        except Exception as e:
+            report.notes.append(f"end-to-end comparison skipped: the original fails on random inputs "
+                                f"({_first_line(e)}); each rewrite was checked on its own")
+            return
+        try:
+            got = s1.run(outs, feeds)
+        except Exception as e:
+            report.checks.append(Check("rewritten model runs", "output", [], "", float("inf"), float("inf"),
+                                       0, 0, False, _first_line(e)))
+            return
+        for name, g, w in zip(outs, got, want):
+            g, w = np.asarray(g), np.asarray(w)
+            elem = helper.np_dtype_to_tensor_dtype(w.dtype) if w.dtype != object else TensorProto.UNDEFINED
+            c = compare(f"output '{name}'", "output", g, w, elem, atol, rtol)
+            worst[name] = _worse(worst.get(name), c)
+    report.checks.extend(worst.values())
+    report.end_to_end = True
+
+
+def site_model(rw: Rewrite, x_shape, ir_version: int) -> ModelProto:
+    """A model holding only the replacement nodes of one rewrite."""
+    site = rw.site
+    graph = helper.make_graph(
+        list(rw.nodes), "poolfix_site",
+        [helper.make_tensor_value_info(site.x, site.elem_type, list(x_shape))],
+        [helper.make_tensor_value_info(site.output, site.elem_type, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", rw.opset)])
+    model.ir_version = ir_version
+    return model
+
+
+def check_site(rw: Rewrite, seed: int, ir_version: int, atol=None, rtol=None) -> Check:
+    site = rw.site
+    rng = np.random.default_rng(seed)
+    shape = [d if d is not None else (1 if i == 0 else 3) for i, d in enumerate(site.in_shape)]
+    x = random_value(site.elem_type, shape, rng)
+    want = site_reference(site, x)
+    model = site_model(rw, shape, ir_version)
+    note = ""
+    try:
+        got = _session(model).run(None, {site.x: x})[0]
+    except Exception as e:
+        if not _not_implemented(e):
+            return Check(f"site {site.label}", "site", list(want.shape), str(want.dtype), float("inf"),
+                         float("inf"), 0, 0, False, f"replacement fails in onnxruntime: {_first_line(e)}")
+        from onnx.reference import ReferenceEvaluator
+
+        got = ReferenceEvaluator(model).run(None, {site.x: x})[0]
+        note = "onnx reference evaluator (no onnxruntime CPU kernel for this dtype)"
+    return compare(f"site {site.label}", "site", np.asarray(got), want, site.elem_type, atol, rtol, note)
+
+
+def verify(original: ModelProto, rewritten: ModelProto, rewrites: list[Rewrite], *, seeds=DEFAULT_SEEDS,
+           atol: float | None = None, rtol: float | None = None) -> VerificationReport:
+    report = VerificationReport(seeds=list(seeds))
+    _end_to_end(original, rewritten, report, seeds, atol, rtol)
+    for rw in rewrites:
+        worst = None
+        for seed in seeds:
+            worst = _worse(worst, check_site(rw, seed, rewritten.ir_version, atol, rtol))
+        if worst is not None:
+            report.checks.append(worst)
+    return report
