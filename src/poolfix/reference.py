@@ -28,9 +28,8 @@ def adaptive_pool(x: np.ndarray, out_size, mode: str, p: int = 2) -> np.ndarray:
     xd = x.astype(np.float64)
     out = np.empty(x.shape[:2] + out_size, dtype=np.float64)
     for cell in itertools.product(*(range(o) for o in out_size)):
-        region = (slice(None), slice(None)) + tuple(
-            slice(*adaptive_bounds(n, o, i)) for n, o, i in zip(spatial, out_size, cell)
-        )
+        bounds = [slice(*adaptive_bounds(n, o, i)) for n, o, i in zip(spatial, out_size, cell)]
+        region = (slice(None), slice(None), *bounds)
         w = xd[region].reshape(x.shape[0], x.shape[1], -1)
         if mode == "avg":
             v = w.mean(axis=-1)

@@ -8,6 +8,7 @@ are the case where every pooled axis goes to 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from onnx import NodeProto
@@ -38,16 +39,13 @@ class Site:
         if self.post_perm is not None:
             shape = tuple(shape[p] for p in self.post_perm)
         if self.post_shape is not None:
-            dims = [shape[i] if d == 0 else d for i, d in enumerate(self.post_shape)]
-            if -1 in dims:
-                known = [d for d in dims if d != -1]
-                total = 1
-                for d in shape:
-                    total = total * d if d is not None and total is not None else None
-                rest = 1
-                for d in known:
-                    rest = rest * d if d is not None and rest is not None else None
-                dims[dims.index(-1)] = total // rest if total is not None and rest else None
+            copied = {i for i, d in enumerate(self.post_shape) if d == 0}
+            dims = [shape[i] if i in copied else d for i, d in enumerate(self.post_shape)]
+            if -1 in dims:  # what -1 stands for: the dims not copied, over the dims given
+                left = [shape[i] for i in range(len(shape)) if i not in copied]
+                given = [d for i, d in enumerate(dims) if i not in copied and d != -1]
+                known = None not in left
+                dims[dims.index(-1)] = (math.prod(left) // math.prod(given)) if known else None
             shape = tuple(dims)
         return shape
 

@@ -62,10 +62,13 @@ def match(node: NodeProto, scope: Scope, label: str):
         return None
     keepdims = int(attr(node, "keepdims", 1))
     mode = _MODES[node.op_type]
-    if all(2 <= a < rank for a in reduced):
+    # behind a channels-last transpose, pool the tensor before it (and drop the transpose when
+    # nothing else reads it); otherwise the axes must be channels-first spatial axes
+    nhwc = all(1 <= a <= rank - 2 for a in reduced) and _nhwc_source(scope, node.input[0], rank)
+    if nhwc:
+        x, pooled_axes, perm = nhwc, [a + 1 for a in reduced], (0, *range(2, rank), 1)
+    elif all(2 <= a < rank for a in reduced):
         x, pooled_axes, perm = node.input[0], reduced, None
-    elif all(1 <= a <= rank - 2 for a in reduced) and (src := _nhwc_source(scope, node.input[0], rank)):
-        x, pooled_axes, perm = src, [a + 1 for a in reduced], (0, *range(2, rank), 1)
     else:
         return None  # batch or channel axes: not pooling
     xinfo = spatial_or_skip(scope, node, x, NAME, label)

@@ -1,0 +1,107 @@
+"""Small model builders and onnxruntime helpers shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+POOLING_OPS = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
+NP = {T.FLOAT: np.float32, T.FLOAT16: np.float16, T.DOUBLE: np.float64}
+
+
+def model(nodes, inputs, outputs, initializers=(), opset=13, ir=8, functions=(), extra_opsets=()):
+    g = h.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset), *extra_opsets], functions=list(functions))
+    m.ir_version = ir
+    if any(not o.type.tensor_type.HasField("shape") for o in g.output):  # fill output types by inference
+        inferred = onnx.shape_inference.infer_shapes(m)
+        for o, io in zip(m.graph.output, inferred.graph.output):
+            if not o.type.tensor_type.HasField("shape") and io.type.tensor_type.HasField("shape"):
+                o.type.CopyFrom(io.type)
+    return m
+
+
+def vi(name, shape, dtype=T.FLOAT):
+    return h.make_tensor_value_info(name, dtype, shape)
+
+
+def i64(name, values):
+    return numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
+
+
+def single(op, shape, dtype=T.FLOAT, opset=13, out_shape=None, ir=8, **attrs):
+    """x -> op -> y."""
+    return model([h.make_node(op, ["x"], ["y"], name="target", **attrs)], [vi("x", shape, dtype)],
+                 [vi("y", out_shape, dtype)], opset=opset, ir=ir)
+
+
+def session(m):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def run(m, feeds):
+    return session(m).run(None, feeds)
+
+
+def random_feeds(m, seed=0, dims=None):
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    inits = {t.name for t in m.graph.initializer}
+    for i in m.graph.input:
+        if i.name in inits:
+            continue
+        tt = i.type.tensor_type
+        shape = [d.dim_value if d.dim_value > 0 else (dims or {}).get(d.dim_param, 2) for d in tt.shape.dim]
+        dt = h.tensor_dtype_to_np_dtype(tt.elem_type)
+        if dt == np.bool_:
+            feeds[i.name] = np.array(rng.integers(0, 2, size=shape), dtype=bool)
+        else:
+            feeds[i.name] = rng.uniform(-1, 1, size=shape).astype(dt)
+    return feeds
+
+
+def assert_same_outputs(a, b, feeds, atol=1e-5, rtol=1e-4):
+    ya, yb = run(a, feeds), run(b, feeds)
+    assert len(ya) == len(yb)
+    for u, v in zip(ya, yb):
+        assert u.shape == v.shape and u.dtype == v.dtype
+        np.testing.assert_allclose(v.astype(np.float64), u.astype(np.float64), atol=atol, rtol=rtol)
+
+
+def op_types(m, deep=True):
+    """All op types in the model: main graph, subgraphs, functions."""
+    out = []
+
+    def walk(nodes):
+        for n in nodes:
+            out.append(n.op_type)
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g.node)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for g in a.graphs:
+                        walk(g.node)
+
+    walk(m.graph.node)
+    if deep:
+        for f in m.functions:
+            walk(f.node)
+    return out
+
+
+def node(m, name):
+    return next(n for n in m.graph.node if n.name == name)
+
+
+def attrs(n):
+    return {a.name: h.get_attribute_value(a) for a in n.attribute}

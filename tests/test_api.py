@@ -1,0 +1,58 @@
+"""The Python API: fix() from a path, bytes or ModelProto; save() writes atomically."""
+
+import os
+
+import onnx
+import pytest
+from helpers import MODELS, op_types
+
+import poolfix
+from poolfix import saver
+
+
+def test_fix_takes_path_bytes_and_proto():
+    path = MODELS / "resnet_head.onnx"
+    for source in (path, str(path), path.read_bytes(), onnx.load(path)):
+        result = poolfix.fix(source)
+        assert op_types(result.model).count("AveragePool") == 1
+        assert [f.status for f in result.findings] == ["rewritten"]
+
+
+def test_findings_carry_shapes_and_plan():
+    (f,) = poolfix.fix(MODELS / "resnet_head.onnx").findings
+    assert f.op == "GlobalAveragePool" and f.node == "avgpool"
+    assert f.in_shape == [None, 32, 7, 7] and f.out_shape == [None, 32, 1, 1]
+    assert "kernel=[7, 7]" in f.plan and f.emitted == ["AveragePool"]
+
+
+def test_save_roundtrip_and_no_temp_files_left(tmp_path):
+    result = poolfix.fix(MODELS / "se_block.onnx")
+    out = poolfix.save(result.model, tmp_path / "o.onnx")
+    assert onnx.load(out) == result.model
+    assert os.listdir(tmp_path) == ["o.onnx"]
+
+
+def test_save_external_data(tmp_path):
+    result = poolfix.fix(MODELS / "resnet_head.onnx")
+    poolfix.save(result.model, tmp_path / "o.onnx", external_data=True)
+    assert sorted(os.listdir(tmp_path)) == ["o.onnx", "o.onnx.data"]
+    again = poolfix.fix(tmp_path / "o.onnx")
+    assert not again.changed
+
+
+def test_failed_write_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "o.onnx"
+    target.write_bytes(b"previous")
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(saver.os, "replace", boom)
+    with pytest.raises(poolfix.InputError, match="No space left"):
+        poolfix.save(onnx.load(MODELS / "se_block.onnx"), target)
+    assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["o.onnx"]
+
+
+def test_save_into_missing_folder_is_an_input_error(tmp_path):
+    with pytest.raises(poolfix.InputError, match="does not exist"):
+        poolfix.save(onnx.load(MODELS / "se_block.onnx"), tmp_path / "nope" / "o.onnx")

@@ -1,0 +1,149 @@
+"""The command line: outputs, options, exit codes, and never a traceback."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import onnx
+import pytest
+from helpers import MODELS, op_types, single
+
+from poolfix.cli import main
+
+
+def cli(*args):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    return e.value.code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def se(tmp_path):
+    p = tmp_path / "se_block.onnx"
+    shutil.copy(MODELS / "se_block.onnx", p)
+    return p
+
+
+def test_default_output_beside_input_and_input_untouched(se):
+    before = se.read_bytes()
+    code, out, _ = cli(se)
+    assert code == 0
+    target = se.with_name("se_block.poolfix.onnx")
+    assert "wrote" in out and target.exists()
+    assert se.read_bytes() == before
+    assert "ReduceMean" not in op_types(onnx.load(target))
+    assert "verification PASSED" in out and "max abs err" in out
+
+
+def test_explicit_output(se, tmp_path):
+    code, _, _ = cli(se, "-o", tmp_path / "out.onnx")
+    assert code == 0 and (tmp_path / "out.onnx").exists()
+
+
+def test_refuses_to_overwrite_input_without_in_place(se):
+    before = se.read_bytes()
+    code, _, err = cli(se, "-o", se)
+    assert code == 2 and "--in-place" in err and se.read_bytes() == before
+
+
+def test_in_place(se):
+    code, _, _ = cli(se, "--in-place")
+    assert code == 0 and "ReduceMean" not in op_types(onnx.load(se))
+    assert not list(se.parent.glob("*.poolfix.onnx"))
+
+
+def test_dry_run_lists_and_writes_nothing(se, tmp_path):
+    code, out, _ = cli(se, "--dry-run")
+    assert code == 0
+    assert "se_squeeze" in out and "kernel=[14, 14]" in out and "nothing written" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["se_block.onnx"]
+
+
+def test_dry_run_lists_skips_with_reasons(tmp_path):
+    p = tmp_path / "dyn.onnx"
+    onnx.save(single("GlobalAveragePool", ["N", 3, "H", "W"]), p)
+    code, out, _ = cli(p, "--dry-run")
+    assert code == 0 and "skipped" in out and "--input-shape x:" in out
+
+
+def test_input_shape_option(tmp_path):
+    p = tmp_path / "dyn.onnx"
+    onnx.save(single("GlobalAveragePool", ["N", 3, "H", "W"]), p)
+    code, _, _ = cli(p, "--input-shape", "x:1,3,8,8")
+    assert code == 0 and op_types(onnx.load(tmp_path / "dyn.poolfix.onnx")) == ["AveragePool"]
+
+
+def test_report_json(se, tmp_path):
+    code, _, _ = cli(se, "--report", tmp_path / "r.json", "--seed", 5, "--num-seeds", 3)
+    assert code == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["rewritten"] == 1 and data["findings"][0]["node"] == "se_squeeze"
+    assert data["verification"]["passed"] and data["verification"]["seeds"] == [5, 6, 7]
+    assert {c["kind"] for c in data["verification"]["checks"]} == {"output", "site"}
+
+
+def test_no_verify(se):
+    code, out, _ = cli(se, "--no-verify")
+    assert code == 0 and "not verified" in out and "max abs err" not in out
+
+
+def test_nothing_to_rewrite_exits_zero_and_says_so(tmp_path):
+    p = tmp_path / "plain.onnx"
+    onnx.save(single("AveragePool", [1, 3, 8, 8], kernel_shape=[2, 2]), p)
+    code, out, _ = cli(p)
+    assert code == 0 and "nothing to rewrite" in out
+
+
+def test_tolerance_options_reach_the_report(se, tmp_path):
+    code, _out, _ = cli(se, "--atol", "0.5", "--rtol", "0", "--report", tmp_path / "r.json")
+    assert code == 0
+    checks = json.loads((tmp_path / "r.json").read_text())["verification"]["checks"]
+    assert all(c["atol"] == 0.5 and c["rtol"] == 0 for c in checks)
+
+
+@pytest.mark.parametrize("args", [
+    ["--seed", "-1"], ["--num-seeds", "0"], ["--atol", "x"], ["--rtol", "-1"], ["--external-data", "maybe"],
+    ["--input-shape", "x"], ["--input-shape", "x:1,a"], ["--input-shape", "x:1,0,3,3"], ["--bogus"],
+])
+def test_bad_options_exit_2_in_one_line(se, args):
+    code, _out, err = cli(se, *args)
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not se.with_name("se_block.poolfix.onnx").exists()
+
+
+def test_unknown_input_shape_name(se):
+    code, _, err = cli(se, "--input-shape", "nope:1,2,3,4")
+    assert code == 2 and "unknown input 'nope'" in err and "['x']" in err
+
+
+def test_help_documents_exit_codes():
+    code, out, _ = cli("--help")
+    assert code == 0
+    for line in ("0  success", "2  bad input", "3  verification failed"):
+        assert line in out
+
+
+def test_explain_needs_no_model():
+    code, out, _ = cli("--explain", "5:3")
+    assert code == 0 and "kernel=3 stride=2" in out
+
+
+def test_missing_model_argument():
+    code, _, err = cli()
+    assert code == 2 and "missing MODEL" in err
+
+
+def test_console_script_and_module_entry_points(se):
+    r = subprocess.run([sys.executable, "-m", "poolfix", str(se), "--dry-run"], capture_output=True, text=True)
+    assert r.returncode == 0 and "se_squeeze" in r.stdout
+    exe = shutil.which("poolfix")
+    if exe is not None:
+        r = subprocess.run([exe, "--version"], capture_output=True, text=True)
+        assert r.returncode == 0 and "poolfix" in r.stdout

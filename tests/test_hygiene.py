@@ -1,0 +1,102 @@
+"""The rewritten model is a clean model: checker, metadata, names, nothing dangling."""
+
+import onnx
+import pytest
+from helpers import MODELS, assert_same_outputs, i64, model, op_types, random_feeds, single, vi
+from onnx import helper as h
+
+import poolfix
+
+FIXTURES = sorted(p.name for p in MODELS.glob("*.onnx"))
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_output_is_clean(name):
+    m = onnx.load(MODELS / name)
+    out = poolfix.fix(m).model
+    onnx.checker.check_model(out, full_check=True)
+    assert out.ir_version == m.ir_version
+    assert list(out.opset_import) == list(m.opset_import)
+    assert (out.producer_name, out.producer_version, out.doc_string) == (
+        m.producer_name, m.producer_version, m.doc_string)
+    assert list(out.metadata_props) == list(m.metadata_props)
+    assert [i.name for i in out.graph.input] == [i.name for i in m.graph.input]
+    assert [o.name for o in out.graph.output] == [o.name for o in m.graph.output]
+    assert list(out.graph.output) == list(m.graph.output)
+    # nothing dangles: every node output is read, every initializer and value_info is used
+    read = {i for n in out.graph.node for i in n.input} | {o.name for o in out.graph.output}
+    for g in (a.g for n in out.graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH):
+        read |= {i for n in g.node for i in n.input}
+    produced = {o for n in out.graph.node for o in n.output}
+    assert all(any(o in read for o in n.output) for n in out.graph.node)
+    assert all(t.name in read for t in out.graph.initializer)
+    assert all(v.name in produced for v in out.graph.value_info)
+    assert not {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"} & set(op_types(out))
+
+
+def test_input_model_is_not_modified():
+    m = onnx.load(MODELS / "se_block.onnx")
+    before = m.SerializeToString()
+    poolfix.fix(m)
+    assert m.SerializeToString() == before
+
+
+def test_new_names_never_collide():
+    # names poolfix would pick first are taken already, by a tensor and by a node
+    nodes = [h.make_node("Identity", ["x"], ["r_poolfix_t0"], name="r_poolfix_pool"),
+             h.make_node("ReduceMean", ["x"], ["y"], name="r", axes=[2, 3], keepdims=0)]
+    m = model(nodes, [vi("x", [1, 2, 3, 4])], [vi("y", [1, 2]), vi("r_poolfix_t0", [1, 2, 3, 4])])
+    out = poolfix.fix(m).model
+    onnx.checker.check_model(out, full_check=True)
+    names = [n.name for n in out.graph.node]
+    assert len(names) == len(set(names))
+    outs = [o for n in out.graph.node for o in n.output]
+    assert len(outs) == len(set(outs))
+    assert_same_outputs(m, out, random_feeds(m))
+
+
+def test_dead_code_of_the_pattern_is_pruned_but_users_dead_code_stays():
+    nodes = [h.make_node("Constant", [], ["axes"], name="axes_c", value=i64("v", [2, 3])),
+             h.make_node("Transpose", ["x"], ["t"], name="nhwc", perm=[0, 2, 3, 1]),
+             h.make_node("ReduceMean", ["t", "axes2"], ["y"], name="r", keepdims=1),
+             h.make_node("Relu", ["x"], ["unused"], name="users_dead_relu")]
+    m = model(nodes, [vi("x", [1, 2, 3, 4])], [vi("y", [1, 1, 1, 2])], [i64("axes2", [1, 2])], opset=18, ir=9)
+    m.graph.value_info.append(vi("t", [1, 3, 4, 2]))
+    out = poolfix.fix(m).model
+    names = [n.name for n in out.graph.node]
+    assert "nhwc" not in names and "r" not in names
+    assert "users_dead_relu" in names and "axes_c" in names  # not ours to remove
+    assert not out.graph.initializer and not out.graph.value_info
+
+
+def test_unknown_spatial_dims_are_skipped_with_a_pin_hint():
+    m = single("GlobalAveragePool", ["N", 3, "H", "W"])
+    result = poolfix.fix(m)
+    assert not result.changed
+    (skip,) = result.skipped
+    assert skip.node == "target" and "--input-shape x:" in skip.reason and "[2, 3]" in skip.reason
+
+
+def test_input_shape_pins_before_inference():
+    m = single("GlobalAveragePool", ["N", 3, "H", "W"])
+    result = poolfix.fix(m, input_shapes={"x": (1, 3, 10, 12)})
+    assert op_types(result.model) == ["AveragePool"]
+    dims = [d.dim_value for d in result.model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 10, 12]
+
+
+@pytest.mark.parametrize(("pins", "message"), [
+    ({"nope": (1, 3, 4, 4)}, "unknown input 'nope'"),
+    ({"x": (1, 3, 4)}, "rank 3 given"),
+])
+def test_bad_pins_are_input_errors(pins, message):
+    with pytest.raises(poolfix.InputError, match=message):
+        poolfix.fix(single("GlobalAveragePool", ["N", 3, "H", "W"]), input_shapes=pins)
+
+
+def test_chained_patterns_are_all_rewritten():
+    nodes = [h.make_node("GlobalAveragePool", ["x"], ["a"], name="g1"),
+             h.make_node("ReduceMax", ["a"], ["y"], name="r", axes=[2, 3], keepdims=0)]
+    m = model(nodes, [vi("x", [1, 2, 5, 5])], [vi("y", [1, 2])])
+    out = poolfix.fix(m).model
+    assert [t for t in op_types(out) if t != "Constant"] == ["AveragePool", "MaxPool", "Reshape"]

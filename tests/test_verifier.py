@@ -1,0 +1,68 @@
+"""A wrong rewrite must be caught: exit 3, a failing table row, and no file written."""
+
+import shutil
+
+import numpy as np
+import pytest
+from helpers import MODELS, single
+from test_cli import cli
+
+import poolfix
+from poolfix import rewriter
+from poolfix.verifier import compare
+
+
+@pytest.fixture
+def broken_planner(monkeypatch):
+    """Emit MaxPool where AveragePool belongs: the shapes stay right, the numbers do not."""
+    real = rewriter._pool_node
+
+    def wrong(op, x, y, name, kernel, strides, pads, mode, p, opset):
+        return real("MaxPool" if op == "AveragePool" else op, x, y, name, kernel, strides, pads, "max", p, opset)
+
+    monkeypatch.setattr(rewriter, "_pool_node", wrong)
+
+
+def test_api_raises_with_the_report(broken_planner):
+    with pytest.raises(poolfix.VerificationError) as e:
+        poolfix.fix(single("GlobalAveragePool", [1, 3, 6, 6]))
+    report = e.value.report
+    assert not report and report.failed and e.value.exit_code == 3
+
+
+def test_cli_exits_3_and_writes_nothing(broken_planner, tmp_path):
+    p = tmp_path / "resnet_head.onnx"
+    shutil.copy(MODELS / "resnet_head.onnx", p)
+    code, _, err = cli(p, "--report", tmp_path / "r.json")
+    assert code == 3
+    assert "FAIL" in err and "verification failed" in err
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["resnet_head.onnx"]
+
+
+def test_no_verify_skips_the_check(broken_planner):
+    result = poolfix.fix(single("GlobalAveragePool", [1, 3, 6, 6]), verify=False)
+    assert result.verification is None and result.changed
+
+
+def test_compare_uses_dtype_tolerances_and_overrides():
+    want = np.array([1.0, 2.0], dtype=np.float32)
+    got = want + np.float32(5e-6)
+    assert compare("y", "output", got, want, 1, None, None).passed
+    assert not compare("y", "output", got, want, 1, 1e-7, 0).passed
+    bad = compare("y", "output", got[:1], want, 1, None, None)
+    assert not bad.passed and "shape" in bad.note
+
+
+def test_half_tolerance_is_looser_than_float():
+    want = np.array([1.0], dtype=np.float16)
+    got = np.array([1.001], dtype=np.float16)
+    assert compare("y", "output", got, want, 10, None, None).passed
+    assert not compare("y", "output", got.astype(np.float32), want.astype(np.float32), 1, None, None).passed
+
+
+def test_report_is_truthy_and_serialises():
+    result = poolfix.fix(single("GlobalMaxPool", [1, 2, 3, 3]), seeds=[3, 4])
+    report = result.verification
+    assert report and report.seeds == [3, 4]
+    data = report.to_dict()
+    assert data["passed"] is True and data["checks"][0]["max_abs"] == 0.0
