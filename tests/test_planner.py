@@ -96,12 +96,14 @@ def test_property_nd_plan_covers_every_axis(pairs):
     size_in = [a for a, _ in pairs]
     size_out = [b for _, b in pairs]
     plan = plan_adaptive(size_in, size_out)
-    gathered = {g.axis for g in plan.gathers}
+    gathered = {g.axis: g for g in plan.gathers}
     for ax, (a, b) in enumerate(pairs):
         if ax in gathered:
+            g = gathered[ax]
             assert plan_axis(a, b) is None
-            if plan.pool is not None:
-                assert plan.pool.kernel[ax] == 1 and plan.pool.strides[ax] == 1
+            if plan.pool is not None:  # the pool applies a single window length itself, stride 1
+                assert plan.pool.kernel[ax] == (g.kernels[0] if g.pooled else 1) and plan.pool.strides[ax] == 1
+            assert g.pooled == (len(g.kernels) == 1)
         elif plan.pool is None:  # dropped only when it would be the identity
             assert a == b
         else:

@@ -56,10 +56,15 @@ def plan_site(site: Site, opset: int, *, allow_approx: bool = False) -> Adaptive
     return plan_adaptive(site.in_spatial, site.out_spatial, allow_pads=allow_pads, approx=allow_approx)
 
 
-def _finding(rw: Rewrite) -> Finding:
+def _finding(rw: Rewrite, ir_version: int, seed: int) -> Finding:
     s = rw.site
-    return Finding("rewritten", s.pattern, s.node.op_type, s.label, list(s.in_shape), list(s.out_shape),
-                   rw.plan.describe(), "", rw.op_types, list(s.notes))
+    notes = list(s.notes)
+    if not rw.plan.exact:  # asked for: say how far off it is, measured, whether or not we verify
+        c = verifier.check_site(rw, seed, ir_version)
+        notes.append(f"APPROXIMATE: max abs err {c.max_abs:.3g} (max rel {c.max_rel:.3g}) against exact adaptive "
+                     "pooling on a random input")
+    return Finding("rewritten", s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),
+                   rw.plan.describe(), "", rw.op_types, notes)
 
 
 def _skip_finding(sk: Skip) -> Finding:
@@ -76,17 +81,20 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False) -> tuple[list[Rewr
         skips = []
         progress = False
         for scope in reversed(scopes(model, inferred)):  # inner bodies before the graphs holding them
-            replacements = {}
+            replacements, tensors = {}, []
+            use_initializers = not scope.is_function and model.ir_version >= 4
             for index, found in find(scope):
                 if isinstance(found, Skip):
                     skips.append(found)
                     continue
                 plan = plan_site(found, scope.opset, allow_approx=allow_approx)
-                nodes = emit(found, plan, scope.opset, names)
+                nodes, inits = emit(found, plan, scope.opset, names, initializers=use_initializers)
                 replacements[index] = nodes
-                rewrites.append(Rewrite(found, plan, tuple(nodes), scope.opset))
+                tensors.extend(inits)
+                rewrites.append(Rewrite(found, plan, tuple(nodes), scope.opset,
+                                        scope.parent is None and not scope.is_function, tuple(inits)))
             if replacements:
-                splice(scope, replacements)
+                splice(scope, replacements, tensors)
                 progress = True
         if not progress:
             break
@@ -134,7 +142,7 @@ def fix(
     original = ModelProto()
     original.CopyFrom(model)
     rewrites, skips = rewrite(model, allow_approx=allow_approx)
-    findings = [_finding(rw) for rw in rewrites] + [_skip_finding(s) for s in skips]
+    findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
     result = FixResult(model, findings, rewrites)
     if not rewrites:
         return result

@@ -128,6 +128,9 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
         say(f"nothing to rewrite; wrote an unchanged copy to {target}", 0)
         return
     verdict = "not verified (--no-verify)" if result.verification is None else "verified"
+    n_approx = sum(not rw.plan.exact for rw in result.rewrites)
+    if n_approx:
+        verdict += f"; {n_approx} APPROXIMATE by request (--allow-approx)"
     say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were, {verdict}", 0)
 
 

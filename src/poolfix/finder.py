@@ -15,7 +15,12 @@ FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", Ten
 
 
 def find(scope: Scope, rules=RULES) -> Iterator[tuple[int, Site | Skip]]:
-    """(node index, site or skip) for every node of ``scope`` that a rule claims."""
+    """(node index, site or skip) for every node of ``scope`` that a rule claims.
+
+    For a site the index is that of ``site.node``, the last node of its pattern, which the rewrite
+    replaces; a node claimed by an earlier site is not claimed again.
+    """
+    claimed: set[int] = set()
     for i, node in enumerate(scope.body.node):
         label = node_label(node, i)
         for _, match in rules:
@@ -26,7 +31,14 @@ def find(scope: Scope, rules=RULES) -> Iterator[tuple[int, Site | Skip]]:
                 found = skip(found.pattern, scope, node, label,
                              f"element type {TensorProto.DataType.Name(found.elem_type)} is not float, "
                              "float16 or double")
-            if isinstance(found, Site) and scope.where != "main graph":
-                found = replace(found, label=f"{label} in {scope.where}")
-            yield i, found
+            if isinstance(found, Site):
+                if scope.where != "main graph":
+                    found = replace(found, label=f"{found.label} in {scope.where}")
+                at = scope.position[found.output]
+                if at in claimed:
+                    break
+                claimed.add(at)
+                yield at, found
+            else:
+                yield i, found
             break

@@ -71,11 +71,17 @@ class Scope:
     def refresh(self) -> None:
         """Rebuild the producer/consumer indexes after the body was edited."""
         self.producers: dict[str, NodeProto] = {}
+        self.position: dict[str, int] = {}  # output name -> index of the node producing it
+        self.consumers: dict[str, list[int]] = {}  # name -> indices of nodes reading it directly
         self.uses: dict[str, int] = {}
-        for n in self.body.node:
+        for i, n in enumerate(self.body.node):
             for o in n.output:
                 if o:
                     self.producers[o] = n
+                    self.position[o] = i
+            for x in n.input:
+                if x:
+                    self.consumers.setdefault(x, []).append(i)
         for name in names_used(self.body.node):
             self.uses[name] = self.uses.get(name, 0) + 1
         for name in self.output_names:

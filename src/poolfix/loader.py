@@ -115,8 +115,8 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, check: bool = True) 
         try:
             onnx.checker.check_model(model)
         except (onnx.checker.ValidationError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"model fails the ONNX checker: {first}") from None
+            text = " ".join(str(e).split())[:300] or type(e).__name__
+            raise InputError(f"model fails the ONNX checker: {text}") from None
     return model, base_dir
 
 

@@ -43,6 +43,7 @@ class GatherAxis:
     size_in: int
     kernels: tuple[int, ...]  # distinct window lengths, ascending
     indices: tuple[int, ...]  # one per output window, into the concatenation of the pooled arrays
+    pooled: bool = False  # the plan's N-D pool already applied the (single) kernel along this axis
 
     def offsets(self) -> tuple[int, ...]:
         """Where each kernel's pooled array starts in the concatenation."""
@@ -88,6 +89,11 @@ class AdaptivePlan:
     size_out: tuple[int, ...]
     pool: PoolPlan | None
     gathers: tuple[GatherAxis, ...] = ()
+    inexact_axes: tuple[int, ...] = ()  # axes where the shortcut pool was used on request (approx=True)
+
+    @property
+    def exact(self) -> bool:
+        return not self.inexact_axes
 
     @property
     def single_pool(self) -> bool:
@@ -98,7 +104,12 @@ class AdaptivePlan:
         if self.pool is not None:
             parts.append(f"pool {self.pool.describe()}")
         for g in self.gathers:
-            parts.append(f"axis {g.axis}: stride-1 pools k={list(g.kernels)} + Gather({len(g.indices)})")
+            if g.pooled:
+                parts.append(f"axis {g.axis}: Gather({len(g.indices)}) of the stride-1 windows")
+            else:
+                parts.append(f"axis {g.axis}: stride-1 pools k={list(g.kernels)} + Gather({len(g.indices)})")
+        if self.inexact_axes:
+            parts.append(f"INEXACT shortcut on axes {list(self.inexact_axes)} (--allow-approx)")
         return "; ".join(parts) if parts else "identity"
 
 
@@ -210,16 +221,25 @@ def plan_adaptive(
             raise ValueError(f"sizes must be >= 1: {size_in} -> {size_out}")
     per_axis: list[AxisPool] = []
     gathers: list[GatherAxis] = []
+    inexact: list[int] = []
     for ax, (n_in, n_out) in enumerate(zip(size_in, size_out)):
         p = plan_axis(n_in, n_out, allow_pads=allow_pads)
         if p is None and approx:
             p = shortcut_axis(n_in, n_out)
+            if p is not None:
+                inexact.append(ax)
         if p is None:
-            gathers.append(gather_axis(ax, n_in, n_out))
-            p = AxisPool(1, 1)
+            g = gather_axis(ax, n_in, n_out)
+            if len(g.kernels) == 1:  # one window length: the N-D pool applies it, stride 1, then Gather
+                g = GatherAxis(ax, n_in, g.kernels, g.indices, pooled=True)
+                p = AxisPool(g.kernels[0], 1)
+            else:
+                p = AxisPool(1, 1)
+            gathers.append(g)
         per_axis.append(p)
     pool = _combine(per_axis)
-    return AdaptivePlan(size_in, size_out, None if pool.is_identity and gathers else pool, tuple(gathers))
+    return AdaptivePlan(size_in, size_out, None if pool.is_identity and gathers else pool, tuple(gathers),
+                        tuple(inexact))
 
 
 def plan_global(size_in: tuple[int, ...] | list[int]) -> PoolPlan:

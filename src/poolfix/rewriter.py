@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import ModelProto, NodeProto, helper, numpy_helper
+from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
 from .graphs import Scope, names_used, subgraphs
 from .patterns import Site
@@ -62,6 +62,8 @@ class Rewrite:
     plan: AdaptivePlan
     nodes: tuple[NodeProto, ...]
     opset: int
+    in_main_graph: bool = True
+    initializers: tuple[TensorProto, ...] = ()
 
     @property
     def op_types(self) -> list[str]:
@@ -79,18 +81,28 @@ def _pool_node(op: str, x: str, y: str, name: str, kernel, strides, pads, mode: 
     return helper.make_node(op, [x], [y], name=name, **attrs)
 
 
-def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names) -> list[NodeProto]:
-    """The nodes that compute ``site.output`` from ``site.x`` as ``plan`` says."""
+def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True
+         ) -> tuple[list[NodeProto], list[TensorProto]]:
+    """The nodes (and constant tensors) that compute ``site.output`` from ``site.x`` as ``plan`` says.
+
+    Constants become initializers, or ``Constant`` nodes where initializers cannot go (function
+    bodies, and IR < 4 models, whose initializers must also be graph inputs).
+    """
     base = f"{site.node.name or site.node.op_type}_poolfix"
     nodes: list[NodeProto] = []
+    tensors: list[TensorProto] = []
     op = _POOL_OPS[site.mode]
     rank = len(site.in_spatial)
     steps: list = []  # each step: (make(x, y) -> list of nodes)
 
     def const(values, what: str) -> str:
         out = names.fresh(f"{base}_{what}")
-        nodes.append(helper.make_node("Constant", [], [out], name=names.fresh(f"{base}_{what}_const"),
-                                      value=numpy_helper.from_array(np.asarray(values, dtype=np.int64), out)))
+        tensor = numpy_helper.from_array(np.asarray(values, dtype=np.int64), out)
+        if initializers:
+            tensors.append(tensor)
+        else:
+            nodes.append(helper.make_node("Constant", [], [out], name=names.fresh(f"{base}_{what}_const"),
+                                          value=tensor))
         return out
 
     if plan.pool is not None:
@@ -105,7 +117,7 @@ def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names) -> list[NodeP
         def make_gather(x: str, y: str, g=g) -> None:
             parts = []
             for k in g.kernels:
-                if k == 1:
+                if k == 1 or g.pooled:
                     parts.append(x)
                     continue
                 kernel = [1] * rank
@@ -148,10 +160,11 @@ def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names) -> list[NodeP
         out = site.output if i == len(steps) - 1 else names.fresh(f"{base}_t{i}")
         step(cur, out)
         cur = out
-    return nodes
+    return nodes, tensors
 
 
-def splice(scope: Scope, replacements: dict[int, list[NodeProto]], extra_dead: Iterable[str] = ()) -> int:
+def splice(scope: Scope, replacements: dict[int, list[NodeProto]], initializers: Iterable[TensorProto] = (),
+           extra_dead: Iterable[str] = ()) -> int:
     """Replace nodes of ``scope`` (by index) with new nodes, then prune what became dead.
 
     Only nodes, initializers and value_info that the replaced nodes fed (transitively) are pruned:
@@ -159,11 +172,13 @@ def splice(scope: Scope, replacements: dict[int, list[NodeProto]], extra_dead: I
     """
     body = scope.body
     candidates: set[str] = set(extra_dead)
+    gone: set[str] = set()
     new_nodes: list[NodeProto] = []
     removed = 0
     for i, n in enumerate(body.node):
         if i in replacements:
             candidates.update(x for x in n.input if x)
+            gone.update(n.output)  # an output nobody reads (adaptive max's indices) goes with the node
             new_nodes.extend(replacements[i])
             removed += 1
         else:
@@ -175,7 +190,6 @@ def splice(scope: Scope, replacements: dict[int, list[NodeProto]], extra_dead: I
     for name in scope.output_names:
         uses[name] = uses.get(name, 0) + 1
     keep = [True] * len(new_nodes)
-    gone: set[str] = set()
     for j in range(len(new_nodes) - 1, -1, -1):
         n = new_nodes[j]
         if not any(o in candidates for o in n.output):
@@ -191,6 +205,8 @@ def splice(scope: Scope, replacements: dict[int, list[NodeProto]], extra_dead: I
     final = [n for n, k in zip(new_nodes, keep) if k]
     del body.node[:]
     body.node.extend(final)
+    if not scope.is_function:
+        body.initializer.extend(initializers)
     if not scope.is_function:
         graph_inputs = {i.name for i in body.input}
         dead_inits = [t for t in body.initializer

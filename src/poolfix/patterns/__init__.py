@@ -6,12 +6,14 @@ answers wins.
 
 from __future__ import annotations
 
-from . import global_pool, reduce
+from . import aten, dynamo, global_pool, reduce
 from .base import Site, Skip
 
 RULES = (
     (global_pool.NAME, global_pool.match),
     (reduce.NAME, reduce.match),
+    (aten.NAME, aten.match),
+    (dynamo.NAME, dynamo.match),
 )
 
 __all__ = ["RULES", "Site", "Skip"]

@@ -31,6 +31,11 @@ class Site:
     post_perm: tuple[int, ...] | None = None
     post_shape: tuple[int, ...] | None = None  # Reshape target (0 copies a dim, -1 infers one)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    op: str = ""  # what to call the pattern in reports; default: the node's op_type
+
+    @property
+    def op_name(self) -> str:
+        return self.op or self.node.op_type
 
     @property
     def out_shape(self) -> tuple[int | None, ...]:
