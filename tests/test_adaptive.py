@@ -161,7 +161,7 @@ def test_node_count_does_not_grow_with_output_size():
     for out in (5, 7, 9, 13, 17, 31, 47):
         m = aten_model("adaptive_avg_pool1d", [1, 2, 97], [out])
         counts.add(len(poolfix.fix(m, verify=False).model.graph.node))
-    assert max(counts) <= 5  # at most: 2 pools, Concat, index Constant, Gather
+    assert max(counts) <= 6  # at most: per window length a Gather and a pool, then Concat and Gather
 
 
 @pytest.mark.parametrize("dtype", [T.FLOAT16, T.DOUBLE])

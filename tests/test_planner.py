@@ -62,11 +62,10 @@ def _check_axis(n_in, n_out):
         assert pool_windows(n_in, p.kernel, p.stride, p.pad_begin, p.pad_end) == target
         assert p.pad_begin < p.kernel and p.pad_end < p.kernel  # onnxruntime requires pad < kernel
     g = gather_axis(0, n_in, n_out)
-    offs = dict(zip(g.kernels, g.offsets()))
-    for (start, end), idx in zip(target, g.indices):
-        k = end - start
-        assert idx - offs[k] == start and 0 <= start <= n_in - k
-    assert len(g.indices) == n_out
+    assert g.windows() == target
+    for c in g.classes:  # each class: windows of one length laid end to end, all inside the input
+        assert all(0 <= i < n_in for i in c.indices) and len(c.indices) == c.kernel * len(c.outputs)
+        assert c.windows() == [target[i] for i in c.outputs]
     return p
 
 
@@ -101,9 +100,10 @@ def test_property_nd_plan_covers_every_axis(pairs):
         if ax in gathered:
             g = gathered[ax]
             assert plan_axis(a, b) is None
-            if plan.pool is not None:  # the pool applies a single window length itself, stride 1
-                assert plan.pool.kernel[ax] == (g.kernels[0] if g.pooled else 1) and plan.pool.strides[ax] == 1
-            assert g.pooled == (len(g.kernels) == 1)
+            k = g.kernels[0] if g.before_pool else 1  # one length: the pool reduces the gathered windows
+            if plan.pool is not None:
+                assert plan.pool.kernel[ax] == k and plan.pool.strides[ax] == k
+            assert g.windows() == adaptive_windows(a, b)
         elif plan.pool is None:  # dropped only when it would be the identity
             assert a == b
         else:

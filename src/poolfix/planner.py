@@ -36,22 +36,47 @@ class AxisPool:
 
 
 @dataclass(frozen=True)
+class WindowClass:
+    """The adaptive windows of one length along an axis, laid end to end for one strided pool."""
+
+    kernel: int
+    outputs: tuple[int, ...]  # which output windows, ascending
+    indices: tuple[int, ...]  # input positions to gather: ``kernel`` consecutive ones per window
+
+    def windows(self) -> list[Window]:
+        k = self.kernel
+        return [(self.indices[j * k], self.indices[j * k] + k) for j in range(len(self.outputs))]
+
+
+@dataclass(frozen=True)
 class GatherAxis:
-    """Exact alternative along one spatial axis: stride-1 pools of each kernel, concatenated, gathered."""
+    """Exact alternative along one spatial axis, for windows no single pool reproduces.
+
+    Per window length (at most two along an axis): one ``Gather`` lays that length's windows end to
+    end, one pool with kernel = stride = the length reduces each. With two lengths a ``Concat`` and
+    a ``Gather`` put the outputs back in order. Every output is a pool over exactly its window, so
+    the numbers are a pool's; the work is proportional to the output, not the input, and the node
+    count (at most 6) does not grow with the output size.
+    """
 
     axis: int  # spatial axis index (0 = first spatial axis)
     size_in: int
-    kernels: tuple[int, ...]  # distinct window lengths, ascending
-    indices: tuple[int, ...]  # one per output window, into the concatenation of the pooled arrays
-    pooled: bool = False  # the plan's N-D pool already applied the (single) kernel along this axis
+    classes: tuple[WindowClass, ...]
+    order: tuple[int, ...] | None  # into the concatenated class outputs; None with a single class
 
-    def offsets(self) -> tuple[int, ...]:
-        """Where each kernel's pooled array starts in the concatenation."""
-        offs, at = [], 0
-        for k in self.kernels:
-            offs.append(at)
-            at += self.size_in - k + 1
-        return tuple(offs)
+    @property
+    def before_pool(self) -> bool:
+        """One window length: gather first, and the plan's N-D pool reduces (kernel = stride = length)."""
+        return len(self.classes) == 1
+
+    @property
+    def kernels(self) -> tuple[int, ...]:
+        return tuple(c.kernel for c in self.classes)
+
+    def windows(self) -> list[Window]:
+        """The windows this plan computes, in output order."""
+        flat = [w for c in self.classes for w in c.windows()]
+        return flat if self.order is None else [flat[i] for i in self.order]
 
 
 @dataclass(frozen=True)
@@ -82,7 +107,8 @@ class AdaptivePlan:
     """Exact plan for adaptive pooling of spatial shape ``size_in`` to ``size_out``.
 
     ``pool`` covers every axis that has a single-pool plan (or is None when no axis needs one);
-    ``gathers`` cover the others, applied after ``pool``, one axis each.
+    ``gathers`` cover the others, one axis each: those with one window length gather before
+    ``pool`` (which then reduces them with kernel = stride = that length), the others after it.
     """
 
     size_in: tuple[int, ...]
@@ -104,10 +130,11 @@ class AdaptivePlan:
         if self.pool is not None:
             parts.append(f"pool {self.pool.describe()}")
         for g in self.gathers:
-            if g.pooled:
-                parts.append(f"axis {g.axis}: Gather({len(g.indices)}) of the stride-1 windows")
+            if g.before_pool:
+                parts.append(f"axis {g.axis}: Gather of its windows (length {g.kernels[0]}) before the pool")
             else:
-                parts.append(f"axis {g.axis}: stride-1 pools k={list(g.kernels)} + Gather({len(g.indices)})")
+                parts.append(f"axis {g.axis}: windows of lengths {list(g.kernels)} gathered and pooled "
+                             "(stride = length), then reordered")
         if self.inexact_axes:
             parts.append(f"INEXACT shortcut on axes {list(self.inexact_axes)} (--allow-approx)")
         return "; ".join(parts) if parts else "identity"
@@ -181,15 +208,18 @@ def is_exact(size_in: int, size_out: int, pool: AxisPool) -> bool:
 
 
 def gather_axis(axis: int, size_in: int, size_out: int) -> GatherAxis:
-    """Exact alternative for one axis: stride-1 pools of every window length, then one Gather."""
+    """Exact alternative for one axis: gather the windows of each length, pool with stride = length."""
     target = adaptive_windows(size_in, size_out)
-    kernels = tuple(sorted(set(window_lengths(target))))
-    offs, at = {}, 0
-    for k in kernels:
-        offs[k] = at
-        at += size_in - k + 1
-    indices = tuple(offs[end - start] + start for start, end in target)
-    return GatherAxis(axis, size_in, kernels, indices)
+    classes = []
+    for k in sorted(set(window_lengths(target))):
+        outs = tuple(i for i, (a, b) in enumerate(target) if b - a == k)
+        idx = tuple(x for i in outs for x in range(target[i][0], target[i][1]))
+        classes.append(WindowClass(k, outs, idx))
+    order = None
+    if len(classes) > 1:
+        flat = [i for c in classes for i in c.outputs]
+        order = tuple(flat.index(i) for i in range(size_out))
+    return GatherAxis(axis, size_in, tuple(classes), order)
 
 
 def _combine(axes: list[AxisPool]) -> PoolPlan:
@@ -230,12 +260,8 @@ def plan_adaptive(
                 inexact.append(ax)
         if p is None:
             g = gather_axis(ax, n_in, n_out)
-            if len(g.kernels) == 1:  # one window length: the N-D pool applies it, stride 1, then Gather
-                g = GatherAxis(ax, n_in, g.kernels, g.indices, pooled=True)
-                p = AxisPool(g.kernels[0], 1)
-            else:
-                p = AxisPool(1, 1)
             gathers.append(g)
+            p = AxisPool(g.kernels[0], g.kernels[0]) if g.before_pool else AxisPool(1, 1)
         per_axis.append(p)
     pool = _combine(per_axis)
     return AdaptivePlan(size_in, size_out, None if pool.is_identity and gathers else pool, tuple(gathers),
@@ -264,14 +290,11 @@ def explain(size_in: int, size_out: int) -> str:
     else:
         g = gather_axis(0, size_in, size_out)
         lines.append(
-            f"no single pool is exact; exact alternative: stride-1 pools k={list(g.kernels)} + Gather"
+            f"no single pool is exact; exact alternative: per window length {list(g.kernels)}, a Gather of "
+            "those windows and a pool with stride = length" + (", then Concat + Gather to restore order"
+                                                              if g.order is not None else "")
         )
-        emitted = []
-        offs = dict(zip(g.kernels, g.offsets()))
-        for idx in g.indices:
-            k = max(k for k in g.kernels if offs[k] <= idx)
-            start = idx - offs[k]
-            emitted.append((start, start + k))
+        emitted = g.windows()
     if short is not None:
         exact = is_exact(size_in, size_out, short)
         lines.append(

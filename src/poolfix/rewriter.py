@@ -105,6 +105,17 @@ def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initialize
                                           value=tensor))
         return out
 
+    for g in plan.gathers:
+        if not g.before_pool:
+            continue
+        (c,) = g.classes
+
+        def pre_gather(x: str, y: str, g=g, c=c) -> None:
+            idx = const(list(c.indices), f"index{g.axis}")
+            nodes.append(helper.make_node("Gather", [x, idx], [y], axis=2 + g.axis,
+                                          name=names.fresh(f"{base}_gather{g.axis}")))
+
+        steps.append(pre_gather)
     if plan.pool is not None:
         pool = plan.pool
 
@@ -113,29 +124,31 @@ def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initialize
                                     pool.pads, site.mode, site.p, opset))
 
         steps.append(make_pool)
-    for g in plan.gathers:
+    for g in (g for g in plan.gathers if not g.before_pool):
         def make_gather(x: str, y: str, g=g) -> None:
+            axis = 2 + g.axis
             parts = []
-            for k in g.kernels:
-                if k == 1 or g.pooled:
-                    parts.append(x)
-                    continue
-                kernel = [1] * rank
-                kernel[g.axis] = k
-                part = names.fresh(f"{base}_k{k}")
-                nodes.append(_pool_node(op, x, part, names.fresh(f"{base}_pool_k{k}"), kernel, [1] * rank,
-                                        [0] * (2 * rank), site.mode, site.p, opset))
-                parts.append(part)
-            if len(parts) > 1:
-                cat = names.fresh(f"{base}_concat")
-                nodes.append(helper.make_node("Concat", parts, [cat], name=names.fresh(f"{base}_concat"),
-                                              axis=2 + g.axis))
-                src = cat
-            else:
-                src = parts[0]
-            idx = const(list(g.indices), f"index{g.axis}")
-            nodes.append(helper.make_node("Gather", [src, idx], [y], name=names.fresh(f"{base}_gather"),
-                                          axis=2 + g.axis))
+            for c in g.classes:
+                last = g.order is None and c is g.classes[-1]
+                picked = y if last and c.kernel == 1 else names.fresh(f"{base}_windows{g.axis}_k{c.kernel}")
+                idx = const(list(c.indices), f"index{g.axis}_k{c.kernel}")
+                nodes.append(helper.make_node("Gather", [x, idx], [picked], axis=axis,
+                                              name=names.fresh(f"{base}_gather{g.axis}_k{c.kernel}")))
+                if c.kernel > 1:
+                    kernel = [1] * rank
+                    kernel[g.axis] = c.kernel
+                    pooled = y if last else names.fresh(f"{base}_pooled{g.axis}_k{c.kernel}")
+                    nodes.append(_pool_node(op, picked, pooled, names.fresh(f"{base}_pool{g.axis}_k{c.kernel}"),
+                                            kernel, kernel, [0] * (2 * rank), site.mode, site.p, opset))
+                    picked = pooled
+                parts.append(picked)
+            if g.order is not None:
+                cat = names.fresh(f"{base}_concat{g.axis}")
+                nodes.append(helper.make_node("Concat", parts, [cat], axis=axis,
+                                              name=names.fresh(f"{base}_concat{g.axis}")))
+                order = const(list(g.order), f"order{g.axis}")
+                nodes.append(helper.make_node("Gather", [cat, order], [y], axis=axis,
+                                              name=names.fresh(f"{base}_reorder{g.axis}")))
 
         steps.append(make_gather)
     if site.post_perm is not None:
