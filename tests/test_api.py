@@ -34,7 +34,7 @@ def test_save_roundtrip_and_no_temp_files_left(tmp_path):
 
 def test_save_external_data(tmp_path):
     result = poolfix.fix(MODELS / "resnet_head.onnx")
-    poolfix.save(result.model, tmp_path / "o.onnx", external_data=True)
+    poolfix.save(result, tmp_path / "o.onnx", external_data="single")
     assert sorted(os.listdir(tmp_path)) == ["o.onnx", "o.onnx.data"]
     again = poolfix.fix(tmp_path / "o.onnx")
     assert not again.changed

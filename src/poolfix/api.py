@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import onnx
 from onnx import ModelProto
 
 from . import loader, verifier
@@ -33,6 +34,7 @@ class FixResult:
     findings: list[Finding] = field(default_factory=list)
     rewrites: list[Rewrite] = field(default_factory=list)
     verification: VerificationReport | None = None
+    data_dir: Path | None = None  # where the model's external data lives, if it has any
 
     @property
     def rewritten(self) -> list[Finding]:
@@ -102,21 +104,19 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False) -> tuple[list[Rewr
     return rewrites, skips
 
 
-def _check_output(model: ModelProto, original: ModelProto) -> None:
+def _check_output(model: ModelProto, input_full_check_ok: bool, data_dir: Path | None) -> None:
     try:
-        onnx.checker.check_model(model, full_check=True)
+        loader.check_model(model, data_dir, full_check=True)
         return
     except Exception as e:
         err = e
-    try:  # an input that already fails the full check is not ours to blame: hold it to the plain check
-        onnx.checker.check_model(original, full_check=True)
-    except Exception:
+    if not input_full_check_ok:  # the input already failed the full check: hold it to the plain one
         try:
-            onnx.checker.check_model(model)
+            loader.check_model(model, data_dir)
             return
         except Exception as e:
             err = e
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = " ".join(str(err).split())[:300] or type(err).__name__
     raise InternalError(f"the rewritten model fails the ONNX checker (a poolfix bug, please report it): {first}")
 
 
@@ -129,26 +129,38 @@ def fix(
     atol: float | None = None,
     rtol: float | None = None,
     allow_approx: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> FixResult:
     """Find and rewrite every global, reduction and adaptive pooling pattern; verify the result.
 
     ``model_or_path`` is never modified. ``input_shapes`` pins graph inputs (``{"x": (1, 3, 224, 224)}``)
     before shape inference; the output keeps those shapes. Verification (on unless ``verify=False``)
-    raises :class:`~poolfix.errors.VerificationError` when the rewritten model differs.
+    raises :class:`~poolfix.errors.VerificationError` when the rewritten model differs. External data
+    stays on disk (``data_dir``: its folder, for bytes or a ModelProto; a path brings its own).
+    ``progress`` is called with the name of each long step as it starts.
     """
-    model, _ = loader.load(model_or_path)
+    step = progress or (lambda _: None)
+    step("loading")
+    loaded = loader.load(model_or_path, data_dir=data_dir)
+    model = loaded.model
     if input_shapes:
         loader.pin_input_shapes(model, dict(input_shapes))
-    original = ModelProto()
-    original.CopyFrom(model)
+    original: ModelProto | Path | None = None
+    if verify:  # onnxruntime reads an unpinned input from its file; otherwise keep a copy
+        original = loaded.path if loaded.path is not None and not input_shapes else _copy(model)
+    step("finding and rewriting")
     rewrites, skips = rewrite(model, allow_approx=allow_approx)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
-    result = FixResult(model, findings, rewrites)
+    result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir)
     if not rewrites:
         return result
-    _check_output(model, original)
+    step("checking")
+    _check_output(model, loaded.full_check_ok, loaded.data_dir)
     if verify:
-        report = verifier.verify(original, model, rewrites, seeds=tuple(seeds), atol=atol, rtol=rtol)
+        step("verifying")
+        report = verifier.verify(original, model, rewrites, seeds=tuple(seeds), atol=atol, rtol=rtol,
+                                 data_dir=loaded.data_dir)
         result.verification = report
         if not report:
             raise VerificationError(
@@ -156,3 +168,9 @@ def fix(
                 report=report,
             )
     return result
+
+
+def _copy(model: ModelProto) -> ModelProto:
+    out = ModelProto()
+    out.CopyFrom(model)
+    return out

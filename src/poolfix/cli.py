@@ -16,7 +16,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, Ver
 from .loader import parse_input_shape
 from .planner import explain
 from .report import findings_text, verification_text
-from .saver import atomic_write_bytes, save
+from .saver import LAYOUTS, atomic_write_bytes, save
 
 EPILOG = """\b
 Exit codes:
@@ -69,8 +69,9 @@ def _same_file(a: Path, b: Path) -> bool:
               help="Use the inexact stride=in//out shortcut where no single pool is exact.")
 @click.option("--explain", "explain_pairs", multiple=True, metavar="IN:OUT",
               help="Show the adaptive windows of IN -> OUT beside the planned pool's (no model needed).")
-@click.option("--external-data", type=click.Choice(["auto", "always", "never"]), default="auto",
-              show_default=True, help="Write weights to <output>.data: when over 2 GB, always, or never.")
+@click.option("--external-data", type=click.Choice(LAYOUTS), default="auto", show_default=True,
+              help="Weights layout: auto (as the input had it; external over 2 GB), single (one <output>.data), "
+                   "keep (the input's data file names), inline.")
 @click.option("-q", "--quiet", count=True, help="Print less (-q: summary only, -qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="Print more.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
@@ -123,7 +124,7 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     if not result.changed and in_place:
         say("nothing to rewrite; input left as it was", 0)
         return
-    save(result.model, target, external_data={"auto": None, "always": True, "never": False}[external_data])
+    save(result, target, external_data=external_data, in_place=in_place)
     if not result.changed:
         say(f"nothing to rewrite; wrote an unchanged copy to {target}", 0)
         return

@@ -8,11 +8,13 @@ folder, and the data files must exist and be long enough.
 from __future__ import annotations
 
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import ModelProto
+from onnx import ModelProto, TensorProto
 
 from .errors import InputError
 
@@ -83,41 +85,88 @@ def _parse(data: bytes, what: str) -> ModelProto:
     return model
 
 
-def load(source: str | os.PathLike | bytes | ModelProto, *, check: bool = True) -> tuple[ModelProto, Path | None]:
-    """Read a model. Returns the model (a copy when given a ModelProto) and its folder, if any."""
-    base_dir: Path | None = None
+@dataclass
+class Loaded:
+    """A checked model. Tensors stored as external data stay on disk: ``data_dir`` is the folder their
+    locations are relative to, and nothing reads them unless something needs the numbers."""
+
+    model: ModelProto
+    data_dir: Path | None = None
+    path: Path | None = None
+    full_check_ok: bool = True  # whether the input itself passes check_model(full_check=True)
+
+    @property
+    def has_external_data(self) -> bool:
+        return bool(_external_tensors(self.model))
+
+
+def _read(path: Path) -> bytes:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an ONNX model file")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.PathLike | None = None,
+         check: bool = True) -> Loaded:
+    """Read and check a model: a path, bytes, or a ModelProto (copied, never modified).
+
+    External data is validated (inside the model's folder, present, long enough) but not read.
+    ``data_dir`` says where external data lives for bytes or a ModelProto; for a path it is the
+    model's folder.
+    """
+    path: Path | None = None
     if isinstance(source, ModelProto):
         model = ModelProto()
         model.CopyFrom(source)
-    elif isinstance(source, (bytes, bytearray)):
+    elif isinstance(source, (bytes, bytearray, memoryview)):
         model = _parse(bytes(source), "input bytes")
     else:
         path = Path(source)
-        if not path.exists():
-            raise InputError(f"{path}: no such file")
-        if path.is_dir():
-            raise InputError(f"{path}: is a directory, not an ONNX model file")
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise InputError(f"{path}: cannot read ({e.strerror})") from None
-        model = _parse(data, str(path))
-        base_dir = path.parent
-        if _external_tensors(model):
-            check_external_data(model, base_dir)
-            from onnx.external_data_helper import load_external_data_for_model
-
-            try:
-                load_external_data_for_model(model, str(base_dir))
-            except (OSError, ValueError) as e:
-                raise InputError(f"{path}: cannot read external data ({e})") from None
+        model = _parse(_read(path), str(path))
+        data_dir = path.parent
+    base = Path(data_dir) if data_dir is not None else None
+    if _external_tensors(model):
+        if base is None:
+            raise InputError("the model has external data: pass the folder it lives in (data_dir=...)")
+        check_external_data(model, base)
+    full_ok = True
     if check:
         try:
-            onnx.checker.check_model(model)
-        except (onnx.checker.ValidationError, ValueError) as e:
+            check_model(model, base)
+        except Exception as e:
             text = " ".join(str(e).split())[:300] or type(e).__name__
             raise InputError(f"model fails the ONNX checker: {text}") from None
-    return model, base_dir
+        try:
+            check_model(model, base, full_check=True)
+        except Exception:
+            full_ok = False
+    return Loaded(model, base, path, full_ok)
+
+
+_CWD_LOCK = threading.Lock()
+
+
+def check_model(model: ModelProto, data_dir: Path | None, *, full_check: bool = False) -> None:
+    """onnx.checker.check_model on a model whose external data lives in ``data_dir``.
+
+    The checker looks for external data relative to the working folder when given a ModelProto, and
+    refuses symbolic links, so it runs from ``data_dir`` (under a lock: the folder is process-wide).
+    """
+    if data_dir is None or not _external_tensors(model):
+        onnx.checker.check_model(model, full_check=full_check)
+        return
+    with _CWD_LOCK:
+        here = os.getcwd()
+        os.chdir(data_dir)
+        try:
+            onnx.checker.check_model(model, full_check=full_check)
+        finally:
+            os.chdir(here)
 
 
 def pin_input_shapes(model: ModelProto, pins: ShapePins) -> None:
@@ -138,19 +187,56 @@ def pin_input_shapes(model: ModelProto, pins: ShapePins) -> None:
             tt.shape.dim.add().dim_value = d
 
 
+def _repeated(fd) -> bool:
+    rep = getattr(fd, "is_repeated", None)
+    return rep if rep is not None else fd.label == fd.LABEL_REPEATED
+
+
+def copy_fields(src, dst, skip=()) -> None:
+    """Copy every set field of protobuf message ``src`` into ``dst``, except those named in ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        if _repeated(fd):
+            getattr(dst, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data",
+                "uint64_data")
+
+
+def weightless(model: ModelProto, keep_bytes: int = 4096) -> tuple[ModelProto, dict[int, TensorProto]]:
+    """A copy of ``model`` whose large main-graph initializers are stubs: name, type and dims, no data.
+
+    Returns the copy and, for each stub, its position among the main graph's initializers and the
+    original tensor. Shape inference needs dims
+    only (and small constants, for data propagation); the saver fills stubs in from the originals one
+    at a time. Either way the weights are never copied as a whole.
+    """
+    light = ModelProto()
+    copy_fields(model, light, skip=("graph",))
+    copy_fields(model.graph, light.graph, skip=("initializer",))
+    stubs = {}
+    for i, t in enumerate(model.graph.initializer):
+        if t.ByteSize() <= keep_bytes or t.data_location == TensorProto.EXTERNAL:
+            light.graph.initializer.append(t)
+        else:
+            copy_fields(t, light.graph.initializer.add(), skip=_DATA_FIELDS)
+            stubs[i] = t
+    return light, stubs
+
+
 def infer_shapes(model: ModelProto) -> ModelProto:
     """onnx shape inference on a weightless view of the model; only shapes are read from it."""
-    light = ModelProto()
-    light.CopyFrom(model)
-    for t in light.graph.initializer:  # shapes need dims only; keep small tensors for data propagation
-        if len(t.raw_data) > 4096:
-            t.ClearField("raw_data")
-            t.data_location = onnx.TensorProto.DEFAULT
-            t.raw_data = b""
+    light, _ = weightless(model)
     try:
         return onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort: the model was checked; unknown shapes skip sites
         try:
             return onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False)
         except Exception:
-            return model
+            return light

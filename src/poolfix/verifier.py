@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from onnx import ModelProto, TensorProto, helper
@@ -108,12 +109,17 @@ def _worse(a: Check | None, b: Check) -> Check:
     return a
 
 
-def _session(model: ModelProto | bytes | str):
+def _session(model: ModelProto | bytes | Path, data_dir: Path | None = None):
+    """An onnxruntime CPU session, graph optimizations off; external data is read from ``data_dir``."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
+    if isinstance(model, Path):
+        return ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
+    if data_dir is not None:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(data_dir))
     data = model.SerializeToString() if isinstance(model, ModelProto) else model
     return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
 
@@ -153,16 +159,16 @@ _ORT_TYPES = {
 }
 
 
-def _end_to_end(original: ModelProto, rewritten: ModelProto, report: VerificationReport, seeds,
-                atol, rtol) -> None:
+def _end_to_end(original: ModelProto | Path, rewritten: ModelProto, report: VerificationReport, seeds,
+                atol, rtol, data_dir: Path | None) -> None:
     try:
-        s0 = _session(original)
+        s0 = _session(original, data_dir)
     except Exception as e:
         report.notes.append(f"end-to-end comparison skipped: the original does not run in onnxruntime "
                             f"({_first_line(e)}); each rewrite was checked on its own")
         return
     try:
-        s1 = _session(rewritten)
+        s1 = _session(rewritten, data_dir)
     except Exception as e:
         if _not_implemented(e):
             report.notes.append(f"end-to-end comparison skipped: onnxruntime CPU lacks a kernel the rewritten "
@@ -233,23 +239,29 @@ def check_site(rw: Rewrite, seed: int, ir_version: int, atol=None, rtol=None) ->
     return check
 
 
-def _in_model(rewritten: ModelProto, rewrites: list[Rewrite], report: VerificationReport, seeds, atol, rtol) -> None:
+def _in_model(rewritten: ModelProto, rewrites: list[Rewrite], report: VerificationReport, seeds, atol, rtol,
+              data_dir: Path | None) -> None:
     """Where the original cannot run: run the rewritten model with each site's input and output exposed
     as extra graph outputs, and compare each output with the numpy reference of its input."""
     mine = [rw for rw in rewrites if rw.in_main_graph]
     if not mine:
         return
-    probe = ModelProto()
-    probe.CopyFrom(rewritten)
-    graph_inputs = {i.name for i in probe.graph.input}
-    exposed = {o.name for o in probe.graph.output}
+    # expose the sites' tensors as extra outputs just long enough to serialize: no copy of the model
+    outputs = rewritten.graph.output
+    n_before = len(outputs)
+    graph_inputs = {i.name for i in rewritten.graph.input}
+    exposed = {o.name for o in outputs}
     for rw in mine:
         for name in (rw.site.x, rw.site.output):
             if name not in exposed and name not in graph_inputs:
-                probe.graph.output.append(helper.make_tensor_value_info(name, rw.site.elem_type, None))
+                outputs.append(helper.make_tensor_value_info(name, rw.site.elem_type, None))
                 exposed.add(name)
     try:
-        session = _session(probe)
+        data = rewritten.SerializeToString()
+    finally:
+        del outputs[n_before:]
+    try:
+        session = _session(data, data_dir)
     except Exception as e:
         report.notes.append(f"in-model check skipped: the rewritten model does not run ({_first_line(e)})")
         return
@@ -273,15 +285,16 @@ def _in_model(rewritten: ModelProto, rewrites: list[Rewrite], report: Verificati
     report.checks.extend(worst.values())
 
 
-def verify(original: ModelProto, rewritten: ModelProto, rewrites: list[Rewrite], *, seeds=DEFAULT_SEEDS,
-           atol: float | None = None, rtol: float | None = None) -> VerificationReport:
+def verify(original: ModelProto | Path, rewritten: ModelProto, rewrites: list[Rewrite], *, seeds=DEFAULT_SEEDS,
+           atol: float | None = None, rtol: float | None = None, data_dir: Path | None = None) -> VerificationReport:
+    """Compare ``original`` (a model, or the path of an unchanged input) with ``rewritten``."""
     report = VerificationReport(seeds=list(seeds))
-    _end_to_end(original, rewritten, report, seeds, atol, rtol)
+    _end_to_end(original, rewritten, report, seeds, atol, rtol, data_dir)
     if any(not rw.plan.exact for rw in rewrites):
         for c in report.checks:
             c.approx = True
     if not report.end_to_end:
-        _in_model(rewritten, rewrites, report, seeds, atol, rtol)
+        _in_model(rewritten, rewrites, report, seeds, atol, rtol, data_dir)
     for rw in rewrites:
         worst = None
         for seed in seeds:
