@@ -105,3 +105,23 @@ def node(m, name):
 
 def attrs(n):
     return {a.name: h.get_attribute_value(a) for a in n.attribute}
+
+
+def external_data_model(folder, name="big.onnx", columns=4096, location="weights.bin", seed=0):
+    """GlobalAveragePool -> Flatten -> MatMul with a [64, columns] float32 weight stored as external data
+    (64 * columns * 4 bytes). Returns the model path."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((64, columns)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal((8,)).astype(np.float32), "b")  # small: stays inline
+    nodes = [h.make_node("GlobalAveragePool", ["x"], ["p"], name="gap"),
+             h.make_node("Flatten", ["p"], ["f"], name="flat"),
+             h.make_node("MatMul", ["f", "w"], ["y"], name="mm"),
+             h.make_node("Slice", ["y", "s0", "s1", "s2"], ["y8"], name="slice"),
+             h.make_node("Add", ["y8", "b"], ["z"], name="add")]
+    inits = [w, b, numpy_helper.from_array(np.array([0], np.int64), "s0"),
+             numpy_helper.from_array(np.array([8], np.int64), "s1"),
+             numpy_helper.from_array(np.array([1], np.int64), "s2")]
+    m = model(nodes, [vi("x", [1, 64, 5, 5])], [vi("z", [1, 8])], inits)
+    path = Path(folder) / name
+    onnx.save(m, path, save_as_external_data=True, location=location, size_threshold=1024)
+    return path
