@@ -10,10 +10,11 @@ from pathlib import Path
 from onnx import ModelProto
 
 from . import loader, verifier
-from .errors import PoolfixError, VerificationError
+from .errors import InputError, PoolfixError, VerificationError
 from .finder import find
 from .graphs import scopes
 from .patterns import Site, Skip
+from .patterns.base import skip
 from .planner import AdaptivePlan, plan_adaptive
 from .report import Finding, to_dict
 from .rewriter import Names, Rewrite, emit, splice
@@ -61,8 +62,8 @@ def plan_site(site: Site, opset: int, *, allow_approx: bool = False) -> Adaptive
 def _finding(rw: Rewrite, ir_version: int, seed: int) -> Finding:
     s = rw.site
     notes = list(s.notes)
-    if not rw.plan.exact:  # asked for: say how far off it is, measured, whether or not we verify
-        c = verifier.check_site(rw, seed, ir_version)
+    c = verifier.check_site(rw, seed, ir_version) if not rw.plan.exact else None
+    if c is not None:  # asked for: say how far off it is, measured, whether or not we verify
         notes.append(f"APPROXIMATE: max abs err {c.max_abs:.3g} (max rel {c.max_rel:.3g}) against exact adaptive "
                      "pooling on a random input")
     return Finding("rewritten", s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),
@@ -90,6 +91,11 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False) -> tuple[list[Rewr
                     skips.append(found)
                     continue
                 plan = plan_site(found, scope.opset, allow_approx=allow_approx)
+                if plan.gathers and not use_initializers and scope.opset < 9:
+                    skips.append(skip(found.pattern, scope, found.node, found.label.split(" in ")[0],
+                                      f"the exact plan needs int64 indices, which opset {scope.opset} "
+                                      "Constant nodes cannot hold in this IR version"))
+                    continue
                 nodes, inits = emit(found, plan, scope.opset, names, initializers=use_initializers)
                 replacements[index] = nodes
                 tensors.extend(inits)
@@ -140,6 +146,13 @@ def fix(
     stays on disk (``data_dir``: its folder, for bytes or a ModelProto; a path brings its own).
     ``progress`` is called with the name of each long step as it starts.
     """
+    try:
+        return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, data_dir, progress)
+    except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
+        raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
+
+
+def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, data_dir, progress) -> FixResult:
     step = progress or (lambda _: None)
     step("loading")
     loaded = loader.load(model_or_path, data_dir=data_dir)
@@ -162,6 +175,9 @@ def fix(
         report = verifier.verify(original, model, rewrites, seeds=tuple(seeds), atol=atol, rtol=rtol,
                                  data_dir=loaded.data_dir)
         result.verification = report
+        if not report.checks:
+            raise VerificationError("verification could not check anything (" + "; ".join(report.notes)
+                                    + "); --no-verify skips it", report=report)
         if not report:
             raise VerificationError(
                 f"verification failed: {len(report.failed)} of {len(report.checks)} checks out of tolerance",

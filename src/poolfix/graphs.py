@@ -28,7 +28,7 @@ def _info(vi: onnx.ValueInfoProto) -> TensorInfo | None:
     tt = t.tensor_type
     shape = None
     if tt.HasField("shape"):
-        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
     return TensorInfo(tt.elem_type, shape)
 
 
@@ -116,7 +116,7 @@ class Scope:
                 t = s._initializers[name]
                 if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data:
                     return None
-                return numpy_helper.to_array(t)
+                return _array(t)
             node = s.producers.get(name)
             if node is not None:
                 return constant_value(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
@@ -124,10 +124,17 @@ class Scope:
         return None
 
 
+def _array(t: onnx.TensorProto) -> np.ndarray | None:
+    try:
+        return numpy_helper.to_array(t)
+    except Exception:  # data that does not fit its dims or type: not a constant anyone can use
+        return None
+
+
 def constant_value(node: NodeProto) -> np.ndarray | None:
     for a in node.attribute:
         if a.name == "value":
-            return numpy_helper.to_array(a.t)
+            return _array(a.t)
         if a.name == "value_ints":
             return np.array(list(a.ints), dtype=np.int64)
         if a.name == "value_int":

@@ -129,6 +129,15 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
         path = Path(source)
         model = _parse(_read(path), str(path))
         data_dir = path.parent
+    known = onnx.defs.onnx_opset_version()
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and not 1 <= o.version <= known:
+            raise InputError(f"opset {o.version} of the default domain is not one this onnx knows (1 to {known})")
+    for vi in [*model.graph.input, *model.graph.output]:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                raise InputError(f"{vi.name!r} has a negative dim ({d.dim_value}); an unknown dim takes a name "
+                                 "(dim_param), or pin it with --input-shape")
     base = Path(data_dir) if data_dir is not None else None
     if _external_tensors(model):
         if base is None:

@@ -7,8 +7,6 @@ Everything is computed in float64 and cast to the input's dtype at the end.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 
@@ -20,27 +18,38 @@ def adaptive_bounds(n_in: int, n_out: int, i: int) -> tuple[int, int]:
 
 
 def adaptive_pool(x: np.ndarray, out_size, mode: str, p: int = 2) -> np.ndarray:
-    """Adaptive avg/max/lp pooling of an (N, C, *spatial) array to ``out_size``, as PyTorch defines it."""
+    """Adaptive avg/max/lp pooling of an (N, C, *spatial) array to ``out_size``, as PyTorch defines it.
+
+    The windows are products of per-axis windows, so the reduction goes one axis at a time: a mean of
+    means over equal-length rows is the mean of the rectangle, and likewise for max and for sums of
+    ``|x|**p``.
+    """
     out_size = tuple(int(o) for o in out_size)
     spatial = x.shape[2:]
     if len(out_size) != len(spatial):
         raise ValueError(f"output size {out_size} does not match spatial shape {spatial}")
-    xd = x.astype(np.float64)
-    out = np.empty(x.shape[:2] + out_size, dtype=np.float64)
-    for cell in itertools.product(*(range(o) for o in out_size)):
-        bounds = [slice(*adaptive_bounds(n, o, i)) for n, o, i in zip(spatial, out_size, cell)]
-        region = (slice(None), slice(None), *bounds)
-        w = xd[region].reshape(x.shape[0], x.shape[1], -1)
-        if mode == "avg":
-            v = w.mean(axis=-1)
-        elif mode == "max":
-            v = w.max(axis=-1)
-        elif mode == "lp":
-            v = (np.abs(w) ** p).sum(axis=-1) ** (1.0 / p)
-        else:
-            raise ValueError(f"unknown mode {mode!r}")
-        out[(slice(None), slice(None), *cell)] = v
-    return out
+    if mode not in ("avg", "max", "lp"):
+        raise ValueError(f"unknown mode {mode!r}")
+    with np.errstate(all="ignore"):  # inf and nan propagate as they would in the model
+        y = x.astype(np.float64)
+        if mode == "lp":
+            y = np.abs(y) ** p
+        for axis, (n_in, n_out) in enumerate(zip(spatial, out_size)):
+            ax = 2 + axis
+            lead = (slice(None),) * ax
+            parts = []
+            for i in range(n_out):
+                window = y[(*lead, slice(*adaptive_bounds(n_in, n_out, i)))]
+                if mode == "avg":
+                    parts.append(window.mean(axis=ax, keepdims=True))
+                elif mode == "max":
+                    parts.append(window.max(axis=ax, keepdims=True))
+                else:
+                    parts.append(window.sum(axis=ax, keepdims=True))
+            y = np.concatenate(parts, axis=ax)
+        if mode == "lp":
+            y = y ** (1.0 / p)
+    return y
 
 
 def onnx_reshape(x: np.ndarray, shape) -> np.ndarray:

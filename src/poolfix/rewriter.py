@@ -157,7 +157,10 @@ def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initialize
                              perm=list(site.post_perm))))
     if site.post_shape is not None:
         def make_reshape(x: str, y: str) -> None:
-            if opset >= 5:
+            if not initializers and opset < 9 and site.squeeze_axes is not None:  # no int64 Constant yet
+                nodes.append(helper.make_node("Squeeze", [x], [y], name=names.fresh(f"{base}_squeeze"),
+                                              axes=list(site.squeeze_axes)))
+            elif opset >= 5:
                 shape = const(list(site.post_shape), "shape")
                 nodes.append(helper.make_node("Reshape", [x, shape], [y], name=names.fresh(f"{base}_reshape")))
             else:

@@ -30,6 +30,7 @@ class Site:
     p: int = 2  # for lp
     post_perm: tuple[int, ...] | None = None
     post_shape: tuple[int, ...] | None = None  # Reshape target (0 copies a dim, -1 infers one)
+    squeeze_axes: tuple[int, ...] | None = None  # the same as a Squeeze, for opsets without int64 constants
     notes: tuple[str, ...] = field(default_factory=tuple)
     op: str = ""  # what to call the pattern in reports; default: the node's op_type
 
@@ -90,6 +91,9 @@ def spatial_or_skip(scope: Scope, node: NodeProto, tensor: str, pattern: str, la
     if not 3 <= len(shape) <= 5:
         return skip(pattern, scope, node, label,
                     f"input {tensor!r} has rank {len(shape)}; pooling covers 1 to 3 spatial axes (rank 3 to 5)")
+    empty = [i for i in range(2, len(shape)) if shape[i] is not None and shape[i] < 1]
+    if empty:
+        return skip(pattern, scope, node, label, f"spatial dim(s) {empty} of input {tensor!r} {_fmt(shape)} are empty")
     missing = [i for i in range(2, len(shape)) if shape[i] is None]
     if missing:
         return skip(pattern, scope, node, label,

@@ -61,6 +61,8 @@ def match(node: NodeProto, scope: Scope, label: str):
     if any(not 0 <= a < rank for a in reduced):
         return None
     keepdims = int(attr(node, "keepdims", 1))
+    if keepdims not in (0, 1):
+        return skip(NAME, scope, node, label, f"keepdims={keepdims}; ONNX defines 0 and 1")
     mode = _MODES[node.op_type]
     # behind a channels-last transpose, pool the tensor before it (and drop the transpose when
     # nothing else reads it); otherwise the axes must be channels-first spatial axes
@@ -75,10 +77,11 @@ def match(node: NodeProto, scope: Scope, label: str):
     if isinstance(xinfo, Skip):
         return xinfo
     out_spatial = tuple(1 if a in pooled_axes else xinfo.shape[a] for a in range(2, rank))
-    post_shape = None
+    post_shape = squeeze = None
     if not keepdims:
         kept = [int(xinfo.shape[a]) for a in range(2, rank) if a not in pooled_axes]
         post_shape = (0, *kept, -1) if perm else (0, 0, *kept)
+        squeeze = tuple(reduced)  # the reduced axes, in the layout of the node's output
     return Site(
         pattern=NAME + ("-nhwc" if perm else ""),
         node=node,
@@ -91,4 +94,5 @@ def match(node: NodeProto, scope: Scope, label: str):
         output=node.output[0],
         post_perm=perm,
         post_shape=post_shape,
+        squeeze_axes=squeeze,
     )
