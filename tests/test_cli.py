@@ -147,3 +147,33 @@ def test_console_script_and_module_entry_points(se):
     if exe is not None:
         r = subprocess.run([exe, "--version"], capture_output=True, text=True)
         assert r.returncode == 0 and "poolfix" in r.stdout
+
+
+def test_verbose_prints_step_timings_on_stderr(se):
+    code, _, err = cli(se, "-v")
+    assert code == 0
+    for step in ("loading", "finding and rewriting", "verifying"):
+        assert f"poolfix: {step}: " in err
+
+
+def test_progress_line_only_on_a_terminal(se, monkeypatch):
+    code, _, err = cli(se)
+    assert code == 0 and err == ""  # not a terminal: nothing on stderr
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake = Tty()
+    monkeypatch.setattr("sys.stderr", fake)
+    with pytest.raises(SystemExit):
+        main([str(se), "-o", str(se.with_name("t.onnx"))])
+    assert "\r\x1b[Kpoolfix: loading..." in fake.getvalue() and "verifying..." in fake.getvalue()
+
+
+def test_quiet_levels(se):
+    code, out, _ = cli(se, "-q")
+    assert code == 0 and out.strip().startswith("wrote") and out.count("\n") == 1
+    code, out, err = cli(se, "-qq")
+    assert code == 0 and out == "" and err == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -103,13 +104,17 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     if report_path is not None:
         _writable(report_path)
     seeds = list(range(seed, seed + num_seeds))
+    progress = Progress(show=level >= 1 and sys.stderr.isatty(), timings=level >= 2)
     try:
         result = fix(model, input_shapes=pins, verify=not (no_verify or dry_run), seeds=seeds, atol=atol,
-                     rtol=rtol, allow_approx=allow_approx)
+                     rtol=rtol, allow_approx=allow_approx, progress=progress)
     except VerificationError as e:
+        progress.done()
         if e.report is not None:
             click.echo(verification_text(e.report), err=True)
         raise
+    finally:
+        progress.done()
     if result.findings:
         say(findings_text(result.findings), 1 if not dry_run else 0)
     if result.verification is not None:
@@ -133,6 +138,34 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     if n_approx:
         verdict += f"; {n_approx} APPROXIMATE by request (--allow-approx)"
     say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were, {verdict}", 0)
+
+
+class Progress:
+    """Long steps on stderr: a line that rewrites itself on a terminal; step timings with -v."""
+
+    def __init__(self, show: bool, timings: bool):
+        self.show, self.timings = show, timings
+        self.step: str | None = None
+        self.started = 0.0
+
+    def __call__(self, step: str) -> None:
+        self._finish_step()
+        self.step, self.started = step, time.perf_counter()
+        if self.show:
+            click.echo(f"\r\033[Kpoolfix: {step}...", err=True, nl=False)
+
+    def _finish_step(self) -> None:
+        if self.step is not None and self.timings:
+            if self.show:
+                click.echo("\r\033[K", err=True, nl=False)
+            click.echo(f"poolfix: {self.step}: {time.perf_counter() - self.started:.2f} s", err=True)
+        self.step = None
+
+    def done(self) -> None:
+        self._finish_step()
+        if self.show:
+            click.echo("\r\033[K", err=True, nl=False)
+            self.show = False
 
 
 def _writable(path: Path) -> None:
