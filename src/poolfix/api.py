@@ -104,7 +104,7 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False) -> tuple[list[Rewr
             if replacements:
                 splice(scope, replacements, tensors)
                 progress = True
-        if not progress:
+        if not progress or not skips:  # another round only if new shapes might unlock what was left
             break
     skips.reverse()
     return rewrites, skips

@@ -1,0 +1,232 @@
+"""Benchmark: poolfix on big models and many sites, as ratios against baselines run in the same run.
+
+    python scripts/bench_scale.py [--gb 1.0] [--repeat 3] [--workdir DIR] [--json out.json]
+
+1. Large model: wall time and peak RSS of ``poolfix --no-verify`` on a generated external-data model
+   of --gb gigabytes, against ``onnx.load`` + ``onnx.save`` (external data) of the same file, each in
+   its own process, alternated, medians taken. Goal: at most 1.3x the time and 1.5x the model size.
+2. Many sites: a graph of about 10k nodes with 1, 100 and 1,000 GlobalAveragePool sites; the
+   rewrite (load to rewritten model, no verification) timed in this process. The time per site past
+   the first (whose time is the fixed cost of any rewrite) should be the same at 100 and at 1,000.
+3. Verification: its cost (fix with verification minus fix without) against two plain onnxruntime
+   sessions of the same two models, created and run on the same number of seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import poolfix  # noqa: E402
+from poolfix.verifier import _feeds, _session  # noqa: E402
+
+
+def big_model(folder: Path, gb: float) -> Path:
+    """A head of 8 MatMuls whose weights fill ``gb`` GB of external data, behind a GlobalAveragePool."""
+    n = 8
+    rows = 1024
+    cols = int(gb * 2**30 / (n * rows * 4))
+    rng = np.random.default_rng(0)
+    nodes, inits = [helper.make_node("GlobalAveragePool", ["x"], ["p"], name="gap"),
+                    helper.make_node("Flatten", ["p"], ["f"], name="flat")], []
+    prev = "f"
+    for i in range(n):
+        w = rng.standard_normal((rows, cols), dtype=np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"mm{i}"))
+        nodes.append(helper.make_node("Slice", [f"m{i}", "zero", "rows", "one"], [f"s{i}"], name=f"slice{i}"))
+        prev = f"s{i}"
+    inits += [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+              numpy_helper.from_array(np.array([rows], np.int64), "rows"),
+              numpy_helper.from_array(np.array([1], np.int64), "one")]
+    g = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows, 7, 7])],
+                          [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, rows])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = folder / "big.onnx"
+    onnx.save(m, path, save_as_external_data=True, location="big.onnx.weights", size_threshold=1024)
+    return path
+
+
+def measured(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of a child process."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    took = time.perf_counter() - t
+    if status != 0:
+        raise RuntimeError(f"{cmd} failed: {p.stderr.read().decode()[-500:]}")
+    return took, usage.ru_maxrss * 1024
+
+
+def bench_large(gb: float, repeat: int, work: Path) -> dict:
+    # made in a child: Linux carries a process's peak RSS across fork and exec, so this process must
+    # stay small for the children's peaks to be their own
+    subprocess.run([sys.executable, __file__, "--make-big", str(work), "--gb", str(gb)], check=True)
+    src = work / "big.onnx"
+    size = sum(f.stat().st_size for f in work.iterdir())
+    env_py = [sys.executable]
+    base = env_py + ["-c", "import onnx,sys; m=onnx.load(sys.argv[1]); onnx.save(m, sys.argv[2], "
+                     "save_as_external_data=True, location='base.onnx.data')", str(src), str(work / "base.onnx")]
+    tool = env_py + ["-m", "poolfix", str(src), "-o", str(work / "out.onnx"), "--no-verify", "-qq"]
+    runs: dict[str, list[tuple[float, int]]] = {"onnx": [], "poolfix": []}
+    for _ in range(repeat):
+        runs["onnx"].append(measured(base))
+        runs["poolfix"].append(measured(tool))
+    med = {k: (statistics.median(t for t, _ in v), statistics.median(r for _, r in v)) for k, v in runs.items()}
+    return {
+        "model_bytes": size,
+        "onnx_load_save_s": med["onnx"][0], "onnx_load_save_rss": med["onnx"][1],
+        "poolfix_s": med["poolfix"][0], "poolfix_rss": med["poolfix"][1],
+        "time_ratio": med["poolfix"][0] / med["onnx"][0],
+        "rss_over_model_size": med["poolfix"][1] / size,
+        "onnx_rss_over_model_size": med["onnx"][1] / size,
+        "parent_rss_at_fork": _self_rss(),
+    }
+
+
+def _self_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def many_sites(sites: int, nodes: int = 10_000) -> onnx.ModelProto:
+    """A chain of Relu nodes with ``sites`` GlobalAveragePools branching off, summed: about ``nodes`` nodes."""
+    chain = nodes - 2 * sites
+    every = max(1, chain // max(sites, 1))
+    ns = []
+    prev = "x"
+    acc = None
+    k = 0
+    for i in range(chain):
+        ns.append(helper.make_node("Relu", [prev], [f"t{i}"], name=f"relu{i}"))
+        prev = f"t{i}"
+        if k < sites and i % every == 0:
+            ns.append(helper.make_node("GlobalAveragePool", [prev], [f"g{k}"], name=f"gap{k}"))
+            if acc is None:
+                acc = f"g{k}"
+            else:
+                ns.append(helper.make_node("Add", [acc, f"g{k}"], [f"a{k}"], name=f"add{k}"))
+                acc = f"a{k}"
+            k += 1
+    outputs = [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 8, 16, 16])]
+    if acc is not None:
+        outputs.append(helper.make_tensor_value_info(acc, TensorProto.FLOAT, [1, 8, 1, 1]))
+    g = helper.make_graph(ns, "many", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                          outputs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+SITE_COUNTS = (1, 100, 1000, 2000)
+
+
+def bench_sites(repeat: int) -> dict:
+    out = {}
+    for sites in SITE_COUNTS:
+        data = many_sites(sites).SerializeToString()
+        times = []
+        for _ in range(max(repeat, 5)):
+            t = time.perf_counter()
+            result = poolfix.fix(data, verify=False)
+            times.append(time.perf_counter() - t)
+        assert len(result.rewritten) == sites
+        out[sites] = min(times)  # the least disturbed run
+    # marginal time per site between counts (the fixed cost of any rewrite cancels); quadratic work
+    # would make the later steps dearer
+    steps = list(zip(SITE_COUNTS[1:], SITE_COUNTS[2:]))
+    per = {f"{a}->{b}": (out[b] - out[a]) / (b - a) * 1e3 for a, b in steps}
+    return {"nodes": 10_000, "seconds": out, "marginal_ms_per_site": per,
+            "ratio_last_vs_first_step": per[f"{steps[-1][0]}->{steps[-1][1]}"] / per[f"{steps[0][0]}->{steps[0][1]}"]}
+
+
+def bench_verify(repeat: int) -> list[dict]:
+    rows = []
+    cases = {"PSP module (dynamo export)": (ROOT / "models/torch/psp.dynamo.onnx").read_bytes(),
+             "10k nodes, 100 sites": many_sites(100).SerializeToString()}
+    for name, data in cases.items():
+        with_v, without = [], []
+        plain = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            poolfix.fix(data, verify=False)
+            without.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            result = poolfix.fix(data)
+            with_v.append(time.perf_counter() - t)
+            original = onnx.load_from_string(data)
+            t = time.perf_counter()
+            for m in (original, result.model):  # two plain sessions, run on two seeds
+                s = _session(m)
+                for seed in (0, 1):
+                    s.run(None, _feeds(s, np.random.default_rng(seed)))
+            plain.append(time.perf_counter() - t)
+        cost = statistics.median(with_v) - statistics.median(without)
+        rows.append({"case": name, "verification_s": cost, "two_sessions_s": statistics.median(plain),
+                     "ratio": cost / statistics.median(plain), "checks": len(result.verification.checks)})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gb", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=None, help="where to generate the big model (needs 3x --gb)")
+    ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--make-big", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.make_big:
+        big_model(args.make_big, args.gb)
+        return 0
+    report: dict = {}
+    if not args.skip_large:
+        work = Path(tempfile.mkdtemp(dir=args.workdir, prefix="poolfix-bench-"))
+        try:
+            r = report["large"] = bench_large(args.gb, args.repeat, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"large model, {r['model_bytes'] / 2**30:.2f} GiB external data, median of {args.repeat}:")
+        print(f"  onnx.load+save: {r['onnx_load_save_s']:.2f} s, peak RSS {r['onnx_load_save_rss'] / 2**20:.0f} MiB "
+              f"({r['onnx_rss_over_model_size']:.2f}x model size)")
+        print(f"  poolfix --no-verify: {r['poolfix_s']:.2f} s, peak RSS {r['poolfix_rss'] / 2**20:.0f} MiB "
+              f"({r['rss_over_model_size']:.2f}x model size)")
+        print(f"  time ratio poolfix / onnx.load+save: {r['time_ratio']:.2f}x (goal <= 1.3x)")
+        print(f"  (peak RSS includes this script's own {r['parent_rss_at_fork'] / 2**20:.0f} MiB, which Linux "
+              "carries into children)")
+    r = report["sites"] = bench_sites(args.repeat)
+    print("many sites, 10k-node graph, rewrite without verification (best of 5):")
+    for s, t in r["seconds"].items():
+        print(f"  {s:5d} sites: {t:.3f} s")
+    for step, ms in r["marginal_ms_per_site"].items():
+        print(f"  marginal time per site, {step} sites: {ms:.3f} ms")
+    print(f"  ratio of the last step to the first: {r['ratio_last_vs_first_step']:.2f} (flat = 1)")
+    report["verify"] = bench_verify(args.repeat)
+    print("verification cost against two plain onnxruntime sessions (create + run 2 seeds each):")
+    for row in report["verify"]:
+        print(f"  {row['case']}: {row['verification_s'] * 1e3:.0f} ms vs {row['two_sessions_s'] * 1e3:.0f} ms "
+              f"= {row['ratio']:.2f}x ({row['checks']} checks)")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
