@@ -80,10 +80,9 @@ def bench_large(gb: float, repeat: int, work: Path) -> dict:
     subprocess.run([sys.executable, __file__, "--make-big", str(work), "--gb", str(gb)], check=True)
     src = work / "big.onnx"
     size = sum(f.stat().st_size for f in work.iterdir())
-    env_py = [sys.executable]
-    base = env_py + ["-c", "import onnx,sys; m=onnx.load(sys.argv[1]); onnx.save(m, sys.argv[2], "
-                     "save_as_external_data=True, location='base.onnx.data')", str(src), str(work / "base.onnx")]
-    tool = env_py + ["-m", "poolfix", str(src), "-o", str(work / "out.onnx"), "--no-verify", "-qq"]
+    base = [sys.executable, "-c", "import onnx,sys; m=onnx.load(sys.argv[1]); onnx.save(m, sys.argv[2], "
+            "save_as_external_data=True, location='base.onnx.data')", str(src), str(work / "base.onnx")]
+    tool = [sys.executable, "-m", "poolfix", str(src), "-o", str(work / "out.onnx"), "--no-verify", "-qq"]
     runs: dict[str, list[tuple[float, int]]] = {"onnx": [], "poolfix": []}
     for _ in range(repeat):
         runs["onnx"].append(measured(base))
