@@ -17,7 +17,7 @@ def broken_planner(monkeypatch):
     """Emit MaxPool where AveragePool belongs: the shapes stay right, the numbers do not."""
     real = rewriter._pool_node
 
-    def wrong(op, x, y, name, kernel, strides, pads, mode, p, opset):
+    def wrong(op, x, y, name, kernel, strides, pads, mode, p, opset, *rest):
         return real("MaxPool" if op == "AveragePool" else op, x, y, name, kernel, strides, pads, "max", p, opset)
 
     monkeypatch.setattr(rewriter, "_pool_node", wrong)

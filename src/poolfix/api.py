@@ -10,12 +10,13 @@ from pathlib import Path
 from onnx import ModelProto
 
 from . import loader, verifier
+from .cascade import NoCascade
 from .errors import InputError, PoolfixError, VerificationError
 from .finder import find
 from .graphs import scopes
+from .limits import Limits
 from .patterns import Site, Skip
-from .patterns.base import skip
-from .planner import AdaptivePlan, plan_adaptive
+from .planner import AdaptivePlan, PoolPlan, plan_adaptive
 from .report import Finding, to_dict
 from .rewriter import Names, Rewrite, emit, splice
 from .verifier import DEFAULT_SEEDS, VerificationReport
@@ -53,10 +54,34 @@ class FixResult:
         return to_dict(self.findings, self.verification, **extra)
 
 
-def plan_site(site: Site, opset: int, *, allow_approx: bool = False) -> AdaptivePlan:
+def plan_site(site: Site, opset: int, *, allow_approx: bool = False, allow_pads: bool = True) -> AdaptivePlan:
+    if site.target is not None:  # an existing pool: the plan is that pool, to be cascaded
+        t = site.target
+        return AdaptivePlan(site.in_spatial, site.out_spatial, PoolPlan(t.kernel, t.strides, t.pads,
+                                                                        t.count_include_pad))
     # AveragePool has count_include_pad from opset 7 on; before that a padded plan is not exact
-    allow_pads = not (site.mode == "avg" and opset < 7)
+    allow_pads = allow_pads and not (site.mode == "avg" and opset < 7)
     return plan_adaptive(site.in_spatial, site.out_spatial, allow_pads=allow_pads, approx=allow_approx)
+
+
+def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx: bool, limits: Limits | None):
+    """Plan and emit a site within ``limits``: where a padded single pool cannot be cascaded within
+    them, the plan without pads (the exact alternative) is tried. Raises NoCascade or ValueError."""
+    plan = plan_site(site, scope.opset, allow_approx=allow_approx)
+    attempts = [plan]
+    if site.target is None and plan.pool is not None and plan.pool.padded:
+        attempts.append(plan_site(site, scope.opset, allow_approx=allow_approx, allow_pads=False))
+    for i, p in enumerate(attempts):
+        if p.gathers and not use_initializers and scope.opset < 9:
+            raise ValueError(f"the exact plan needs int64 indices, which opset {scope.opset} Constant nodes "
+                             "cannot hold in this IR version")
+        try:
+            nodes, inits = emit(site, p, scope.opset, names, initializers=use_initializers, limits=limits)
+            return p, nodes, inits
+        except NoCascade:
+            if i == len(attempts) - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _finding(rw: Rewrite, ir_version: int, seed: int) -> Finding:
@@ -74,8 +99,15 @@ def _skip_finding(sk: Skip) -> Finding:
     return Finding("skipped", sk.pattern, sk.op, sk.label, reason=sk.reason)
 
 
-def rewrite(model: ModelProto, *, allow_approx: bool = False) -> tuple[list[Rewrite], list[Skip]]:
-    """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons."""
+def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | None = None,
+            enforce_limits: bool = False) -> tuple[list[Rewrite], list[Skip]]:
+    """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
+
+    ``limits`` apply to every pool emitted; with ``enforce_limits`` also to pools already there.
+    """
+    if limits is not None and not limits.active:
+        limits = None
+    enforce = limits if enforce_limits else None
     names = Names(model)
     rewrites: list[Rewrite] = []
     skips: list[Skip] = []
@@ -86,17 +118,16 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False) -> tuple[list[Rewr
         for scope in reversed(scopes(model, inferred)):  # inner bodies before the graphs holding them
             replacements, tensors = {}, []
             use_initializers = not scope.is_function and model.ir_version >= 4
-            for index, found in find(scope):
+            for index, found in find(scope, enforce=enforce):
                 if isinstance(found, Skip):
                     skips.append(found)
                     continue
-                plan = plan_site(found, scope.opset, allow_approx=allow_approx)
-                if plan.gathers and not use_initializers and scope.opset < 9:
-                    skips.append(skip(found.pattern, scope, found.node, found.label.split(" in ")[0],
-                                      f"the exact plan needs int64 indices, which opset {scope.opset} "
-                                      "Constant nodes cannot hold in this IR version"))
+                try:
+                    plan, nodes, inits = _emit(found, scope, names, use_initializers, allow_approx, limits)
+                except (NoCascade, ValueError) as e:
+                    why = f"no exact rewrite within the limits: {e}" if isinstance(e, NoCascade) else str(e)
+                    skips.append(Skip(found.pattern, found.label, found.op_name, why))
                     continue
-                nodes, inits = emit(found, plan, scope.opset, names, initializers=use_initializers)
                 replacements[index] = nodes
                 tensors.extend(inits)
                 rewrites.append(Rewrite(found, plan, tuple(nodes), scope.opset,
@@ -135,6 +166,8 @@ def fix(
     atol: float | None = None,
     rtol: float | None = None,
     allow_approx: bool = False,
+    limits: Limits | None = None,
+    enforce_limits: bool = False,
     data_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> FixResult:
@@ -144,15 +177,20 @@ def fix(
     before shape inference; the output keeps those shapes. Verification (on unless ``verify=False``)
     raises :class:`~poolfix.errors.VerificationError` when the rewritten model differs. External data
     stays on disk (``data_dir``: its folder, for bytes or a ModelProto; a path brings its own).
-    ``progress`` is called with the name of each long step as it starts.
+    ``progress`` is called with the name of each long step as it starts. ``limits``
+    (:class:`~poolfix.limits.Limits`) bound every pool emitted, as exact cascades; with
+    ``enforce_limits`` they bound the model's own pools too. Sites with no exact rewrite within them
+    are left, with the reason, in ``FixResult.skipped``.
     """
     try:
-        return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, data_dir, progress)
+        return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits,
+                    data_dir, progress)
     except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
 
 
-def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, data_dir, progress) -> FixResult:
+def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits, data_dir,
+         progress) -> FixResult:
     step = progress or (lambda _: None)
     step("loading")
     loaded = loader.load(model_or_path, data_dir=data_dir)
@@ -163,7 +201,7 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, d
     if verify:  # onnxruntime reads an unpinned input from its file; otherwise keep a copy
         original = loaded.path if loaded.path is not None and not input_shapes else _copy(model)
     step("finding and rewriting")
-    rewrites, skips = rewrite(model, allow_approx=allow_approx)
+    rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
     result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir)
     if not rewrites:

@@ -13,7 +13,8 @@ import click
 
 from . import __version__
 from .api import fix
-from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, VerificationError
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, StrictError, VerificationError
+from .limits import PROFILES, Limits, profile
 from .loader import parse_input_shape
 from .planner import explain
 from .report import findings_text, verification_text
@@ -25,6 +26,7 @@ Exit codes:
   1  internal error (a poolfix bug; --debug shows the traceback)
   2  bad input or usage: not a model, bad option value, unwritable output
   3  verification failed: the rewritten model differs; nothing was written
+  4  --strict and a pattern was left (no exact rewrite within the limits, unknown shapes, ...)
 """
 
 
@@ -73,12 +75,28 @@ def _same_file(a: Path, b: Path) -> bool:
 @click.option("--external-data", type=click.Choice(LAYOUTS), default="auto", show_default=True,
               help="Weights layout: auto (as the input had it; external over 2 GB), single (one <output>.data), "
                    "keep (the input's data file names), inline.")
+@click.option("--target", "target_name", metavar="NAME",
+              help="Apply a toolchain's cited pooling limits (--list-targets).")
+@click.option("--list-targets", is_flag=True, help="Show the target profiles, their limits and sources.")
+@click.option("--max-kernel", type=click.IntRange(min=1), help="Largest pool kernel per spatial dim.")
+@click.option("--max-kernel-area", type=click.IntRange(min=1), help="Largest product of a pool's kernel dims.")
+@click.option("--max-stride", type=click.IntRange(min=1), help="Largest pool stride.")
+@click.option("--max-pad", type=click.IntRange(min=0), help="Largest pool pad, per side.")
+@click.option("--no-pads", is_flag=True, default=None, help="Emit no padded pools.")
+@click.option("--avg-count-include-pad", type=click.Choice(["any", "0", "1"]),
+              help="What AveragePool's count_include_pad may be.")
+@click.option("--no-ceil-mode", is_flag=True, default=None, help="Emit no pools with ceil_mode=1.")
+@click.option("--enforce-limits", is_flag=True,
+              help="Apply the limits to AveragePool/MaxPool/LpPool nodes already in the model too.")
+@click.option("--strict", is_flag=True, help="Exit 4 when any pattern is left (the reasons are printed).")
 @click.option("-q", "--quiet", count=True, help="Print less (-q: summary only, -qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="Print more.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
 @click.version_option(__version__, prog_name="poolfix")
 def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds, atol,
-            rtol, allow_approx, explain_pairs, external_data, quiet, verbose, debug):
+            rtol, allow_approx, explain_pairs, external_data, target_name, list_targets, max_kernel, max_kernel_area,
+            max_stride, max_pad, no_pads, avg_count_include_pad, no_ceil_mode, enforce_limits, strict, quiet,
+            verbose, debug):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
     level = 1 + verbose - quiet
@@ -87,10 +105,12 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
         if level >= at:
             click.echo(text)
 
+    if list_targets:
+        say(_targets_text(), 0)
     for pair in explain_pairs:
         say(explain(*_explain_pair(pair)), 0)
     if model is None:
-        if explain_pairs:
+        if explain_pairs or list_targets:
             return
         raise InputError("missing MODEL: usage is 'poolfix MODEL.onnx [-o OUT.onnx]' (see --help)")
     if in_place and output is not None:
@@ -99,6 +119,11 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     if not in_place and not dry_run and _same_file(model, target):
         raise InputError(f"refusing to overwrite the input {str(model)!r}; pass --in-place to do that")
     pins = dict(parse_input_shape(s) for s in input_shapes)
+    limits = _limits(target_name, max_kernel=max_kernel, max_kernel_area=max_kernel_area, max_stride=max_stride,
+                     max_pad=max_pad, no_pads=no_pads, avg_count_include_pad=avg_count_include_pad,
+                     no_ceil_mode=no_ceil_mode)
+    if enforce_limits and not limits.active:
+        raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
     if not dry_run:  # fail before the work, not after it
         _writable(target)
     if report_path is not None:
@@ -107,7 +132,8 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     progress = Progress(show=level >= 1 and sys.stderr.isatty(), timings=level >= 2)
     try:
         result = fix(model, input_shapes=pins, verify=not (no_verify or dry_run), seeds=seeds, atol=atol,
-                     rtol=rtol, allow_approx=allow_approx, progress=progress)
+                     rtol=rtol, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
+                     progress=progress)
     except VerificationError as e:
         progress.done()
         if e.report is not None:
@@ -123,6 +149,9 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
         data = result.to_dict(model=str(model), output=None if dry_run else str(target), dry_run=dry_run)
         atomic_write_bytes(report_path, (json.dumps(data, indent=2) + "\n").encode())
     n_rw, n_skip = len(result.rewritten), len(result.skipped)
+    if strict and n_skip:
+        raise StrictError(f"--strict: {n_skip} pattern(s) left ({result.skipped[0].node}: {result.skipped[0].reason}"
+                          + (", ..." if n_skip > 1 else "") + "); nothing written")
     if dry_run:
         say(f"dry run: {n_rw} to rewrite, {n_skip} to leave; nothing written", 0)
         return
@@ -138,6 +167,26 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     if n_approx:
         verdict += f"; {n_approx} APPROXIMATE by request (--allow-approx)"
     say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were, {verdict}", 0)
+
+
+def _limits(target: str | None, **options) -> Limits:
+    base = Limits()
+    if target is not None:
+        try:
+            base = profile(target).limits
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    return base.merged(**options)
+
+
+def _targets_text() -> str:
+    lines = []
+    for p in PROFILES.values():
+        lines.append(f"{p.name}: {p.limits.describe()}")
+        lines.append(f"    source: {p.source}")
+        if p.notes:
+            lines.append(f"    note: {p.notes}")
+    return "\n".join(lines)
 
 
 class Progress:

@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_VERIFY_FAILED = 3
+EXIT_STRICT = 4
 
 
 class PoolfixError(Exception):
@@ -32,3 +33,9 @@ class VerificationError(PoolfixError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
+
+
+class StrictError(PoolfixError):
+    """--strict, and a pattern was left; nothing was written."""
+
+    exit_code = EXIT_STRICT

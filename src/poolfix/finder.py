@@ -8,7 +8,8 @@ from dataclasses import replace
 from onnx import TensorProto
 
 from .graphs import Scope, node_label
-from .patterns import RULES, Site, Skip
+from .limits import Limits
+from .patterns import RULES, Site, Skip, existing_pool
 from .patterns.base import fmt_shape, skip
 
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.DOUBLE: "float64"}
@@ -52,13 +53,16 @@ def _unfit(site: Site, scope: Scope) -> str | None:
     return None
 
 
-def find(scope: Scope, rules=RULES) -> Iterator[tuple[int, Site | Skip]]:
+def find(scope: Scope, rules=RULES, enforce: Limits | None = None) -> Iterator[tuple[int, Site | Skip]]:
     """(node index, site or skip) for every node of ``scope`` that a rule claims.
 
     For a site the index is that of ``site.node``, the last node of its pattern, which the rewrite
     replaces; a node claimed by an earlier site is not claimed again.
     """
     claimed: set[int] = set()
+    if enforce is not None:  # existing pools that break the limits, after every other rule
+        rules = (*rules, (existing_pool.NAME, lambda node, scope, label: existing_pool.match(node, scope, label,
+                                                                                             enforce)))
     for i, node in enumerate(scope.body.node):
         label = node_label(node, i)
         for _, match in rules:

@@ -86,6 +86,7 @@ class PoolPlan:
     kernel: tuple[int, ...]
     strides: tuple[int, ...]
     pads: tuple[int, ...]  # ONNX order: all begins, then all ends
+    count_include_pad: int = 0  # what padded windows divide by; adaptive plans need 0
 
     @property
     def padded(self) -> bool:

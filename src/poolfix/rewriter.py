@@ -14,9 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
+from .cascade import plan_cascade
 from .graphs import Scope, names_used, subgraphs
+from .limits import Limits
 from .patterns import Site
 from .planner import AdaptivePlan
+from .windows import pool_output_size
 
 _POOL_OPS = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}
 
@@ -70,23 +73,28 @@ class Rewrite:
         return [n.op_type for n in self.nodes if n.op_type != "Constant"]
 
 
-def _pool_node(op: str, x: str, y: str, name: str, kernel, strides, pads, mode: str, p: int, opset: int):
+def _pool_node(op: str, x: str, y: str, name: str, kernel, strides, pads, mode: str, p: int, opset: int,
+               cip: int = 0, ceil: bool = False, force_cip: bool = False):
     attrs: dict = {"kernel_shape": list(kernel), "strides": list(strides)}
     if any(pads):
         attrs["pads"] = list(pads)
-        if mode == "avg":
-            attrs["count_include_pad"] = 0
+    if mode == "avg" and (any(pads) or force_cip):  # without pads the value changes nothing: say 1 if asked
+        attrs["count_include_pad"] = cip if any(pads) else 1
+    if ceil:
+        attrs["ceil_mode"] = 1
     if mode == "lp":
         attrs["p"] = int(p) if opset >= 2 else float(p)
     return helper.make_node(op, [x], [y], name=name, **attrs)
 
 
-def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True
-         ) -> tuple[list[NodeProto], list[TensorProto]]:
+def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True,
+         limits: Limits | None = None) -> tuple[list[NodeProto], list[TensorProto]]:
     """The nodes (and constant tensors) that compute ``site.output`` from ``site.x`` as ``plan`` says.
 
     Constants become initializers, or ``Constant`` nodes where initializers cannot go (function
-    bodies, and IR < 4 models, whose initializers must also be graph inputs).
+    bodies, and IR < 4 models, whose initializers must also be graph inputs). With ``limits``, every
+    pool that breaks them becomes an exact cascade (:mod:`poolfix.cascade`), or
+    :class:`~poolfix.cascade.NoCascade` is raised.
     """
     base = f"{site.node.name or site.node.op_type}_poolfix"
     nodes: list[NodeProto] = []
@@ -95,15 +103,44 @@ def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initialize
     rank = len(site.in_spatial)
     steps: list = []  # each step: (make(x, y) -> list of nodes)
 
-    def const(values, what: str) -> str:
+    def const(values, what: str, dtype=np.int64) -> str:
         out = names.fresh(f"{base}_{what}")
-        tensor = numpy_helper.from_array(np.asarray(values, dtype=np.int64), out)
+        tensor = numpy_helper.from_array(np.asarray(values, dtype=dtype), out)
         if initializers:
             tensors.append(tensor)
         else:
             nodes.append(helper.make_node("Constant", [], [out], name=names.fresh(f"{base}_{what}_const"),
                                           value=tensor))
         return out
+
+    def pool(x: str, y: str, spatial, kernel, strides, pads, what: str, cip: int = 0) -> None:
+        """One pool, or its cascade within ``limits``."""
+        if limits is None or not limits.active:
+            nodes.append(_pool_node(op, x, y, names.fresh(f"{base}_{what}"), kernel, strides, pads, site.mode,
+                                    site.p, opset, cip))
+            return
+        cascade = plan_cascade(site.mode, tuple(spatial), tuple(kernel), tuple(strides), tuple(pads), cip, limits)
+        cur, last = x, len(cascade.stages) - 1
+        for i, st in enumerate(cascade.stages):
+            out = y if i == last and cascade.scale == 1 else names.fresh(f"{base}_{what}_stage{i}")
+            nodes.append(_pool_node(op, cur, out, names.fresh(f"{base}_{what}_stage{i}"), st.kernel, st.strides,
+                                    st.pads, site.mode, site.p, opset, st.count_include_pad, st.ceil_mode,
+                                    limits.avg_count_include_pad == "1"))
+            cur = out
+        if cascade.scale != 1:  # zero-padded average: rescale to the true window size
+            factor = const(float(cascade.scale), f"{what}_rescale", helper.tensor_dtype_to_np_dtype(site.elem_type))
+            nodes.append(helper.make_node("Mul", [cur, factor], [y], name=names.fresh(f"{base}_{what}_rescale")))
+
+    # spatial sizes as the steps go: gathered axes first, then the pool
+    spatial = list(site.in_spatial)
+    for g in plan.gathers:
+        if g.before_pool:
+            spatial[g.axis] = len(g.classes[0].indices)
+    before_pool = tuple(spatial)
+    if plan.pool is not None:
+        spatial = [pool_output_size(n, k, s, plan.pool.pads[a], plan.pool.pads[a + rank])
+                   for a, (n, k, s) in enumerate(zip(spatial, plan.pool.kernel, plan.pool.strides))]
+    after_pool = tuple(spatial)
 
     for g in plan.gathers:
         if not g.before_pool:
@@ -117,11 +154,11 @@ def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initialize
 
         steps.append(pre_gather)
     if plan.pool is not None:
-        pool = plan.pool
+        plan_pool = plan.pool
 
         def make_pool(x: str, y: str) -> None:
-            nodes.append(_pool_node(op, x, y, names.fresh(f"{base}_pool"), pool.kernel, pool.strides,
-                                    pool.pads, site.mode, site.p, opset))
+            pool(x, y, before_pool, plan_pool.kernel, plan_pool.strides, plan_pool.pads, "pool",
+                 plan_pool.count_include_pad)
 
         steps.append(make_pool)
     for g in (g for g in plan.gathers if not g.before_pool):
@@ -138,8 +175,9 @@ def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initialize
                     kernel = [1] * rank
                     kernel[g.axis] = c.kernel
                     pooled = y if last else names.fresh(f"{base}_pooled{g.axis}_k{c.kernel}")
-                    nodes.append(_pool_node(op, picked, pooled, names.fresh(f"{base}_pool{g.axis}_k{c.kernel}"),
-                                            kernel, kernel, [0] * (2 * rank), site.mode, site.p, opset))
+                    here = list(after_pool)
+                    here[g.axis] = len(c.indices)
+                    pool(picked, pooled, here, kernel, kernel, [0] * (2 * rank), f"pool{g.axis}_k{c.kernel}")
                     picked = pooled
                 parts.append(picked)
             if g.order is not None:

@@ -33,6 +33,7 @@ class Site:
     squeeze_axes: tuple[int, ...] | None = None  # the same as a Squeeze, for opsets without int64 constants
     notes: tuple[str, ...] = field(default_factory=tuple)
     op: str = ""  # what to call the pattern in reports; default: the node's op_type
+    target: object = None  # an existing pool to reproduce (a cascade.Stage), instead of adaptive pooling
 
     @property
     def op_name(self) -> str:

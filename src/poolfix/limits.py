@@ -1,0 +1,101 @@
+"""Engine limits on pooling, and the target profiles that bundle them. Pure data, no ONNX.
+
+A profile holds only limits found in the vendor's public material; the README cites each source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+CIP_CHOICES = ("any", "0", "1")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_kernel: int | None = None  # per spatial dim
+    max_kernel_area: int | None = None  # product over the spatial dims
+    max_stride: int | None = None
+    max_pad: int | None = None  # per side
+    no_pads: bool = False
+    avg_count_include_pad: str = "any"  # what AveragePool's count_include_pad may be: any, 0 or 1
+    no_ceil_mode: bool = False
+    lp_pool: bool = True  # whether LpPool may be emitted at all
+
+    def __post_init__(self):
+        for f in ("max_kernel", "max_kernel_area", "max_stride"):
+            v = getattr(self, f)
+            if v is not None and v < 1:
+                raise ValueError(f"{f} must be >= 1, got {v}")
+        if self.max_pad is not None and self.max_pad < 0:
+            raise ValueError(f"max_pad must be >= 0, got {self.max_pad}")
+        if self.avg_count_include_pad not in CIP_CHOICES:
+            raise ValueError(f"avg_count_include_pad must be one of {CIP_CHOICES}")
+
+    @property
+    def active(self) -> bool:
+        return self != Limits()
+
+    @property
+    def pad_cap(self) -> int | None:
+        """The largest pad allowed on one side (None: unlimited)."""
+        return 0 if self.no_pads else self.max_pad
+
+    def merged(self, **overrides) -> Limits:
+        """This profile with explicit options laid over it (None leaves a limit as the profile has it)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def describe(self) -> str:
+        parts = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v != f.default:
+                parts.append(f"{f.name}={v}")
+        return ", ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    limits: Limits
+    source: str
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+PROFILES = {
+    p.name: p
+    for p in (
+        Profile(
+            "rknn",
+            Limits(max_stride=8, max_pad=7, avg_count_include_pad="1", no_ceil_mode=True, lp_pool=False),
+            "Rockchip RKNN-Toolkit2 1.4.0, doc/RKNNToolKit2_OP_Support-1.4.0.md (github.com/rockchip-linux/"
+            "rknn-toolkit2): AveragePool and MaxPool stride [1, 8], pads [0, 7], ceil_mode 0; AveragePool "
+            "count_include_pad 1; LpPool and GlobalLpPool not supported",
+            "the same page limits GlobalAveragePool/GlobalMaxPool kernels to [1, 343] but gives no kernel limit "
+            "for AveragePool/MaxPool, so none is set here",
+        ),
+        Profile(
+            "ethos-u",
+            Limits(max_kernel=256, max_kernel_area=65536, max_stride=3, no_pads=True),
+            "Arm Ethos-U Vela, ethosu/vela/tflite_supported_operators.py: pooling stride_range (1, 3); "
+            "MAX_POOL filter height (1, 256) and filter product (1, 65536); AVERAGE_POOL the same with VALID "
+            "padding (with SAME padding its filter must be within (1, 8))",
+            "pads are ruled out so that average pools stay VALID; the per-dim limit 256 is applied to width too, "
+            "which is stricter than Vela's height-only rule",
+        ),
+        Profile(
+            "ascend-mindie-rt",
+            Limits(max_kernel=255, max_kernel_area=255),
+            "Huawei Ascend MindIE RT 1.0.RC1, PoolingLayer::SetWindowSize (hiascend.com doc_center, "
+            "mindiert/rtdev/ascendIEC_0116.html): window dims [1, 255] and windowSize[0] * windowSize[1] <= 255",
+            "2D windows only on that API; no stride or pad limits are given there, so none are set",
+        ),
+    )
+}
+
+
+def profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown target {name!r}; known targets: {', '.join(sorted(PROFILES))}") from None

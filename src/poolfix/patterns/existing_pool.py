@@ -1,0 +1,69 @@
+"""AveragePool / MaxPool / LpPool already in the model that break the engine limits (--enforce-limits).
+
+The TorchScript exporter writes AdaptiveMaxPool2d(1) as a MaxPool with the full kernel (9x11, say):
+plain ONNX, but past many NPUs' kernel limits. Such a pool becomes an exact cascade; one that fits is
+left alone, as is one with auto_pad, dilations, ceil_mode or a read indices output (reasons given).
+"""
+
+from __future__ import annotations
+
+from onnx import NodeProto
+
+from ..cascade import Stage, stage_breaks
+from ..graphs import Scope
+from ..limits import Limits
+from ..windows import pool_output_size
+from .base import Site, Skip, attr, skip, spatial_or_skip
+
+NAME = "pool-limits"
+_MODES = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}
+
+
+def match(node: NodeProto, scope: Scope, label: str, limits: Limits):
+    if node.domain not in ("", "ai.onnx") or node.op_type not in _MODES:
+        return None
+    mode = _MODES[node.op_type]
+    kernel = [int(k) for k in attr(node, "kernel_shape", [])]
+    rank = len(kernel)
+    strides = [int(s) for s in attr(node, "strides", [1] * rank)]
+    pads = [int(p) for p in attr(node, "pads", [0] * (2 * rank))]
+    cip = int(attr(node, "count_include_pad", 0))
+    stage = Stage(tuple(kernel), tuple(strides), tuple(pads), cip, bool(attr(node, "ceil_mode", 0)))
+    why = stage_breaks(mode, stage, limits) or (
+        "the target has no LpPool" if mode == "lp" and not limits.lp_pool else None)
+    if why is None:
+        return None  # within the limits: nothing to do
+    auto_pad = attr(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in ("NOTSET", ""):
+        return skip(NAME, scope, node, label, f"breaks the limits ({why}) but uses auto_pad={auto_pad}")
+    if any(d != 1 for d in attr(node, "dilations", [1] * rank)):
+        return skip(NAME, scope, node, label, f"breaks the limits ({why}) but uses dilations")
+    if stage.ceil_mode:
+        return skip(NAME, scope, node, label, f"breaks the limits ({why}) but uses ceil_mode")
+    if len(node.output) > 1 and node.output[1] and scope.used(node.output[1]):
+        return skip(NAME, scope, node, label, f"breaks the limits ({why}) but its indices output is read")
+    info = spatial_or_skip(scope, node, node.input[0], NAME, label)
+    if isinstance(info, Skip):
+        return info
+    if len(info.shape) - 2 != rank or len(strides) != rank or len(pads) != 2 * rank:
+        return skip(NAME, scope, node, label, "kernel_shape, strides and pads do not match the input's rank")
+    size_in = [int(d) for d in info.shape[2:]]
+    out = tuple(pool_output_size(n, k, s, pads[a], pads[a + rank])
+                for a, (n, k, s) in enumerate(zip(size_in, kernel, strides)))
+    if any(o < 1 for o in out):
+        return skip(NAME, scope, node, label, "the pool has no output windows")
+    return Site(
+        pattern=NAME,
+        node=node,
+        label=label,
+        mode=mode,
+        x=node.input[0],
+        in_shape=info.shape,
+        out_spatial=out,
+        elem_type=info.elem_type,
+        output=node.output[0],
+        p=int(attr(node, "p", 2)),
+        notes=(f"breaks the limits: {why}",),
+        target=stage,
+    )
