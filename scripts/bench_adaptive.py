@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,31 +28,10 @@ from onnx.utils import Extractor
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from benchlib import race, session  # noqa: E402
+
 import poolfix  # noqa: E402
 from poolfix.reference import adaptive_pool  # noqa: E402
-
-
-def session(model, threads: int):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
-def race(models: dict, feeds: dict, repeat: int, threads: int) -> dict[str, float]:
-    """Median seconds per run of each model, runs interleaved so drift hits all alike."""
-    sessions = {k: session(m, threads) for k, m in models.items()}
-    for s in sessions.values():  # warm up
-        for _ in range(5):
-            s.run(None, feeds)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(repeat):
-        for k, s in sessions.items():
-            t = time.perf_counter()
-            s.run(None, feeds)
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def aten_adaptive(shape, size):
