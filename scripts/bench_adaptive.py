@@ -53,7 +53,7 @@ def main() -> int:
     rows = []
 
     dyn = poolfix.fix(ROOT / "models/torch/psp.dynamo.onnx", verify=False)
-    original = poolfix.loader.load(ROOT / "models/torch/psp.dynamo.onnx")[0]
+    original = poolfix.loader.load(ROOT / "models/torch/psp.dynamo.onnx").model
     data = np.load(ROOT / "models/torch/psp.npz")
     feeds = {"x": data["x"]}
     t = race({"dynamo": original, "poolfix": dyn.model}, feeds, args.repeat, args.threads)
@@ -70,7 +70,7 @@ def main() -> int:
     # each decomposition alone: from the model input to the decomposition's output
     for filename in ("psp.dynamo.onnx", "avg2d_8to3.dynamo.onnx", "avg2d_10to4.dynamo.onnx",
                      "avg1d_23to5.dynamo.onnx"):
-        full = poolfix.loader.load(ROOT / "models/torch" / filename)[0]
+        full = poolfix.loader.load(ROOT / "models/torch" / filename).model
         fixed = poolfix.fix(full, verify=False)
         for rw in fixed.rewrites:
             if rw.site.pattern != "dynamo-adaptive":

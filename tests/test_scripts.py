@@ -1,0 +1,25 @@
+"""The benchmark scripts run (tiny repeat counts: their figures are not checked, only that they work)."""
+
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+
+@pytest.mark.parametrize(("script", "args", "expect"), [
+    ("bench_adaptive.py", ["--repeat", "3"], "time ratio = baseline time / poolfix time"),
+    ("bench_cascade.py", ["--repeat", "3", "--channels", "4"], "ratio = single pool time / cascade time"),
+    ("bench_scale.py", ["--skip-large", "--repeat", "1"], "marginal time per site"),
+])
+def test_benchmark_runs(script, args, expect):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert expect in r.stdout
+
+
+def test_fixture_generator_check_mode():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_fixtures.py"), "--check"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
