@@ -67,36 +67,19 @@ def plan_site(site: Site, opset: int, *, allow_approx: bool = False, allow_pads:
 def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx: bool, limits: Limits | None):
     """Plan and emit a site within ``limits``: where a padded single pool cannot be cascaded within
     them, the plan without pads (the exact alternative) is tried. Raises NoCascade or ValueError."""
-    plan = plan_site(site, scope.opset, allow_approx=allow_approx)
-    attempts = [plan]
-    if site.target is None and plan.pool is not None and plan.pool.padded:
-        attempts.append(plan_site(site, scope.opset, allow_approx=allow_approx, allow_pads=False))
-    for i, p in enumerate(attempts):
-        if p.gathers and not use_initializers and scope.opset < 9:
+    def attempt(plan: AdaptivePlan):
+        if plan.gathers and not use_initializers and scope.opset < 9:
             raise ValueError(f"the exact plan needs int64 indices, which opset {scope.opset} Constant nodes "
                              "cannot hold in this IR version")
+        return (plan, *emit(site, plan, scope.opset, names, initializers=use_initializers, limits=limits))
+
+    plan = plan_site(site, scope.opset, allow_approx=allow_approx)
+    if plan.pool is not None and plan.pool.padded and site.target is None and limits is not None:
         try:
-            nodes, inits = emit(site, p, scope.opset, names, initializers=use_initializers, limits=limits)
-            return p, nodes, inits
+            return attempt(plan)
         except NoCascade:
-            if i == len(attempts) - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _finding(rw: Rewrite, ir_version: int, seed: int) -> Finding:
-    s = rw.site
-    notes = list(s.notes)
-    c = verifier.check_site(rw, seed, ir_version) if not rw.plan.exact else None
-    if c is not None:  # asked for: say how far off it is, measured, whether or not we verify
-        notes.append(f"APPROXIMATE: max abs err {c.max_abs:.3g} (max rel {c.max_rel:.3g}) against exact adaptive "
-                     "pooling on a random input")
-    return Finding("rewritten", s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),
-                   rw.plan.describe(), "", rw.op_types, notes)
-
-
-def _skip_finding(sk: Skip) -> Finding:
-    return Finding("skipped", sk.pattern, sk.op, sk.label, reason=sk.reason)
+            plan = plan_site(site, scope.opset, allow_approx=allow_approx, allow_pads=False)
+    return attempt(plan)
 
 
 def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | None = None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from onnx import NodeProto
 
+from ..cascade import Stage
 from ..graphs import Scope
 
 
@@ -33,7 +34,7 @@ class Site:
     squeeze_axes: tuple[int, ...] | None = None  # the same as a Squeeze, for opsets without int64 constants
     notes: tuple[str, ...] = field(default_factory=tuple)
     op: str = ""  # what to call the pattern in reports; default: the node's op_type
-    target: object = None  # an existing pool to reproduce (a cascade.Stage), instead of adaptive pooling
+    target: Stage | None = None  # an existing pool to reproduce (--enforce-limits), not adaptive pooling
 
     @property
     def op_name(self) -> str:
