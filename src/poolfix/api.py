@@ -82,6 +82,21 @@ def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx:
     return attempt(plan)
 
 
+def _finding(rw: Rewrite, ir_version: int, seed: int) -> Finding:
+    s = rw.site
+    notes = list(s.notes)
+    c = verifier.check_site(rw, seed, ir_version) if not rw.plan.exact else None
+    if c is not None:  # asked for: say how far off it is, measured, whether or not we verify
+        notes.append(f"APPROXIMATE: max abs err {c.max_abs:.3g} (max rel {c.max_rel:.3g}) against exact adaptive "
+                     "pooling on a random input")
+    return Finding("rewritten", s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),
+                   rw.plan.describe(), "", rw.op_types, notes)
+
+
+def _skip_finding(sk: Skip) -> Finding:
+    return Finding("skipped", sk.pattern, sk.op, sk.label, reason=sk.reason)
+
+
 def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | None = None,
             enforce_limits: bool = False) -> tuple[list[Rewrite], list[Skip]]:
     """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
