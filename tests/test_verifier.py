@@ -66,3 +66,6 @@ def test_report_is_truthy_and_serialises():
     assert report and report.seeds == [3, 4]
     data = report.to_dict()
     assert data["passed"] is True and data["checks"][0]["max_abs"] == 0.0
+    import json
+
+    assert json.loads(report.to_json()) == data

@@ -95,10 +95,6 @@ class Loaded:
     path: Path | None = None
     full_check_ok: bool = True  # whether the input itself passes check_model(full_check=True)
 
-    @property
-    def has_external_data(self) -> bool:
-        return bool(_external_tensors(self.model))
-
 
 def _read(path: Path) -> bytes:
     if not path.exists():

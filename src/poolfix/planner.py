@@ -122,10 +122,6 @@ class AdaptivePlan:
     def exact(self) -> bool:
         return not self.inexact_axes
 
-    @property
-    def single_pool(self) -> bool:
-        return not self.gathers
-
     def describe(self) -> str:
         parts = []
         if self.pool is not None:

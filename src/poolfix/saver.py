@@ -106,10 +106,6 @@ def _copy_range(src, dst, offset: int, length: int) -> None:
         left -= len(chunk)
 
 
-def _inline_bytes(model: ModelProto) -> int:
-    return sum(len(t.raw_data) for t in _get_all_tensors(model) if not uses_external_data(t))
-
-
 def resolve_layout(model: ModelProto, layout: str, *, in_place: bool) -> str:
     if layout not in LAYOUTS:
         raise InputError(f"unknown external data layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
