@@ -213,3 +213,19 @@ def test_explain_cli_shows_windows():
 
     code, out, _ = cli("--explain", "10:4", "--explain", "64:6")
     assert code == 0 and "no single pool is exact" in out and "[ 7,10)" in out
+
+
+def test_explain_svg_draws_each_window(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from test_cli import cli
+
+    code, _, _ = cli("--explain", "5:3", "--explain", "10:4", "--explain-svg", tmp_path / "w.svg")
+    assert code == 0
+    root = ET.parse(tmp_path / "w.svg").getroot()
+    rects = [e for e in root.iter() if e.tag.endswith("rect")]
+    assert len(rects) == 3 * 3 + 4 * 3  # adaptive, poolfix and shortcut windows for each output
+    red = [r for r in rects if r.get("fill") == "#d9534f"]
+    assert len(red) == 2 + 4  # the shortcut misses two windows of 5->3 and all four of 10->4
+    code, _, err = cli("--explain-svg", tmp_path / "x.svg")
+    assert code == 2 and "needs at least one --explain" in err

@@ -17,7 +17,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, Str
 from .limits import PROFILES, Limits, profile
 from .loader import parse_input_shape
 from .planner import explain
-from .report import findings_text, verification_text
+from .report import findings_text, verification_text, windows_svg
 from .saver import LAYOUTS, atomic_write_bytes, save
 
 EPILOG = """\b
@@ -72,6 +72,8 @@ def _same_file(a: Path, b: Path) -> bool:
               help="Use the inexact stride=in//out shortcut where no single pool is exact.")
 @click.option("--explain", "explain_pairs", multiple=True, metavar="IN:OUT",
               help="Show the adaptive windows of IN -> OUT beside the planned pool's (no model needed).")
+@click.option("--explain-svg", type=click.Path(path_type=Path),
+              help="With --explain: also draw the windows as an SVG picture.")
 @click.option("--external-data", type=click.Choice(LAYOUTS), default="auto", show_default=True,
               help="Weights layout: auto (as the input had it; external over 2 GB), single (one <output>.data), "
                    "keep (the input's data file names), inline.")
@@ -94,9 +96,9 @@ def _same_file(a: Path, b: Path) -> bool:
 @click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
 @click.version_option(__version__, prog_name="poolfix")
 def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds, atol,
-            rtol, allow_approx, explain_pairs, external_data, target_name, list_targets, max_kernel, max_kernel_area,
-            max_stride, max_pad, no_pads, avg_count_include_pad, no_ceil_mode, enforce_limits, strict, quiet,
-            verbose, debug):
+            rtol, allow_approx, explain_pairs, explain_svg, external_data, target_name, list_targets, max_kernel,
+            max_kernel_area, max_stride, max_pad, no_pads, avg_count_include_pad, no_ceil_mode, enforce_limits,
+            strict, quiet, verbose, debug):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
     level = 1 + verbose - quiet
@@ -107,8 +109,14 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
 
     if list_targets:
         say(_targets_text(), 0)
-    for pair in explain_pairs:
-        say(explain(*_explain_pair(pair)), 0)
+    pairs = [_explain_pair(p) for p in explain_pairs]
+    for pair in pairs:
+        say(explain(*pair), 0)
+    if explain_svg is not None:
+        if not pairs:
+            raise InputError("--explain-svg needs at least one --explain IN:OUT")
+        atomic_write_bytes(explain_svg, windows_svg(pairs).encode())
+        say(f"wrote {explain_svg}", 0)
     if model is None:
         if explain_pairs or list_targets:
             return

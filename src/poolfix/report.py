@@ -71,3 +71,42 @@ def to_dict(findings: list[Finding], report: VerificationReport | None, **extra)
         "findings": [asdict(f) for f in findings],
         "verification": report.to_dict() if report is not None else None,
     }
+
+
+def windows_svg(pairs: list[tuple[int, int]]) -> str:
+    """An SVG picture, per (in, out) pair, of the adaptive windows beside the windows poolfix emits and
+    those of the stride=in//out shortcut (red where they differ). Rendering only: the windows come
+    from the planner."""
+    from .planner import gather_axis, plan_axis, shortcut_axis
+    from .windows import adaptive_windows
+
+    cell, row, pad = 12, 14, 10
+    parts, y = [], pad
+    width = pad * 2 + 150 + cell * max(n for n, _ in pairs)
+    for n_in, n_out in pairs:
+        target = adaptive_windows(n_in, n_out)
+        pool = plan_axis(n_in, n_out)
+        emitted = pool.windows(n_in) if pool is not None else gather_axis(0, n_in, n_out).windows()
+        short = shortcut_axis(n_in, n_out)
+        rows = [("adaptive", target), ("poolfix", emitted)]
+        if short is not None:
+            rows.append(("shortcut", short.windows(n_in)))
+        how = "one pool" if pool is not None else "gather + strided pools"
+        parts.append(f'<text x="{pad}" y="{y + 11}" font-size="12" font-weight="bold">{n_in} -> {n_out} '
+                     f"({how})</text>")
+        y += row + 4
+        for i in range(n_out):
+            for name, windows in rows:
+                w = windows[i] if i < len(windows) else None
+                ok = w == target[i]
+                parts.append(f'<text x="{pad}" y="{y + 10}" font-size="10">{i}: {name}</text>')
+                if w is not None:
+                    x0 = pad + 150 + cell * w[0]
+                    color = "#4a90d9" if name == "adaptive" else ("#5cb85c" if ok else "#d9534f")
+                    parts.append(f'<rect x="{x0}" y="{y}" width="{cell * (w[1] - w[0])}" height="{row - 3}" '
+                                 f'fill="{color}" stroke="#333" stroke-width="0.5"/>')
+                y += row
+            y += 4
+        y += pad
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}" font-family="sans-serif">'
+            + "".join(parts) + "</svg>\n")
