@@ -28,13 +28,11 @@ def _case(filename):
     return data["x"], data["y"]
 
 
-@pytest.mark.parametrize("filename", sorted(
-    f"{name}.npz" for name in MANIFEST["models"]))
+@pytest.mark.parametrize("filename", sorted(  # the bare pooling modules (not SE, not PSP)
+    f"{name}.npz" for name in MANIFEST["models"] if name.startswith(("avg", "max"))))
 def test_numpy_reference_matches_pytorch(filename):
     data = np.load(TORCH / filename)
     name = filename[:-4]
-    if name in ("se", "psp"):
-        pytest.skip("not a bare pooling module")
     mode = "max" if name.startswith("max") else "avg"
     out = data["y"].shape[2:]
     np.testing.assert_allclose(adaptive_pool(data["x"], out, mode), data["y"], rtol=1e-5, atol=1e-6)
