@@ -105,6 +105,15 @@ def test_existing_pools_are_left_unless_enforced(tmp_path):
     assert pools_keep(out_model, PROFILES["ethos-u"].limits) == 3
 
 
+def test_report_names_the_limits(tmp_path):
+    import json
+
+    code, _, _ = cli(MODELS / "resnet_head.onnx", "-o", tmp_path / "o.onnx", "--target", "rknn", "--max-pad", "3",
+                     "--report", tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and data["target"] == "rknn" and "max_pad=3" in data["limits"]
+
+
 def test_explicit_options_override_a_profile():
     from poolfix.cli import _limits
 

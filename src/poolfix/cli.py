@@ -154,7 +154,8 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     if result.verification is not None:
         say(verification_text(result.verification), 1)
     if report_path is not None:
-        data = result.to_dict(model=str(model), output=None if dry_run else str(target), dry_run=dry_run)
+        data = result.to_dict(model=str(model), output=None if dry_run else str(target), dry_run=dry_run,
+                              limits=limits.describe(), target=target_name, enforce_limits=enforce_limits)
         atomic_write_bytes(report_path, (json.dumps(data, indent=2) + "\n").encode())
     n_rw, n_skip = len(result.rewritten), len(result.skipped)
     if strict and n_skip:
