@@ -136,7 +136,7 @@ def mutate(seed: int) -> tuple[bytes, str]:
     return out, f"{src.name} {what}"
 
 
-def run_one(data: bytes, folder: Path, timeout: float) -> tuple[int, str]:
+def run_one(data: bytes, folder: Path, timeout: float, extra: tuple[str, ...] = ()) -> tuple[int, str]:
     path = folder / "in.onnx"
     path.write_bytes(data)
     for p in folder.iterdir():
@@ -151,7 +151,7 @@ def run_one(data: bytes, folder: Path, timeout: float) -> tuple[int, str]:
     err = io.StringIO()
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            cli_main([str(path), "-o", str(folder / "out.onnx"), "-q"])
+            cli_main([str(path), "-o", str(folder / "out.onnx"), "-q", *extra])
         code = 0
     except SystemExit as e:
         code = int(e.code or 0)
@@ -167,7 +167,9 @@ def main(argv=None) -> int:
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0, help="first seed; mutation i uses seed + i")
     ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--cli-args", default="", help="extra poolfix options for every run, e.g. '--target rknn'")
     args = ap.parse_args(argv)
+    extra = tuple(args.cli_args.split())
     failures, codes = [], {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,7 +177,7 @@ def main(argv=None) -> int:
         for i in range(args.count):
             seed = args.seed + i
             data, what = mutate(seed)
-            code, err = run_one(data, folder, args.timeout)
+            code, err = run_one(data, folder, args.timeout, extra)
             codes[code] = codes.get(code, 0) + 1
             if code not in (0, 2, 3) or "Traceback" in err or (err.count("\n") > 1 and code != 3):
                 failures.append((seed, what, code, err.strip().splitlines()[-1] if err.strip() else ""))

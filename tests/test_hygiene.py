@@ -100,3 +100,11 @@ def test_chained_patterns_are_all_rewritten():
     m = model(nodes, [vi("x", [1, 2, 5, 5])], [vi("y", [1, 2])])
     out = poolfix.fix(m).model
     assert [t for t in op_types(out) if t != "Constant"] == ["AveragePool", "MaxPool", "Reshape"]
+
+
+def test_empty_tensors_are_left_with_a_reason():
+    nodes = [h.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+             h.make_node("ReduceMean", ["t"], ["y"], name="r", axes=[1, 2], keepdims=0)]
+    m = model(nodes, [vi("x", [0, 3, 4, 5])], [vi("y", [0, 3])])
+    result = poolfix.fix(m)
+    assert not result.changed and "empty" in result.skipped[0].reason

@@ -93,9 +93,9 @@ def spatial_or_skip(scope: Scope, node: NodeProto, tensor: str, pattern: str, la
     if not 3 <= len(shape) <= 5:
         return skip(pattern, scope, node, label,
                     f"input {tensor!r} has rank {len(shape)}; pooling covers 1 to 3 spatial axes (rank 3 to 5)")
-    empty = [i for i in range(2, len(shape)) if shape[i] is not None and shape[i] < 1]
+    empty = [i for i in range(len(shape)) if shape[i] is not None and shape[i] < 1]
     if empty:
-        return skip(pattern, scope, node, label, f"spatial dim(s) {empty} of input {tensor!r} {_fmt(shape)} are empty")
+        return skip(pattern, scope, node, label, f"dim(s) {empty} of input {tensor!r} {_fmt(shape)} are empty")
     missing = [i for i in range(2, len(shape)) if shape[i] is None]
     if missing:
         return skip(pattern, scope, node, label,
