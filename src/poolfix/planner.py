@@ -300,13 +300,17 @@ def explain(size_in: int, size_out: int) -> str:
         )
     short_w = short.windows(size_in) if short is not None else []
     width = len(str(size_in))
-    lines.append(f"{'i':>4}  {'adaptive':<{2 * width + 4}}  {'emitted':<{2 * width + 4}}  shortcut  picture")
+
+    def cell(w) -> str:
+        return f"[{w[0]:>{width}},{w[1]:>{width}})"
+
+    col = max(2 * width + 3, 8)  # wide enough for a window and for the header
+    lines.append(f"{'i':>4}  {'adaptive':<{col}}  {'emitted':<{col + 5}}  {'shortcut':<{col}}  picture")
     for i, (s, e) in enumerate(target):
         em = emitted[i] if i < len(emitted) else None
         sh = short_w[i] if i < len(short_w) else None
-        mark = "ok" if em == (s, e) else "DIFF"
-        shm = "-" if sh is None else ("ok" if sh == (s, e) else f"[{sh[0]},{sh[1]})")
+        em_text = (cell(em) if em is not None else "-") + (" ok" if em == (s, e) else " DIFF")
+        sh_text = "-" if sh is None else ("ok" if sh == (s, e) else cell(sh))
         bar = "".join("#" if s <= x < e else "." for x in range(size_in)) if size_in <= 80 else ""
-        lines.append(f"{i:>4}  [{s:>{width}},{e:>{width}})  [{em[0]:>{width}},{em[1]:>{width}}) {mark:<4}"
-                     f"  {shm:<8}  {bar}")
+        lines.append(f"{i:>4}  {cell((s, e)):<{col}}  {em_text:<{col + 5}}  {sh_text:<{col}}  {bar}")
     return "\n".join(lines)
