@@ -197,7 +197,7 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
         loader.pin_input_shapes(model, dict(input_shapes))
     original: ModelProto | Path | None = None
     if verify:  # onnxruntime reads an unpinned input from its file; otherwise keep a copy
-        original = loaded.path if loaded.path is not None and not input_shapes else _copy(model)
+        original = loaded.path if loaded.path is not None and not input_shapes else loader.copy_model(model)
     step("finding and rewriting")
     rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
@@ -221,8 +221,3 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
             )
     return result
 
-
-def _copy(model: ModelProto) -> ModelProto:
-    out = ModelProto()
-    out.CopyFrom(model)
-    return out

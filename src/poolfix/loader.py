@@ -37,10 +37,17 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def _external_tensors(model: ModelProto):
+def external_tensors(model: ModelProto) -> list[TensorProto]:
+    """Every tensor of the model (initializers, attributes, subgraphs) stored as external data."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     return [t for t in _get_all_tensors(model) if uses_external_data(t)]
+
+
+def copy_model(model: ModelProto) -> ModelProto:
+    out = ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def check_external_data(model: ModelProto, base_dir: Path) -> None:
@@ -49,7 +56,7 @@ def check_external_data(model: ModelProto, base_dir: Path) -> None:
 
     base = base_dir.resolve()
     sizes: dict[Path, int] = {}
-    for t in _external_tensors(model):
+    for t in external_tensors(model):
         info = ExternalDataInfo(t)
         loc = info.location
         if not loc or os.path.isabs(loc) or Path(loc).drive or ".." in Path(loc.replace("\\", "/")).parts:
@@ -117,8 +124,7 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
     """
     path: Path | None = None
     if isinstance(source, ModelProto):
-        model = ModelProto()
-        model.CopyFrom(source)
+        model = copy_model(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         model = _parse(bytes(source), "input bytes")
     else:
@@ -135,7 +141,7 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
                 raise InputError(f"{vi.name!r} has a negative dim ({d.dim_value}); an unknown dim takes a name "
                                  "(dim_param), or pin it with --input-shape")
     base = Path(data_dir) if data_dir is not None else None
-    if _external_tensors(model):
+    if external_tensors(model):
         if base is None:
             raise InputError("the model has external data: pass the folder it lives in (data_dir=...)")
         check_external_data(model, base)
@@ -162,7 +168,7 @@ def check_model(model: ModelProto, data_dir: Path | None, *, full_check: bool = 
     The checker looks for external data relative to the working folder when given a ModelProto, and
     refuses symbolic links, so it runs from ``data_dir`` (under a lock: the folder is process-wide).
     """
-    if data_dir is None or not _external_tensors(model):
+    if data_dir is None or not external_tensors(model):
         onnx.checker.check_model(model, full_check=full_check)
         return
     with _CWD_LOCK:

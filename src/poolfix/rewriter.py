@@ -217,15 +217,14 @@ def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initialize
     return nodes, tensors
 
 
-def splice(scope: Scope, replacements: dict[int, list[NodeProto]], initializers: Iterable[TensorProto] = (),
-           extra_dead: Iterable[str] = ()) -> int:
+def splice(scope: Scope, replacements: dict[int, list[NodeProto]], initializers: Iterable[TensorProto] = ()) -> int:
     """Replace nodes of ``scope`` (by index) with new nodes, then prune what became dead.
 
     Only nodes, initializers and value_info that the replaced nodes fed (transitively) are pruned:
     dead code the user already had stays. Returns the number of original nodes removed.
     """
     body = scope.body
-    candidates: set[str] = set(extra_dead)
+    candidates: set[str] = set()
     gone: set[str] = set()
     new_nodes: list[NodeProto] = []
     removed = 0

@@ -30,7 +30,7 @@ from onnx import ModelProto, TensorProto, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
 
 from .errors import InputError
-from .loader import weightless
+from .loader import copy_model, external_tensors, weightless
 
 PROTOBUF_LIMIT = 2**31 - 1
 INLINE_LIMIT = PROTOBUF_LIMIT - 64 * 2**20  # headroom for the graph itself
@@ -83,10 +83,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def external_tensors(model: ModelProto) -> list[TensorProto]:
-    return [t for t in _get_all_tensors(model) if uses_external_data(t)]
-
-
 def _set_location(t: TensorProto, location: str, offset: int, length: int) -> None:
     del t.external_data[:]
     for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
@@ -106,12 +102,12 @@ def _copy_range(src, dst, offset: int, length: int) -> None:
         left -= len(chunk)
 
 
-def resolve_layout(model: ModelProto, layout: str, *, in_place: bool) -> str:
+def resolve_layout(model: ModelProto, layout: str, *, in_place: bool, has_external: bool) -> str:
     if layout not in LAYOUTS:
         raise InputError(f"unknown external data layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     if layout != "auto":
         return layout
-    if external_tensors(model):
+    if has_external:
         return "keep" if in_place else "single"
     return "single" if model.ByteSize() > INLINE_LIMIT else "inline"
 
@@ -128,15 +124,16 @@ def save(model, path: str | os.PathLike, *, external_data: str = "auto",
         model = model.model
     path = Path(path)
     _check_folder(path)
-    layout = resolve_layout(model, external_data, in_place=in_place)
     ext = external_tensors(model)
+    layout = resolve_layout(model, external_data, in_place=in_place, has_external=bool(ext))
     if ext and data_dir is None:
         raise InputError("the model has external data: say where it lives (data_dir=...)")
+    data_dir = Path(data_dir) if data_dir is not None else None
     if layout == "inline":
-        return _save_inline(model, path, data_dir)
+        return _save_inline(model, path, data_dir, ext)
     if layout == "keep":
-        return _save_keep(model, path, Path(data_dir) if data_dir is not None else None, ext)
-    return _save_single(model, path, Path(data_dir) if data_dir is not None else None)
+        return _save_keep(model, path, data_dir, ext)
+    return _save_single(model, path, data_dir, ext)
 
 
 def _write_model(model: ModelProto, path: Path, data_tmp: str | None = None, data_target: Path | None = None):
@@ -158,13 +155,12 @@ def _write_model(model: ModelProto, path: Path, data_tmp: str | None = None, dat
     return path
 
 
-def _save_inline(model: ModelProto, path: Path, data_dir) -> Path:
-    ext = external_tensors(model)
+def _save_inline(model: ModelProto, path: Path, data_dir: Path | None, ext: list[TensorProto]) -> Path:
     if ext:
         from onnx.external_data_helper import load_external_data_for_tensor
 
-        model = _copy(model)
-        for t in external_tensors(model):
+        model = copy_model(model)
+        for t in external_tensors(model):  # the copy's tensors, not the caller's
             load_external_data_for_tensor(t, str(data_dir))
             t.data_location = TensorProto.DEFAULT
             del t.external_data[:]
@@ -173,18 +169,12 @@ def _save_inline(model: ModelProto, path: Path, data_dir) -> Path:
     return _write_model(model, path)
 
 
-def _copy(model: ModelProto) -> ModelProto:
-    out = ModelProto()
-    out.CopyFrom(model)
-    return out
-
-
-def _save_single(model: ModelProto, path: Path, data_dir: Path | None) -> Path:
+def _save_single(model: ModelProto, path: Path, data_dir: Path | None, ext: list[TensorProto]) -> Path:
     location = f"{path.name}.data"
     target = path.parent / location
     sources = {}
     if data_dir is not None:
-        sources = {(data_dir / ExternalDataInfo(t).location).resolve() for t in external_tensors(model)}
+        sources = {(data_dir / ExternalDataInfo(t).location).resolve() for t in ext}
     if target.resolve() in sources:
         raise InputError(f"writing {str(target)!r} would overwrite the input's external data; "
                          "choose another output name or --external-data keep")

@@ -92,7 +92,7 @@ def _check(scope: Scope, x: str, x_shape, elem_type: int, out: str, out_spatial,
 
     nodes = [scope.body.node[i] for i in members]
     inside = {o for n in nodes for o in n.output}
-    extra, inits = [], []
+    inits = []
     for n in nodes:
         for name in n.input:
             if not name or name in inside or name == x:
@@ -104,7 +104,7 @@ def _check(scope: Scope, x: str, x_shape, elem_type: int, out: str, out_spatial,
                                             value.tobytes(), raw=True))
             inside.add(name)
     shape = [d if d is not None else 1 for d in x_shape]
-    graph = helper.make_graph([*extra, *nodes], "dynamo_check", [helper.make_tensor_value_info(x, elem_type, shape)],
+    graph = helper.make_graph(nodes, "dynamo_check", [helper.make_tensor_value_info(x, elem_type, shape)],
                               [helper.make_tensor_value_info(out, elem_type, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", scope.opset)])
     model.ir_version = 8 if scope.opset <= 17 else 10
