@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import poolfix  # noqa: E402
-from poolfix.verifier import _feeds, _session  # noqa: E402
+from poolfix.runtime import random_feeds, session  # noqa: E402
 
 
 def big_model(folder: Path, gb: float) -> Path:
@@ -135,14 +135,15 @@ def many_sites(sites: int, nodes: int = 10_000) -> onnx.ModelProto:
 
 
 SITE_COUNTS = (1, 100, 1000, 2000)
+QUICK_SITE_COUNTS = (1, 10, 20, 40)  # --quick: a smoke run of the same code on a 1k-node graph
 
 
-def bench_sites(repeat: int) -> dict:
+def bench_sites(repeat: int, counts=SITE_COUNTS, nodes: int = 10_000) -> dict:
     out = {}
-    for sites in SITE_COUNTS:
-        data = many_sites(sites).SerializeToString()
+    for sites in counts:
+        data = many_sites(sites, nodes).SerializeToString()
         times = []
-        for _ in range(max(repeat, 5)):
+        for _ in range(max(repeat, 5 if counts is SITE_COUNTS else 1)):
             t = time.perf_counter()
             result = poolfix.fix(data, verify=False)
             times.append(time.perf_counter() - t)
@@ -150,16 +151,17 @@ def bench_sites(repeat: int) -> dict:
         out[sites] = min(times)  # the least disturbed run
     # marginal time per site between counts (the fixed cost of any rewrite cancels); quadratic work
     # would make the later steps dearer
-    steps = list(zip(SITE_COUNTS[1:], SITE_COUNTS[2:]))
+    steps = list(zip(counts[1:], counts[2:]))
     per = {f"{a}->{b}": (out[b] - out[a]) / (b - a) * 1e3 for a, b in steps}
-    return {"nodes": 10_000, "seconds": out, "marginal_ms_per_site": per,
+    return {"nodes": nodes, "seconds": out, "marginal_ms_per_site": per,
             "ratio_last_vs_first_step": per[f"{steps[-1][0]}->{steps[-1][1]}"] / per[f"{steps[0][0]}->{steps[0][1]}"]}
 
 
-def bench_verify(repeat: int) -> list[dict]:
+def bench_verify(repeat: int, quick: bool = False) -> list[dict]:
     rows = []
-    cases = {"PSP module (dynamo export)": (ROOT / "models/torch/psp.dynamo.onnx").read_bytes(),
-             "10k nodes, 100 sites": many_sites(100).SerializeToString()}
+    cases = {"PSP module (dynamo export)": (ROOT / "models/torch/psp.dynamo.onnx").read_bytes()}
+    if not quick:
+        cases["10k nodes, 100 sites"] = many_sites(100).SerializeToString()
     for name, data in cases.items():
         with_v, without = [], []
         plain = []
@@ -173,9 +175,9 @@ def bench_verify(repeat: int) -> list[dict]:
             original = onnx.load_from_string(data)
             t = time.perf_counter()
             for m in (original, result.model):  # two plain sessions, run on two seeds
-                s = _session(m)
+                s = session(m)
                 for seed in (0, 1):
-                    s.run(None, _feeds(s, np.random.default_rng(seed)))
+                    s.run(None, random_feeds(s, np.random.default_rng(seed)))
             plain.append(time.perf_counter() - t)
         cost = statistics.median(with_v) - statistics.median(without)
         rows.append({"case": name, "verification_s": cost, "two_sessions_s": statistics.median(plain),
@@ -189,6 +191,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=None, help="where to generate the big model (needs 3x --gb)")
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="smoke run: no large model, small graphs (for the tests)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--make-big", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -196,7 +199,7 @@ def main() -> int:
         big_model(args.make_big, args.gb)
         return 0
     report: dict = {}
-    if not args.skip_large:
+    if not (args.skip_large or args.quick):
         work = Path(tempfile.mkdtemp(dir=args.workdir, prefix="poolfix-bench-"))
         try:
             r = report["large"] = bench_large(args.gb, args.repeat, work)
@@ -210,14 +213,17 @@ def main() -> int:
         print(f"  time ratio poolfix / onnx.load+save: {r['time_ratio']:.2f}x (goal <= 1.3x)")
         print(f"  (peak RSS includes this script's own {r['parent_rss_at_fork'] / 2**20:.0f} MiB, which Linux "
               "carries into children)")
-    r = report["sites"] = bench_sites(args.repeat)
-    print("many sites, 10k-node graph, rewrite without verification (best of 5):")
+    if args.quick:
+        r = report["sites"] = bench_sites(args.repeat, QUICK_SITE_COUNTS, 1000)
+    else:
+        r = report["sites"] = bench_sites(args.repeat)
+    print(f"many sites, {r['nodes']}-node graph, rewrite without verification (best of several):")
     for s, t in r["seconds"].items():
         print(f"  {s:5d} sites: {t:.3f} s")
     for step, ms in r["marginal_ms_per_site"].items():
         print(f"  marginal time per site, {step} sites: {ms:.3f} ms")
     print(f"  ratio of the last step to the first: {r['ratio_last_vs_first_step']:.2f} (flat = 1)")
-    report["verify"] = bench_verify(args.repeat)
+    report["verify"] = bench_verify(args.repeat, args.quick)
     print("verification cost against two plain onnxruntime sessions (create + run 2 seeds each):")
     for row in report["verify"]:
         print(f"  {row['case']}: {row['verification_s'] * 1e3:.0f} ms vs {row['two_sessions_s'] * 1e3:.0f} ms "

@@ -7,7 +7,8 @@
 
 from .api import FixResult, fix, plan_site
 from .errors import InputError, PoolfixError, VerificationError
-from .planner import AdaptivePlan, PoolPlan, explain, plan_adaptive, plan_axis
+from .planner import AdaptivePlan, explain, plan_adaptive, plan_axis
+from .pools import AxisPool, Pool
 from .report import Finding
 from .saver import save
 from .verifier import VerificationReport
@@ -16,10 +17,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaptivePlan",
+    "AxisPool",
     "Finding",
     "FixResult",
     "InputError",
-    "PoolPlan",
+    "Pool",
     "PoolfixError",
     "VerificationError",
     "VerificationReport",

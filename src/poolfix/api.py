@@ -11,21 +11,17 @@ from onnx import ModelProto
 
 from . import loader, verifier
 from .cascade import NoCascade
-from .errors import InputError, PoolfixError, VerificationError
+from .errors import InputError, InternalError, VerificationError
 from .finder import find
 from .graphs import scopes
 from .limits import Limits
-from .patterns import Site, Skip
-from .planner import AdaptivePlan, PoolPlan, plan_adaptive
+from .patterns import Context, Site, Skip
+from .planner import AdaptivePlan, plan_adaptive
 from .report import Finding, to_dict
 from .rewriter import Names, Rewrite, emit, splice
 from .verifier import DEFAULT_SEEDS, VerificationReport
 
 MAX_ROUNDS = 4  # a rewrite can make shapes known downstream; each round re-infers once
-
-
-class InternalError(PoolfixError):
-    exit_code = 1
 
 
 @dataclass
@@ -56,9 +52,7 @@ class FixResult:
 
 def plan_site(site: Site, opset: int, *, allow_approx: bool = False, allow_pads: bool = True) -> AdaptivePlan:
     if site.target is not None:  # an existing pool: the plan is that pool, to be cascaded
-        t = site.target
-        return AdaptivePlan(site.in_spatial, site.out_spatial, PoolPlan(t.kernel, t.strides, t.pads,
-                                                                        t.count_include_pad))
+        return AdaptivePlan(site.in_spatial, site.out_spatial, site.target)
     # AveragePool has count_include_pad from opset 7 on; before that a padded plan is not exact
     allow_pads = allow_pads and not (site.mode == "avg" and opset < 7)
     return plan_adaptive(site.in_spatial, site.out_spatial, allow_pads=allow_pads, approx=allow_approx)
@@ -105,7 +99,7 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
     """
     if limits is not None and not limits.active:
         limits = None
-    enforce = limits if enforce_limits else None
+    ctx = Context(enforce=limits if enforce_limits else None)
     names = Names(model)
     rewrites: list[Rewrite] = []
     skips: list[Skip] = []
@@ -114,9 +108,9 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
         skips = []
         progress = False
         for scope in reversed(scopes(model, inferred)):  # inner bodies before the graphs holding them
-            replacements, tensors = {}, []
+            edits, tensors = [], []
             use_initializers = not scope.is_function and model.ir_version >= 4
-            for index, found in find(scope, enforce=enforce):
+            for found in find(scope, ctx):
                 if isinstance(found, Skip):
                     skips.append(found)
                     continue
@@ -126,12 +120,11 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                     why = f"no exact rewrite within the limits: {e}" if isinstance(e, NoCascade) else str(e)
                     skips.append(Skip(found.pattern, found.label, found.op_name, why))
                     continue
-                replacements[index] = nodes
+                edits.append((found.replaces, nodes))
                 tensors.extend(inits)
-                rewrites.append(Rewrite(found, plan, tuple(nodes), scope.opset,
-                                        scope.parent is None and not scope.is_function, tuple(inits)))
-            if replacements:
-                splice(scope, replacements, tensors)
+                rewrites.append(Rewrite(found, plan, tuple(nodes), scope.opset, scope.is_main, tuple(inits)))
+            if edits:
+                splice(scope, edits, tensors)
                 progress = True
         if not progress or not skips:  # another round only if new shapes might unlock what was left
             break

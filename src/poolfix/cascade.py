@@ -25,15 +25,15 @@ programming over divisors), then the least padding.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
 from .limits import Limits
+from .pools import AxisPool, Pool
 from .windows import pool_output_size
 
-INF = math.inf
+INF = float("inf")
 
 
 class NoCascade(Exception):
@@ -41,33 +41,8 @@ class NoCascade(Exception):
 
 
 @dataclass(frozen=True)
-class AxisStage:
-    kernel: int
-    stride: int
-    pad_begin: int = 0
-    pad_end: int = 0
-    count_include_pad: int | None = None  # None: no padding here, so it does not matter
-    ceil_mode: bool = False
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One N-D pool of a cascade."""
-
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...]
-    pads: tuple[int, ...]  # begins, then ends
-    count_include_pad: int = 0
-    ceil_mode: bool = False
-
-    @property
-    def area(self) -> int:
-        return math.prod(self.kernel)
-
-
-@dataclass(frozen=True)
 class Cascade:
-    stages: tuple[Stage, ...]
+    stages: tuple[Pool, ...]
     scale: Fraction = Fraction(1)  # multiply the result by this (zero-padded averages only)
 
     def describe(self) -> str:
@@ -122,13 +97,13 @@ def _fits(mode: str, k: int, s: int, pb: int, pe: int, cip: int, lim: Limits) ->
     return None
 
 
-def _blocks(k: int, lim: Limits) -> list[AxisStage] | None:
+def _blocks(k: int, lim: Limits) -> list[AxisPool] | None:
     cap = min(_lim(lim.max_kernel), _lim(lim.max_stride), _lim(lim.max_kernel_area))
     factors = fewest_factors(k, cap)
-    return None if factors is None else [AxisStage(f, f) for f in factors]
+    return None if factors is None else [AxisPool(f, f) for f in factors]
 
 
-def _padded_window(mode: str, n: int, lim: Limits) -> tuple[list[AxisStage], Fraction] | None:
+def _padded_window(mode: str, n: int, lim: Limits) -> tuple[list[AxisPool], Fraction] | None:
     """One window covering the whole axis: a chain of block pools, padding the end of any stage to a
     multiple of its kernel (or, for max, closing it with ceil_mode). Breadth-first over the stage
     count, so the chain is the shortest; among those, the least padding."""
@@ -138,18 +113,18 @@ def _padded_window(mode: str, n: int, lim: Limits) -> tuple[list[AxisStage], Fra
     can_ceil = mode == "max" and not lim.no_ceil_mode
     if cap < 2:
         return None
-    frontier: dict[int, tuple[list[AxisStage], int]] = {n: ([], 1)}  # size -> (stages, positions per element)
+    frontier: dict[int, tuple[list[AxisPool], int]] = {n: ([], 1)}  # size -> (stages, positions per element)
     for _ in range(64):
-        nxt: dict[int, tuple[list[AxisStage], int]] = {}
+        nxt: dict[int, tuple[list[AxisPool], int]] = {}
         for m, (stages, per) in frontier.items():
             for f in range(2, min(cap, m) + 1):
                 rem = -m % f
                 if rem == 0:
-                    step = AxisStage(f, f)
+                    step = AxisPool(f, f)
                 elif can_pad and (pad_cap is None or rem <= pad_cap):  # rem < f always
-                    step = AxisStage(f, f, 0, rem, 1 if mode == "avg" else None)
+                    step = AxisPool(f, f, 0, rem, 1 if mode == "avg" else None)
                 elif can_ceil:
-                    step = AxisStage(f, f, ceil_mode=True)
+                    step = AxisPool(f, f, ceil_mode=True)
                 else:
                     continue
                 size = -(-m // f)
@@ -167,7 +142,7 @@ def _padded_window(mode: str, n: int, lim: Limits) -> tuple[list[AxisStage], Fra
     return None
 
 
-def _overlapping_max(k: int, s: int, pb: int, pe: int, lim: Limits) -> list[AxisStage] | None:
+def _overlapping_max(k: int, s: int, pb: int, pe: int, lim: Limits) -> list[AxisPool] | None:
     kmax = int(min(_lim(lim.max_kernel), _lim(lim.max_kernel_area), k))
     if s > _lim(lim.max_stride) or kmax < 2:
         return None
@@ -178,29 +153,29 @@ def _overlapping_max(k: int, s: int, pb: int, pe: int, lim: Limits) -> list[Axis
     cap = lim.pad_cap
     if (pb or pe) and ((cap is not None and max(pb, pe) > cap) or max(pb, pe) >= kernels[0]):
         return None
-    stages = [AxisStage(kk, 1) for kk in kernels]
-    stages[0] = AxisStage(kernels[0], 1, pb, pe)
+    stages = [AxisPool(kk, 1) for kk in kernels]
+    stages[0] = AxisPool(kernels[0], 1, pb, pe)
     last = stages[-1]
-    stages[-1] = AxisStage(last.kernel, s, last.pad_begin, last.pad_end)
+    stages[-1] = AxisPool(last.kernel, s, last.pad_begin, last.pad_end)
     return stages
 
 
-def _strided_blocks(k: int, s: int, lim: Limits) -> list[AxisStage] | None:
+def _strided_blocks(k: int, s: int, lim: Limits) -> list[AxisPool] | None:
     if k % s or k // s > _lim(lim.max_kernel) or k // s > _lim(lim.max_kernel_area):
         return None
     first = _blocks(s, lim)
-    return None if first is None else [*first, AxisStage(k // s, 1)]
+    return None if first is None else [*first, AxisPool(k // s, 1)]
 
 
 NO_LIMITS = Limits()
 
 
 def plan_axis_cascade(mode: str, n: int, k: int, s: int, pb: int = 0, pe: int = 0, cip: int = 0,
-                      lim: Limits = NO_LIMITS) -> tuple[list[AxisStage], Fraction]:
+                      lim: Limits = NO_LIMITS) -> tuple[list[AxisPool], Fraction]:
     """Stages along one axis that reproduce pool (k, s, pb, pe) exactly within ``lim``."""
     why = _fits(mode, k, s, pb, pe, cip, lim)
     if why is None:
-        return [AxisStage(k, s, pb, pe, cip if (pb or pe) else None)], Fraction(1)
+        return [AxisPool(k, s, pb, pe, cip if (pb or pe) else None)], Fraction(1)
     n_out = pool_output_size(n, k, s, pb, pe)
     if not pb and not pe and (s == k or n_out == 1):
         stages = _blocks(k, lim)
@@ -227,7 +202,7 @@ def plan_axis_cascade(mode: str, n: int, k: int, s: int, pb: int = 0, pe: int = 
 def plan_cascade(mode: str, size_in, kernel, strides, pads, count_include_pad: int = 0,
                  lim: Limits = NO_LIMITS) -> Cascade:
     """A cascade of N-D pools equal to one pool, each stage within ``lim``; raises :class:`NoCascade`."""
-    if mode == "lp" and not lim.lp_pool:
+    if mode == "lp" and lim.no_lp_pool:
         raise NoCascade("the target has no LpPool")
     rank = len(kernel)
     per_axis, scale = [], Fraction(1)
@@ -239,23 +214,19 @@ def plan_cascade(mode: str, size_in, kernel, strides, pads, count_include_pad: i
             raise NoCascade(f"axis {ax}: {e}") from None
         per_axis.append(stages)
         scale *= sc
-    out: list[Stage] = []
+    out: list[Pool] = []
     for i in range(max(len(s) for s in per_axis)):
         group = {ax: st[i] for ax, st in enumerate(per_axis) if i < len(st)}
         out.extend(_merge(group, rank, lim))
     return Cascade(tuple(out), scale)
 
 
-def _stage(group: dict[int, AxisStage], rank: int) -> Stage:
-    ident = AxisStage(1, 1)
-    axes = [group.get(ax, ident) for ax in range(rank)]
-    cips = {a.count_include_pad for a in axes if a.count_include_pad is not None}
-    return Stage(tuple(a.kernel for a in axes), tuple(a.stride for a in axes),
-                 tuple(a.pad_begin for a in axes) + tuple(a.pad_end for a in axes),
-                 cips.pop() if cips else 0, any(a.ceil_mode for a in axes))
+def _stage(group: dict[int, AxisPool], rank: int) -> Pool:
+    ident = AxisPool(1, 1)
+    return Pool.of_axes([group.get(ax, ident) for ax in range(rank)])
 
 
-def _merge(group: dict[int, AxisStage], rank: int, lim: Limits) -> list[Stage]:
+def _merge(group: dict[int, AxisPool], rank: int, lim: Limits) -> list[Pool]:
     """One N-D stage for the axes' stages at the same step, or one per axis where they cannot share."""
     cips = {a.count_include_pad for a in group.values() if a.count_include_pad is not None}
     together = _stage(group, rank)
@@ -264,7 +235,7 @@ def _merge(group: dict[int, AxisStage], rank: int, lim: Limits) -> list[Stage]:
     return [_stage({ax: st}, rank) for ax, st in group.items()]
 
 
-def stage_breaks(mode: str, stage: Stage, lim: Limits) -> str | None:
+def stage_breaks(mode: str, stage: Pool, lim: Limits) -> str | None:
     """Why an N-D stage breaks ``lim`` (None: it keeps them). Used to check every emitted pool."""
     if stage.area > _lim(lim.max_kernel_area):
         return f"kernel area {stage.area} > {lim.max_kernel_area}"

@@ -14,8 +14,9 @@ import click
 from . import __version__
 from .api import fix
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, StrictError, VerificationError
-from .limits import PROFILES, Limits, profile
+from .limits import PROFILES, Limits, limit_fields, profile
 from .loader import parse_input_shape
+from .patterns import RULES
 from .planner import explain
 from .report import findings_text, verification_text, windows_svg
 from .saver import LAYOUTS, atomic_write_bytes, save
@@ -51,6 +52,22 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def limit_options(command):
+    """One option per :class:`~poolfix.limits.Limits` field, named after it; unset options are None, so
+    that a --target profile's value stands unless the option is given."""
+    for f in reversed(limit_fields()):
+        flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        if f.type in ("bool", bool):
+            option = click.option(flag, f.name, is_flag=True, default=None, help=meta["help"])
+        elif meta["choices"]:
+            option = click.option(flag, f.name, type=click.Choice(meta["choices"]), help=meta["help"])
+        else:
+            option = click.option(flag, f.name, type=click.IntRange(min=meta["min"]), help=meta["help"])
+        command = option(command)
+    return command
+
+
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False, type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
@@ -80,14 +97,8 @@ def _same_file(a: Path, b: Path) -> bool:
 @click.option("--target", "target_name", metavar="NAME",
               help="Apply a toolchain's cited pooling limits (--list-targets).")
 @click.option("--list-targets", is_flag=True, help="Show the target profiles, their limits and sources.")
-@click.option("--max-kernel", type=click.IntRange(min=1), help="Largest pool kernel per spatial dim.")
-@click.option("--max-kernel-area", type=click.IntRange(min=1), help="Largest product of a pool's kernel dims.")
-@click.option("--max-stride", type=click.IntRange(min=1), help="Largest pool stride.")
-@click.option("--max-pad", type=click.IntRange(min=0), help="Largest pool pad, per side.")
-@click.option("--no-pads", is_flag=True, default=None, help="Emit no padded pools.")
-@click.option("--avg-count-include-pad", type=click.Choice(["any", "0", "1"]),
-              help="What AveragePool's count_include_pad may be.")
-@click.option("--no-ceil-mode", is_flag=True, default=None, help="Emit no pools with ceil_mode=1.")
+@click.option("--list-patterns", is_flag=True, help="Show the pattern rules, in the order they are tried.")
+@limit_options
 @click.option("--enforce-limits", is_flag=True,
               help="Apply the limits to AveragePool/MaxPool/LpPool nodes already in the model too.")
 @click.option("--strict", is_flag=True, help="Exit 4 when any pattern is left (the reasons are printed).")
@@ -96,9 +107,8 @@ def _same_file(a: Path, b: Path) -> bool:
 @click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
 @click.version_option(__version__, prog_name="poolfix")
 def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds, atol,
-            rtol, allow_approx, explain_pairs, explain_svg, external_data, target_name, list_targets, max_kernel,
-            max_kernel_area, max_stride, max_pad, no_pads, avg_count_include_pad, no_ceil_mode, enforce_limits,
-            strict, quiet, verbose, debug):
+            rtol, allow_approx, explain_pairs, explain_svg, external_data, target_name, list_targets, list_patterns,
+            enforce_limits, strict, quiet, verbose, debug, **limit_values):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
     level = 1 + verbose - quiet
@@ -109,6 +119,9 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
 
     if list_targets:
         say(_targets_text(), 0)
+    if list_patterns:
+        width = max(len(r.name) for r in RULES)
+        say("\n".join(f"{r.name:<{width}}  {r.description}" for r in RULES), 0)
     pairs = [_explain_pair(p) for p in explain_pairs]
     for pair in pairs:
         say(explain(*pair), 0)
@@ -118,7 +131,7 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
         atomic_write_bytes(explain_svg, windows_svg(pairs).encode())
         say(f"wrote {explain_svg}", 0)
     if model is None:
-        if explain_pairs or list_targets:
+        if explain_pairs or list_targets or list_patterns:
             return
         raise InputError("missing MODEL: usage is 'poolfix MODEL.onnx [-o OUT.onnx]' (see --help)")
     if in_place and output is not None:
@@ -127,9 +140,7 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     if not in_place and not dry_run and _same_file(model, target):
         raise InputError(f"refusing to overwrite the input {str(model)!r}; pass --in-place to do that")
     pins = dict(parse_input_shape(s) for s in input_shapes)
-    limits = _limits(target_name, max_kernel=max_kernel, max_kernel_area=max_kernel_area, max_stride=max_stride,
-                     max_pad=max_pad, no_pads=no_pads, avg_count_include_pad=avg_count_include_pad,
-                     no_ceil_mode=no_ceil_mode)
+    limits = _limits(target_name, **limit_values)
     if enforce_limits and not limits.active:
         raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
     if not dry_run:  # fail before the work, not after it

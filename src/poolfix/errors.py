@@ -19,6 +19,13 @@ class PoolfixError(Exception):
     exit_code = EXIT_BAD_INPUT
 
 
+class InternalError(PoolfixError):
+    """A poolfix bug caught by one of its own checks (a rewrite the checker refuses, a rule that
+    claimed a node still in use): exit 1, and the message asks for a report."""
+
+    exit_code = EXIT_INTERNAL
+
+
 class InputError(PoolfixError):
     """Bad input or usage: a file that is not a model, a bad option value, an unwritable path."""
 

@@ -1,4 +1,4 @@
-"""The pass: walks every scope once and asks each rule about each node."""
+"""The pass: walks every node of a scope once and asks the rules about it, in registry order."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from dataclasses import replace
 
 from onnx import TensorProto
 
-from .graphs import Scope, node_label
-from .limits import Limits
-from .patterns import RULES, Site, Skip, existing_pool
-from .patterns.base import fmt_shape, skip
+from .graphs import Scope, fmt_shape, node_label
+from .patterns import RULES, Context, Rule, Site, Skip
+from .patterns.base import skip
 
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.DOUBLE: "float64"}
 
@@ -53,20 +52,22 @@ def _unfit(site: Site, scope: Scope) -> str | None:
     return None
 
 
-def find(scope: Scope, rules=RULES, enforce: Limits | None = None) -> Iterator[tuple[int, Site | Skip]]:
-    """(node index, site or skip) for every node of ``scope`` that a rule claims.
+PLAIN = Context()  # no options: what a run without --enforce-limits asks
 
-    For a site the index is that of ``site.node``, the last node of its pattern, which the rewrite
-    replaces; a node claimed by an earlier site is not claimed again.
+
+def find(scope: Scope, ctx: Context = PLAIN, rules: tuple[Rule, ...] = RULES) -> Iterator[Site | Skip]:
+    """Every site and skip the rules report in ``scope``, in graph order.
+
+    A node that an earlier site claimed (it is in that site's ``replaces``) is not asked about
+    again; a site whose nodes overlap an earlier site's is dropped.
     """
     claimed: set[int] = set()
-    if enforce is not None:  # existing pools that break the limits, after every other rule
-        rules = (*rules, (existing_pool.NAME, lambda node, scope, label: existing_pool.match(node, scope, label,
-                                                                                             enforce)))
     for i, node in enumerate(scope.body.node):
+        if i in claimed:
+            continue
         label = node_label(node, i)
-        for _, match in rules:
-            found = match(node, scope, label)
+        for rule in rules:
+            found = rule.match(node, scope, label, ctx)
             if found is None:
                 continue
             if isinstance(found, Site):
@@ -74,13 +75,10 @@ def find(scope: Scope, rules=RULES, enforce: Limits | None = None) -> Iterator[t
                 if reason:
                     found = skip(found.pattern, scope, node, label, reason)
             if isinstance(found, Site):
-                if scope.where != "main graph":
-                    found = replace(found, label=f"{found.label} in {scope.where}")
-                at = scope.position[found.output]
-                if at in claimed:
+                if claimed.intersection(found.replaces):
                     break
-                claimed.add(at)
-                yield at, found
-            else:
-                yield i, found
+                if not scope.is_main:
+                    found = replace(found, label=f"{found.label} in {scope.where}")
+                claimed.update(found.replaces)
+            yield found
             break

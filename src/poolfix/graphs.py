@@ -50,6 +50,13 @@ def names_used(nodes) -> Iterator[str]:
             yield from (o.name for o in g.output)
 
 
+def fmt_shape(shape) -> str:
+    """[1,3,?,?]; "?" for an unknown dim, or for an unknown rank."""
+    if shape is None:
+        return "?"
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
 def node_label(node: NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}#{index}"
 
@@ -64,6 +71,7 @@ class Scope:
     parent: Scope | None = None
     infos: dict[str, TensorInfo] = field(default_factory=dict)
     is_function: bool = False
+    ir_version: int = 0  # the model's, for one-graph models built from this scope's nodes
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -89,6 +97,15 @@ class Scope:
         self._initializers = (
             {} if self.is_function else {t.name: t for t in self.body.initializer}
         )
+
+    @property
+    def is_main(self) -> bool:
+        """The model's main graph (not a subgraph, not a function body)."""
+        return self.parent is None and not self.is_function
+
+    def index_of(self, node: NodeProto) -> int:
+        """Where ``node`` (a node of this body) stands in it."""
+        return self.position[node.output[0]]
 
     @property
     def output_names(self) -> list[str]:
@@ -164,24 +181,24 @@ def _graph_infos(g: GraphProto) -> dict[str, TensorInfo]:
     return out
 
 
-def _walk(g: GraphProto, inferred: GraphProto | None, where: str, opset: int, parent: Scope | None,
-          is_function: bool = False) -> Iterator[Scope]:
+def _walk(g: GraphProto, inferred: GraphProto | None, where: str, opset: int, ir_version: int,
+          parent: Scope | None, is_function: bool = False) -> Iterator[Scope]:
     infos = _graph_infos(inferred if inferred is not None else g) if not is_function else {}
     if is_function:
         for vi in getattr(g, "value_info", []):
             inf = _info(vi)
             if inf is not None:
                 infos[vi.name] = inf
-    scope = Scope(g, where, opset, parent, infos, is_function)
+    scope = Scope(g, where, opset, parent, infos, is_function, ir_version)
     yield scope
     inferred_nodes = inferred.node if inferred is not None and len(inferred.node) == len(g.node) else None
     for i, n in enumerate(g.node):
         inf_sub = dict(subgraphs(inferred_nodes[i])) if inferred_nodes is not None else {}
         for attr, sub in subgraphs(n):
             label = f"{n.op_type} '{node_label(n, i)}'.{attr}"
-            if where != "main graph":
+            if not scope.is_main:
                 label = f"{where} > {label}"
-            yield from _walk(sub, inf_sub.get(attr), label, opset, scope)
+            yield from _walk(sub, inf_sub.get(attr), label, opset, ir_version, scope)
 
 
 def scopes(model: ModelProto, inferred: ModelProto | None) -> list[Scope]:
@@ -190,8 +207,9 @@ def scopes(model: ModelProto, inferred: ModelProto | None) -> list[Scope]:
     ``inferred`` is the same model after shape inference; only its shapes are read.
     """
     opset = default_opset(model)
-    out = list(_walk(model.graph, inferred.graph if inferred is not None else None, "main graph", opset, None))
+    ir = model.ir_version
+    out = list(_walk(model.graph, inferred.graph if inferred is not None else None, "main graph", opset, ir, None))
     for f in model.functions:
         fopset = next((o.version for o in f.opset_import if o.domain in ("", "ai.onnx")), opset)
-        out.extend(_walk(f, None, f"function '{f.domain}::{f.name}'", fopset, None, is_function=True))
+        out.extend(_walk(f, None, f"function '{f.domain}::{f.name}'", fopset, ir, None, is_function=True))
     return out

@@ -5,21 +5,28 @@ A profile holds only limits found in the vendor's public material; the README ci
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 
 CIP_CHOICES = ("any", "0", "1")
 
 
+def _limit(default, help: str, minimum: int | None = None, choices: tuple[str, ...] | None = None):
+    """A limit field; its metadata is what the command line makes of it (flag ``--name-with-dashes``)."""
+    return field(default=default, metadata={"help": help, "min": minimum, "choices": choices})
+
+
 @dataclass(frozen=True)
 class Limits:
-    max_kernel: int | None = None  # per spatial dim
-    max_kernel_area: int | None = None  # product over the spatial dims
-    max_stride: int | None = None
-    max_pad: int | None = None  # per side
-    no_pads: bool = False
-    avg_count_include_pad: str = "any"  # what AveragePool's count_include_pad may be: any, 0 or 1
-    no_ceil_mode: bool = False
-    lp_pool: bool = True  # whether LpPool may be emitted at all
+    """What an engine allows a pool to be. Each field is also a command-line option of the same name."""
+
+    max_kernel: int | None = _limit(None, "Largest pool kernel per spatial dim.", 1)
+    max_kernel_area: int | None = _limit(None, "Largest product of a pool's kernel dims.", 1)
+    max_stride: int | None = _limit(None, "Largest pool stride.", 1)
+    max_pad: int | None = _limit(None, "Largest pool pad, per side.", 0)
+    no_pads: bool = _limit(False, "Emit no padded pools.")
+    avg_count_include_pad: str = _limit("any", "What AveragePool's count_include_pad may be.", choices=CIP_CHOICES)
+    no_ceil_mode: bool = _limit(False, "Emit no pools with ceil_mode=1.")
+    no_lp_pool: bool = _limit(False, "Emit no LpPool (the target has none).")
 
     def __post_init__(self):
         for f in ("max_kernel", "max_kernel_area", "max_stride"):
@@ -53,6 +60,11 @@ class Limits:
         return ", ".join(parts) or "none"
 
 
+def limit_fields() -> tuple[Field, ...]:
+    """The fields of :class:`Limits`, in order: the command line builds one option from each."""
+    return fields(Limits)
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -67,7 +79,7 @@ PROFILES = {
     for p in (
         Profile(
             "rknn",
-            Limits(max_stride=8, max_pad=7, avg_count_include_pad="1", no_ceil_mode=True, lp_pool=False),
+            Limits(max_stride=8, max_pad=7, avg_count_include_pad="1", no_ceil_mode=True, no_lp_pool=True),
             "Rockchip RKNN-Toolkit2 1.4.0, doc/RKNNToolKit2_OP_Support-1.4.0.md (github.com/rockchip-linux/"
             "rknn-toolkit2): AveragePool and MaxPool stride [1, 8], pads [0, 7], ceil_mode 0; AveragePool "
             "count_include_pad 1; LpPool and GlobalLpPool not supported",

@@ -15,24 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .pools import AxisPool, Pool
 from .windows import Window, adaptive_windows, pool_output_size, pool_windows, window_lengths
-
-
-@dataclass(frozen=True)
-class AxisPool:
-    """One pool along one axis."""
-
-    kernel: int
-    stride: int
-    pad_begin: int = 0
-    pad_end: int = 0
-
-    @property
-    def padded(self) -> bool:
-        return bool(self.pad_begin or self.pad_end)
-
-    def windows(self, size_in: int) -> list[Window]:
-        return pool_windows(size_in, self.kernel, self.stride, self.pad_begin, self.pad_end)
 
 
 @dataclass(frozen=True)
@@ -80,30 +64,6 @@ class GatherAxis:
 
 
 @dataclass(frozen=True)
-class PoolPlan:
-    """One N-D pool over all spatial axes (kernel 1, stride 1 on axes it leaves alone)."""
-
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...]
-    pads: tuple[int, ...]  # ONNX order: all begins, then all ends
-    count_include_pad: int = 0  # what padded windows divide by; adaptive plans need 0
-
-    @property
-    def padded(self) -> bool:
-        return any(self.pads)
-
-    @property
-    def is_identity(self) -> bool:
-        return all(k == 1 for k in self.kernel) and all(s == 1 for s in self.strides) and not self.padded
-
-    def describe(self) -> str:
-        s = f"kernel={list(self.kernel)} strides={list(self.strides)}"
-        if self.padded:
-            s += f" pads={list(self.pads)} count_include_pad=0"
-        return s
-
-
-@dataclass(frozen=True)
 class AdaptivePlan:
     """Exact plan for adaptive pooling of spatial shape ``size_in`` to ``size_out``.
 
@@ -114,7 +74,7 @@ class AdaptivePlan:
 
     size_in: tuple[int, ...]
     size_out: tuple[int, ...]
-    pool: PoolPlan | None
+    pool: Pool | None
     gathers: tuple[GatherAxis, ...] = ()
     inexact_axes: tuple[int, ...] = ()  # axes where the shortcut pool was used on request (approx=True)
 
@@ -219,14 +179,6 @@ def gather_axis(axis: int, size_in: int, size_out: int) -> GatherAxis:
     return GatherAxis(axis, size_in, tuple(classes), order)
 
 
-def _combine(axes: list[AxisPool]) -> PoolPlan:
-    return PoolPlan(
-        kernel=tuple(a.kernel for a in axes),
-        strides=tuple(a.stride for a in axes),
-        pads=tuple(a.pad_begin for a in axes) + tuple(a.pad_end for a in axes),
-    )
-
-
 def plan_adaptive(
     size_in: tuple[int, ...] | list[int],
     size_out: tuple[int, ...] | list[int],
@@ -260,55 +212,77 @@ def plan_adaptive(
             gathers.append(g)
             p = AxisPool(g.kernels[0], g.kernels[0]) if g.before_pool else AxisPool(1, 1)
         per_axis.append(p)
-    pool = _combine(per_axis)
+    pool = Pool.of_axes(per_axis)
     return AdaptivePlan(size_in, size_out, None if pool.is_identity and gathers else pool, tuple(gathers),
                         tuple(inexact))
 
 
-def plan_global(size_in: tuple[int, ...] | list[int]) -> PoolPlan:
+def plan_global(size_in: tuple[int, ...] | list[int]) -> Pool:
     """Global pooling: one pool with kernel = the spatial dims."""
     plan = plan_adaptive(size_in, [1] * len(size_in)).pool
     assert plan is not None
     return plan
 
 
+@dataclass(frozen=True)
+class AxisWindows:
+    """Everything there is to show about adaptive pooling along one axis: the adaptive windows, the
+    windows poolfix emits (one pool, or the exact alternative), and the shortcut's."""
+
+    size_in: int
+    size_out: int
+    target: list[Window]
+    pool: AxisPool | None  # the single exact pool, if there is one
+    gather: GatherAxis | None  # the exact alternative, where there is none
+    emitted: list[Window]
+    shortcut: AxisPool | None
+    shortcut_windows: list[Window]
+
+    @property
+    def shortcut_exact(self) -> bool:
+        return self.shortcut is not None and self.shortcut_windows == self.target
+
+
+def axis_windows(size_in: int, size_out: int) -> AxisWindows:
+    target = adaptive_windows(size_in, size_out)
+    pool = plan_axis(size_in, size_out)
+    gather = None if pool is not None else gather_axis(0, size_in, size_out)
+    emitted = pool.windows(size_in) if pool is not None else gather.windows()  # type: ignore[union-attr]
+    short = shortcut_axis(size_in, size_out)
+    return AxisWindows(size_in, size_out, target, pool, gather, emitted, short,
+                       short.windows(size_in) if short is not None else [])
+
+
 def explain(size_in: int, size_out: int) -> str:
     """Text picture of one axis: adaptive windows beside the windows of the planned pool(s)."""
-    target = adaptive_windows(size_in, size_out)
+    w = axis_windows(size_in, size_out)
     lines = [f"adaptive {size_in} -> {size_out}: windows [floor(i*in/out), ceil((i+1)*in/out))"]
-    pool = plan_axis(size_in, size_out)
-    short = shortcut_axis(size_in, size_out)
-    if pool is not None:
+    if w.pool is not None:
         lines.append(
-            f"single pool: kernel={pool.kernel} stride={pool.stride} pads=({pool.pad_begin},{pool.pad_end})"
-            + (" count_include_pad=0" if pool.padded else "")
+            f"single pool: kernel={w.pool.kernel} stride={w.pool.stride} pads=({w.pool.pad_begin},{w.pool.pad_end})"
+            + (" count_include_pad=0" if w.pool.padded else "")
         )
-        emitted = pool.windows(size_in)
-    else:
-        g = gather_axis(0, size_in, size_out)
+    elif w.gather is not None:
         lines.append(
-            f"no single pool is exact; exact alternative: per window length {list(g.kernels)}, a Gather of "
+            f"no single pool is exact; exact alternative: per window length {list(w.gather.kernels)}, a Gather of "
             "those windows and a pool with stride = length" + (", then Concat + Gather to restore order"
-                                                              if g.order is not None else "")
+                                                              if w.gather.order is not None else "")
         )
-        emitted = g.windows()
-    if short is not None:
-        exact = is_exact(size_in, size_out, short)
+    if w.shortcut is not None:
         lines.append(
-            f"shortcut (stride=in//out): kernel={short.kernel} stride={short.stride} -> "
-            + ("exact" if exact else "INEXACT")
+            f"shortcut (stride=in//out): kernel={w.shortcut.kernel} stride={w.shortcut.stride} -> "
+            + ("exact" if w.shortcut_exact else "INEXACT")
         )
-    short_w = short.windows(size_in) if short is not None else []
     width = len(str(size_in))
 
-    def cell(w) -> str:
-        return f"[{w[0]:>{width}},{w[1]:>{width}})"
+    def cell(win) -> str:
+        return f"[{win[0]:>{width}},{win[1]:>{width}})"
 
     col = max(2 * width + 3, 8)  # wide enough for a window and for the header
     lines.append(f"{'i':>4}  {'adaptive':<{col}}  {'emitted':<{col + 5}}  {'shortcut':<{col}}  picture")
-    for i, (s, e) in enumerate(target):
-        em = emitted[i] if i < len(emitted) else None
-        sh = short_w[i] if i < len(short_w) else None
+    for i, (s, e) in enumerate(w.target):
+        em = w.emitted[i] if i < len(w.emitted) else None
+        sh = w.shortcut_windows[i] if i < len(w.shortcut_windows) else None
         em_text = (cell(em) if em is not None else "-") + (" ok" if em == (s, e) else " DIFF")
         sh_text = "-" if sh is None else ("ok" if sh == (s, e) else cell(sh))
         bar = "".join("#" if s <= x < e else "." for x in range(size_in)) if size_in <= 80 else ""

@@ -59,10 +59,9 @@ def onnx_reshape(x: np.ndarray, shape) -> np.ndarray:
 
 
 def site_reference(site, x: np.ndarray) -> np.ndarray:
-    """What the original pattern of ``site`` computes on ``x`` (the channels-first input)."""
+    """What the original pattern of ``site`` computes on ``x`` (the channels-first input): adaptive
+    pooling, then each step of the site's tail with numpy's own transpose and reshape."""
     y = adaptive_pool(x, site.out_spatial, site.mode, site.p)
-    if site.post_perm is not None:
-        y = y.transpose(site.post_perm)
-    if site.post_shape is not None:
-        y = onnx_reshape(y, site.post_shape)
+    for step in site.tail:
+        y = y.transpose(step.perm) if hasattr(step, "perm") else onnx_reshape(y, step.shape)
     return y.astype(x.dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .planner import axis_windows
 from .verifier import VerificationReport
 
 
@@ -77,33 +78,28 @@ def windows_svg(pairs: list[tuple[int, int]]) -> str:
     """An SVG picture, per (in, out) pair, of the adaptive windows beside the windows poolfix emits and
     those of the stride=in//out shortcut (red where they differ). Rendering only: the windows come
     from the planner."""
-    from .planner import gather_axis, plan_axis, shortcut_axis
-    from .windows import adaptive_windows
-
     cell, row, pad = 12, 14, 10
     parts, y = [], pad
     width = pad * 2 + 150 + cell * max(n for n, _ in pairs)
     for n_in, n_out in pairs:
-        target = adaptive_windows(n_in, n_out)
-        pool = plan_axis(n_in, n_out)
-        emitted = pool.windows(n_in) if pool is not None else gather_axis(0, n_in, n_out).windows()
-        short = shortcut_axis(n_in, n_out)
-        rows = [("adaptive", target), ("poolfix", emitted)]
-        if short is not None:
-            rows.append(("shortcut", short.windows(n_in)))
-        how = "one pool" if pool is not None else "gather + strided pools"
+        w = axis_windows(n_in, n_out)
+        target = w.target
+        rows = [("adaptive", target), ("poolfix", w.emitted)]
+        if w.shortcut is not None:
+            rows.append(("shortcut", w.shortcut_windows))
+        how = "one pool" if w.pool is not None else "gather + strided pools"
         parts.append(f'<text x="{pad}" y="{y + 11}" font-size="12" font-weight="bold">{n_in} -> {n_out} '
                      f"({how})</text>")
         y += row + 4
         for i in range(n_out):
             for name, windows in rows:
-                w = windows[i] if i < len(windows) else None
-                ok = w == target[i]
+                win = windows[i] if i < len(windows) else None
+                ok = win == target[i]
                 parts.append(f'<text x="{pad}" y="{y + 10}" font-size="10">{i}: {name}</text>')
-                if w is not None:
-                    x0 = pad + 150 + cell * w[0]
+                if win is not None:
+                    x0 = pad + 150 + cell * win[0]
                     color = "#4a90d9" if name == "adaptive" else ("#5cb85c" if ok else "#d9534f")
-                    parts.append(f'<rect x="{x0}" y="{y}" width="{cell * (w[1] - w[0])}" height="{row - 3}" '
+                    parts.append(f'<rect x="{x0}" y="{y}" width="{cell * (win[1] - win[0])}" height="{row - 3}" '
                                  f'fill="{color}" stroke="#333" stroke-width="0.5"/>')
                 y += row
             y += 4

@@ -1,9 +1,11 @@
 """The rewriter: turns a planned site into plain nodes, splices them in, prunes what became dead.
 
-New constants are ``Constant`` nodes, so the same code serves the main graph, subgraphs and
-function bodies (which have no initializers). Every new name comes from :class:`Names`, which knows
-every name in the model, so nothing collides. Each scope's node list is rebuilt once, however many
-sites it has.
+:class:`Emitter` builds the nodes of one site, one method per construction (pool, cascade, gather
+before the pool, gathered windows after it, each tail step), so a new construction is one method.
+New constants are initializers in graphs that can hold them, and ``Constant`` nodes in function
+bodies and IR < 4 models (whose initializers must also be graph inputs). Every new name comes from
+:class:`Names`, which knows every name in the model, so nothing collides. :func:`splice` rebuilds
+each scope's node list once, however many sites it has.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
 from .cascade import plan_cascade
+from .errors import InternalError
 from .graphs import Scope, names_used, subgraphs
 from .limits import Limits
 from .patterns import Site
-from .planner import AdaptivePlan
+from .patterns.base import Reshape, TailStep, Transpose
+from .planner import AdaptivePlan, GatherAxis
+from .pools import Pool
 from .windows import pool_output_size
 
 _POOL_OPS = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}
@@ -73,167 +78,211 @@ class Rewrite:
         return [n.op_type for n in self.nodes if n.op_type != "Constant"]
 
 
-def _pool_node(op: str, x: str, y: str, name: str, kernel, strides, pads, mode: str, p: int, opset: int,
-               cip: int = 0, ceil: bool = False, force_cip: bool = False):
-    attrs: dict = {"kernel_shape": list(kernel), "strides": list(strides)}
-    if any(pads):
-        attrs["pads"] = list(pads)
-    if mode == "avg" and (any(pads) or force_cip):  # without pads the value changes nothing: say 1 if asked
-        attrs["count_include_pad"] = cip if any(pads) else 1
-    if ceil:
-        attrs["ceil_mode"] = 1
-    if mode == "lp":
-        attrs["p"] = int(p) if opset >= 2 else float(p)
-    return helper.make_node(op, [x], [y], name=name, **attrs)
+class Emitter:
+    """The nodes (and constant tensors) that compute ``site.output`` from ``site.x`` as ``plan`` says.
+
+    ``initializers``: whether constants may be initializers (else ``Constant`` nodes). With
+    ``limits``, every pool that breaks them becomes an exact cascade (:mod:`poolfix.cascade`), or
+    :class:`~poolfix.cascade.NoCascade` is raised.
+    """
+
+    def __init__(self, site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True,
+                 limits: Limits | None = None):
+        self.site, self.plan, self.opset, self.names = site, plan, opset, names
+        self.initializers = initializers
+        self.limits = limits if limits is not None and limits.active else None
+        self.base = f"{site.node.name or site.node.op_type}_poolfix"
+        self.op = _POOL_OPS[site.mode]
+        self.rank = len(site.in_spatial)
+        self.nodes: list[NodeProto] = []
+        self.tensors: list[TensorProto] = []
+
+    # -- building blocks
+
+    def fresh(self, what: str) -> str:
+        return self.names.fresh(f"{self.base}_{what}")
+
+    def node(self, op: str, inputs: list[str], output: str, what: str, **attrs) -> None:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=self.fresh(what), **attrs))
+
+    def const(self, values, what: str, dtype=np.int64) -> str:
+        out = self.fresh(what)
+        tensor = numpy_helper.from_array(np.asarray(values, dtype=dtype), out)
+        if self.initializers:
+            self.tensors.append(tensor)
+        else:
+            self.nodes.append(helper.make_node("Constant", [], [out], name=self.fresh(f"{what}_const"), value=tensor))
+        return out
+
+    def pool_node(self, x: str, y: str, pool: Pool, what: str) -> None:
+        """One AveragePool/MaxPool/LpPool node, exactly ``pool``."""
+        attrs: dict = {"kernel_shape": list(pool.kernel), "strides": list(pool.strides)}
+        if pool.padded:
+            attrs["pads"] = list(pool.pads)
+        force_cip = self.limits is not None and self.limits.avg_count_include_pad == "1"
+        if self.site.mode == "avg" and (pool.padded or force_cip):  # unpadded, the value changes nothing
+            attrs["count_include_pad"] = pool.count_include_pad if pool.padded else 1
+        if pool.ceil_mode:
+            attrs["ceil_mode"] = 1
+        if self.site.mode == "lp":
+            attrs["p"] = int(self.site.p) if self.opset >= 2 else float(self.site.p)
+        self.node(self.op, [x], y, what, **attrs)
+
+    def pool(self, x: str, y: str, spatial, pool: Pool, what: str) -> None:
+        """One pool, or its cascade within the limits."""
+        if self.limits is None:
+            self.pool_node(x, y, pool, what)
+            return
+        cascade = plan_cascade(self.site.mode, tuple(spatial), pool.kernel, pool.strides, pool.pads,
+                               pool.count_include_pad, self.limits)
+        cur, last = x, len(cascade.stages) - 1
+        for i, stage in enumerate(cascade.stages):
+            out = y if i == last and cascade.scale == 1 else self.fresh(f"{what}_stage{i}")
+            self.pool_node(cur, out, stage, f"{what}_stage{i}")
+            cur = out
+        if cascade.scale != 1:  # zero-padded average: rescale to the true window size
+            factor = self.const(float(cascade.scale), f"{what}_rescale",
+                                helper.tensor_dtype_to_np_dtype(self.site.elem_type))
+            self.node("Mul", [cur, factor], y, f"{what}_rescale")
+
+    # -- constructions, each (x, y) -> nodes
+
+    def gather_before_pool(self, g: GatherAxis, x: str, y: str) -> None:
+        """One window length along this axis: lay its windows end to end for the pool to reduce."""
+        (c,) = g.classes
+        idx = self.const(list(c.indices), f"index{g.axis}")
+        self.node("Gather", [x, idx], y, f"gather{g.axis}", axis=2 + g.axis)
+
+    def planned_pool(self, x: str, y: str, spatial) -> None:
+        self.pool(x, y, spatial, self.plan.pool, "pool")  # type: ignore[arg-type]
+
+    def gathered_windows(self, g: GatherAxis, x: str, y: str, spatial) -> None:
+        """Two window lengths: per length a Gather of its windows and a pool with stride = length,
+        then Concat + Gather back into output order."""
+        axis = 2 + g.axis
+        parts = []
+        for c in g.classes:
+            last = g.order is None and c is g.classes[-1]
+            picked = y if last and c.kernel == 1 else self.fresh(f"windows{g.axis}_k{c.kernel}")
+            idx = self.const(list(c.indices), f"index{g.axis}_k{c.kernel}")
+            self.node("Gather", [x, idx], picked, f"gather{g.axis}_k{c.kernel}", axis=axis)
+            if c.kernel > 1:
+                kernel = [1] * self.rank
+                kernel[g.axis] = c.kernel
+                pooled = y if last else self.fresh(f"pooled{g.axis}_k{c.kernel}")
+                here = list(spatial)
+                here[g.axis] = len(c.indices)
+                self.pool(picked, pooled, here, Pool(tuple(kernel), tuple(kernel), (0,) * (2 * self.rank)),
+                          f"pool{g.axis}_k{c.kernel}")
+                picked = pooled
+            parts.append(picked)
+        if g.order is not None:
+            cat = self.fresh(f"concat{g.axis}")
+            self.node("Concat", parts, cat, f"concat{g.axis}", axis=axis)
+            order = self.const(list(g.order), f"order{g.axis}")
+            self.node("Gather", [cat, order], y, f"reorder{g.axis}", axis=axis)
+
+    def transpose(self, step: Transpose, x: str, y: str) -> None:
+        self.node("Transpose", [x], y, "transpose", perm=list(step.perm))
+
+    def reshape(self, step: Reshape, x: str, y: str) -> None:
+        if not self.initializers and self.opset < 9 and step.squeeze_axes is not None:  # no int64 Constant yet
+            self.node("Squeeze", [x], y, "squeeze", axes=list(step.squeeze_axes))
+        elif self.opset >= 5:
+            self.node("Reshape", [x, self.const(list(step.shape), "shape")], y, "reshape")
+        else:
+            self.node("Reshape", [x], y, "reshape", shape=list(step.shape))
+
+    def tail_step(self, step: TailStep, x: str, y: str) -> None:
+        if isinstance(step, Transpose):
+            self.transpose(step, x, y)
+        else:
+            self.reshape(step, x, y)
+
+    # -- the whole site
+
+    def steps(self) -> list:
+        """The site's computation as (x, y) -> None steps, in order."""
+        plan, rank = self.plan, self.rank
+        spatial = list(self.site.in_spatial)  # spatial sizes as the steps go: gathered axes first, then the pool
+        steps: list = []
+        for g in plan.gathers:
+            if g.before_pool:
+                spatial[g.axis] = len(g.classes[0].indices)
+                steps.append(lambda x, y, g=g: self.gather_before_pool(g, x, y))
+        if plan.pool is not None:
+            before = tuple(spatial)
+            steps.append(lambda x, y: self.planned_pool(x, y, before))
+            p = plan.pool
+            spatial = [pool_output_size(n, k, s, p.pads[a], p.pads[a + rank])
+                       for a, (n, k, s) in enumerate(zip(spatial, p.kernel, p.strides))]
+        after = tuple(spatial)
+        for g in plan.gathers:
+            if not g.before_pool:
+                steps.append(lambda x, y, g=g: self.gathered_windows(g, x, y, after))
+        for step in self.site.tail:
+            steps.append(lambda x, y, step=step: self.tail_step(step, x, y))
+        if not steps:  # adaptive pooling to the same size: nothing to compute
+            steps.append(lambda x, y: self.node("Identity", [x], y, "identity"))
+        return steps
+
+    def emit(self) -> tuple[list[NodeProto], list[TensorProto]]:
+        steps = self.steps()
+        cur = self.site.x
+        for i, step in enumerate(steps):
+            out = self.site.output if i == len(steps) - 1 else self.fresh(f"t{i}")
+            step(cur, out)
+            cur = out
+        return self.nodes, self.tensors
 
 
 def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True,
          limits: Limits | None = None) -> tuple[list[NodeProto], list[TensorProto]]:
-    """The nodes (and constant tensors) that compute ``site.output`` from ``site.x`` as ``plan`` says.
-
-    Constants become initializers, or ``Constant`` nodes where initializers cannot go (function
-    bodies, and IR < 4 models, whose initializers must also be graph inputs). With ``limits``, every
-    pool that breaks them becomes an exact cascade (:mod:`poolfix.cascade`), or
-    :class:`~poolfix.cascade.NoCascade` is raised.
-    """
-    base = f"{site.node.name or site.node.op_type}_poolfix"
-    nodes: list[NodeProto] = []
-    tensors: list[TensorProto] = []
-    op = _POOL_OPS[site.mode]
-    rank = len(site.in_spatial)
-    steps: list = []  # each step: (make(x, y) -> list of nodes)
-
-    def const(values, what: str, dtype=np.int64) -> str:
-        out = names.fresh(f"{base}_{what}")
-        tensor = numpy_helper.from_array(np.asarray(values, dtype=dtype), out)
-        if initializers:
-            tensors.append(tensor)
-        else:
-            nodes.append(helper.make_node("Constant", [], [out], name=names.fresh(f"{base}_{what}_const"),
-                                          value=tensor))
-        return out
-
-    def pool(x: str, y: str, spatial, kernel, strides, pads, what: str, cip: int = 0) -> None:
-        """One pool, or its cascade within ``limits``."""
-        if limits is None or not limits.active:
-            nodes.append(_pool_node(op, x, y, names.fresh(f"{base}_{what}"), kernel, strides, pads, site.mode,
-                                    site.p, opset, cip))
-            return
-        cascade = plan_cascade(site.mode, tuple(spatial), tuple(kernel), tuple(strides), tuple(pads), cip, limits)
-        cur, last = x, len(cascade.stages) - 1
-        for i, st in enumerate(cascade.stages):
-            out = y if i == last and cascade.scale == 1 else names.fresh(f"{base}_{what}_stage{i}")
-            nodes.append(_pool_node(op, cur, out, names.fresh(f"{base}_{what}_stage{i}"), st.kernel, st.strides,
-                                    st.pads, site.mode, site.p, opset, st.count_include_pad, st.ceil_mode,
-                                    limits.avg_count_include_pad == "1"))
-            cur = out
-        if cascade.scale != 1:  # zero-padded average: rescale to the true window size
-            factor = const(float(cascade.scale), f"{what}_rescale", helper.tensor_dtype_to_np_dtype(site.elem_type))
-            nodes.append(helper.make_node("Mul", [cur, factor], [y], name=names.fresh(f"{base}_{what}_rescale")))
-
-    # spatial sizes as the steps go: gathered axes first, then the pool
-    spatial = list(site.in_spatial)
-    for g in plan.gathers:
-        if g.before_pool:
-            spatial[g.axis] = len(g.classes[0].indices)
-    before_pool = tuple(spatial)
-    if plan.pool is not None:
-        spatial = [pool_output_size(n, k, s, plan.pool.pads[a], plan.pool.pads[a + rank])
-                   for a, (n, k, s) in enumerate(zip(spatial, plan.pool.kernel, plan.pool.strides))]
-    after_pool = tuple(spatial)
-
-    for g in plan.gathers:
-        if not g.before_pool:
-            continue
-        (c,) = g.classes
-
-        def pre_gather(x: str, y: str, g=g, c=c) -> None:
-            idx = const(list(c.indices), f"index{g.axis}")
-            nodes.append(helper.make_node("Gather", [x, idx], [y], axis=2 + g.axis,
-                                          name=names.fresh(f"{base}_gather{g.axis}")))
-
-        steps.append(pre_gather)
-    if plan.pool is not None:
-        plan_pool = plan.pool
-
-        def make_pool(x: str, y: str) -> None:
-            pool(x, y, before_pool, plan_pool.kernel, plan_pool.strides, plan_pool.pads, "pool",
-                 plan_pool.count_include_pad)
-
-        steps.append(make_pool)
-    for g in (g for g in plan.gathers if not g.before_pool):
-        def make_gather(x: str, y: str, g=g) -> None:
-            axis = 2 + g.axis
-            parts = []
-            for c in g.classes:
-                last = g.order is None and c is g.classes[-1]
-                picked = y if last and c.kernel == 1 else names.fresh(f"{base}_windows{g.axis}_k{c.kernel}")
-                idx = const(list(c.indices), f"index{g.axis}_k{c.kernel}")
-                nodes.append(helper.make_node("Gather", [x, idx], [picked], axis=axis,
-                                              name=names.fresh(f"{base}_gather{g.axis}_k{c.kernel}")))
-                if c.kernel > 1:
-                    kernel = [1] * rank
-                    kernel[g.axis] = c.kernel
-                    pooled = y if last else names.fresh(f"{base}_pooled{g.axis}_k{c.kernel}")
-                    here = list(after_pool)
-                    here[g.axis] = len(c.indices)
-                    pool(picked, pooled, here, kernel, kernel, [0] * (2 * rank), f"pool{g.axis}_k{c.kernel}")
-                    picked = pooled
-                parts.append(picked)
-            if g.order is not None:
-                cat = names.fresh(f"{base}_concat{g.axis}")
-                nodes.append(helper.make_node("Concat", parts, [cat], axis=axis,
-                                              name=names.fresh(f"{base}_concat{g.axis}")))
-                order = const(list(g.order), f"order{g.axis}")
-                nodes.append(helper.make_node("Gather", [cat, order], [y], axis=axis,
-                                              name=names.fresh(f"{base}_reorder{g.axis}")))
-
-        steps.append(make_gather)
-    if site.post_perm is not None:
-        steps.append(lambda x, y: nodes.append(
-            helper.make_node("Transpose", [x], [y], name=names.fresh(f"{base}_transpose"),
-                             perm=list(site.post_perm))))
-    if site.post_shape is not None:
-        def make_reshape(x: str, y: str) -> None:
-            if not initializers and opset < 9 and site.squeeze_axes is not None:  # no int64 Constant yet
-                nodes.append(helper.make_node("Squeeze", [x], [y], name=names.fresh(f"{base}_squeeze"),
-                                              axes=list(site.squeeze_axes)))
-            elif opset >= 5:
-                shape = const(list(site.post_shape), "shape")
-                nodes.append(helper.make_node("Reshape", [x, shape], [y], name=names.fresh(f"{base}_reshape")))
-            else:
-                nodes.append(helper.make_node("Reshape", [x], [y], name=names.fresh(f"{base}_reshape"),
-                                              shape=list(site.post_shape)))
-
-        steps.append(make_reshape)
-    if not steps:  # adaptive pooling to the same size: nothing to compute
-        steps.append(lambda x, y: nodes.append(
-            helper.make_node("Identity", [x], [y], name=names.fresh(f"{base}_identity"))))
-    cur = site.x
-    for i, step in enumerate(steps):
-        out = site.output if i == len(steps) - 1 else names.fresh(f"{base}_t{i}")
-        step(cur, out)
-        cur = out
-    return nodes, tensors
+    """The nodes and constant tensors for one site: :class:`Emitter` at work."""
+    return Emitter(site, plan, opset, names, initializers=initializers, limits=limits).emit()
 
 
-def splice(scope: Scope, replacements: dict[int, list[NodeProto]], initializers: Iterable[TensorProto] = ()) -> int:
-    """Replace nodes of ``scope`` (by index) with new nodes, then prune what became dead.
+Edit = tuple[tuple[int, ...], list[NodeProto]]  # (indices of the nodes replaced, the nodes replacing them)
 
-    Only nodes, initializers and value_info that the replaced nodes fed (transitively) are pruned:
-    dead code the user already had stays. Returns the number of original nodes removed.
+
+def splice(scope: Scope, edits: list[Edit], initializers: Iterable[TensorProto] = ()) -> int:
+    """Replace nodes of ``scope`` with new ones, then prune what became dead.
+
+    Each edit removes exactly the nodes at its indices (a site's ``replaces``) and puts its new nodes
+    where the last of them stood. A removed node's output that the new nodes do not produce must be
+    read by nothing else: if it is, the rule claimed a node it must not remove, and
+    :class:`~poolfix.errors.InternalError` is raised before anything changes. Then only nodes,
+    initializers and value_info that the removed nodes fed (transitively) are pruned when nothing
+    reads them any more: dead code the user already had stays. Returns the number of original nodes
+    removed.
     """
     body = scope.body
+    at: dict[int, list[NodeProto]] = {}
+    removing: set[int] = set()
+    for indices, nodes in edits:
+        if not indices or removing.intersection(indices):
+            raise InternalError(f"overlapping or empty replacement of nodes {sorted(indices)}")
+        removing.update(indices)
+        at[max(indices)] = nodes
+    made = {o for _, nodes in edits for n in nodes for o in n.output}
+    removed_outputs = {o for i in removing for o in body.node[i].output if o} - made
+    still_read = set(names_used(n for i, n in enumerate(body.node) if i not in removing)) | set(scope.output_names)
+    for _, nodes in edits:
+        still_read.update(names_used(nodes))
+    if removed_outputs & still_read:
+        name = sorted(removed_outputs & still_read)[0]
+        raise InternalError(f"a rewrite would remove the node producing {name!r}, which is still read "
+                            "(a poolfix bug, please report it)")
     candidates: set[str] = set()
     gone: set[str] = set()
     new_nodes: list[NodeProto] = []
     removed = 0
     for i, n in enumerate(body.node):
-        if i in replacements:
+        if i in removing:
             candidates.update(x for x in n.input if x)
             gone.update(n.output)  # an output nobody reads (adaptive max's indices) goes with the node
-            new_nodes.extend(replacements[i])
             removed += 1
+            new_nodes.extend(at.get(i, ()))
         else:
             new_nodes.append(n)
     # prune, back to front: consumers come after producers in a sorted graph

@@ -22,6 +22,17 @@ from onnx import ModelProto, TensorProto, helper
 
 from .reference import site_reference
 from .rewriter import Rewrite
+from .runtime import (
+    MAX_INPUT_ELEMENTS,
+    elements,
+    first_line,
+    not_implemented,
+    one_graph_model,
+    random_feeds,
+    random_value,
+    run_alone,
+    session,
+)
 
 # (atol, rtol) per dtype; a value passes when |a - b| <= atol + rtol * |b|
 DEFAULT_TOLERANCES = {
@@ -30,7 +41,6 @@ DEFAULT_TOLERANCES = {
     TensorProto.DOUBLE: (1e-12, 1e-9),
 }
 DEFAULT_SEEDS = (0, 1)
-MAX_INPUT_ELEMENTS = 1 << 27  # random inputs past this (512 MB of float32) are not made up
 SITE_CHANNELS = 4  # a site's kernels do not depend on channels: check with a few
 
 
@@ -111,103 +121,54 @@ def _worse(a: Check | None, b: Check) -> Check:
     return a
 
 
-def _session(model: ModelProto | bytes | Path, data_dir: Path | None = None):
-    """An onnxruntime CPU session, graph optimizations off; external data is read from ``data_dir``."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4  # errors come back as exceptions; ORT's own log would repeat them
-    if isinstance(model, Path):
-        return ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
-    if data_dir is not None:
-        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(data_dir))
-    data = model.SerializeToString() if isinstance(model, ModelProto) else model
-    return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
-
-
-def _not_implemented(err: Exception) -> bool:
-    text = str(err)
-    return "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
-
-
-def random_value(elem_type: int, shape, rng: np.random.Generator) -> np.ndarray:
-    dtype = helper.tensor_dtype_to_np_dtype(elem_type)
-    dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
-    if np.issubdtype(dtype, np.floating):
-        return rng.uniform(-1.0, 1.0, size=dims).astype(dtype)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, size=dims).astype(np.bool_)
-    return rng.integers(0, 3, size=dims).astype(dtype)
-
-
-def _elements(shape) -> int:
-    n = 1
-    for d in shape or []:
-        n *= d if isinstance(d, int) and d > 0 else 1
-    return n
-
-
-def _feeds(session, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
-    """Random inputs for every graph input; None when they would be too large to make up."""
-    if sum(_elements(i.shape) for i in session.get_inputs()) > MAX_INPUT_ELEMENTS:
-        return None
-    feeds = {}
-    for i in session.get_inputs():
-        elem = helper.np_dtype_to_tensor_dtype(np.dtype(_ORT_TYPES.get(i.type, np.float32)))
-        feeds[i.name] = random_value(elem, i.shape or [], rng)
-    return feeds
-
-
-_ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_, "tensor(int16)": np.int16, "tensor(uint16)": np.uint16,
-}
+def _seed_feeds(sess, seeds) -> list[dict[str, np.ndarray]] | None:
+    """One set of random inputs per seed; None when they would be too large to make up."""
+    out = []
+    for seed in seeds:
+        feeds = random_feeds(sess, np.random.default_rng(seed))
+        if feeds is None:
+            return None
+        out.append(feeds)
+    return out
 
 
 def _end_to_end(original: ModelProto | Path, rewritten: ModelProto, report: VerificationReport, seeds,
                 atol, rtol, data_dir: Path | None) -> None:
     try:
-        s0 = _session(original, data_dir)
+        s0 = session(original, data_dir)
     except Exception as e:
         report.notes.append(f"end-to-end comparison skipped: the original does not run in onnxruntime "
-                            f"({_first_line(e)}); each rewrite was checked on its own")
+                            f"({first_line(e)}); each rewrite was checked on its own")
         return
     try:
-        s1 = _session(rewritten, data_dir)
+        s1 = session(rewritten, data_dir)
     except Exception as e:
-        if _not_implemented(e):
+        if not_implemented(e):
             report.notes.append(f"end-to-end comparison skipped: onnxruntime CPU lacks a kernel the rewritten "
-                                f"model uses ({_first_line(e)}); each rewrite was checked on its own")
+                                f"model uses ({first_line(e)}); each rewrite was checked on its own")
             return
         report.checks.append(Check("rewritten model loads in onnxruntime", "output", [], "", float("inf"),
-                                   float("inf"), 0, 0, False, _first_line(e)))
+                                   float("inf"), 0, 0, False, first_line(e)))
         return
     outs = [o.name for o in s0.get_outputs()]
     worst: dict[str, Check] = {}
-    for seed in seeds:
-        feeds = _feeds(s0, np.random.default_rng(seed))
-        if feeds is None:
-            report.notes.append("end-to-end comparison skipped: its random inputs would be too large; "
-                                "each rewrite was checked on its own")
-            return
+    all_feeds = _seed_feeds(s0, seeds)
+    if all_feeds is None:
+        report.notes.append("end-to-end comparison skipped: its random inputs would be too large; "
+                            "each rewrite was checked on its own")
+        return
+    for feeds in all_feeds:
         try:
             want = s0.run(outs, feeds)
         except Exception as e:
             report.notes.append(f"end-to-end comparison skipped: the original fails on random inputs "
-                                f"({_first_line(e)}); each rewrite was checked on its own")
+                                f"({first_line(e)}); each rewrite was checked on its own")
             return
         try:
             got = s1.run(outs, feeds)
         except Exception as e:
             report.checks.append(Check("rewritten model runs", "output", [], "", float("inf"), float("inf"),
-                                       0, 0, False, _first_line(e)))
+                                       0, 0, False, first_line(e)))
             return
         for name, g, w in zip(outs, got, want):
             g, w = np.asarray(g), np.asarray(w)
@@ -226,33 +187,15 @@ def _reference(rw: Rewrite, x: np.ndarray, ir_version: int) -> np.ndarray:
         return site_reference(site, x)
     node = helper.make_node(site.node.op_type, [site.x], [site.output], **{
         a.name: helper.get_attribute_value(a) for a in site.node.attribute})
-    graph = helper.make_graph([node], "poolfix_reference", [helper.make_tensor_value_info(site.x, site.elem_type,
-                                                                                          list(x.shape))],
-                              [helper.make_tensor_value_info(site.output, site.elem_type, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", rw.opset)])
-    model.ir_version = ir_version
-    try:
-        return np.asarray(_session(model).run(None, {site.x: x})[0])
-    except Exception as e:
-        if not _not_implemented(e):
-            raise
-        from onnx.reference import ReferenceEvaluator
-
-        return np.asarray(ReferenceEvaluator(model).run(None, {site.x: x})[0])
+    model = one_graph_model([node], site.x, site.elem_type, x.shape, site.output, rw.opset, ir_version)
+    return run_alone(model, site.x, x)[0]
 
 
 def site_model(rw: Rewrite, x_shape, ir_version: int) -> ModelProto:
     """A model holding only the replacement nodes of one rewrite."""
     site = rw.site
-    graph = helper.make_graph(
-        list(rw.nodes), "poolfix_site",
-        [helper.make_tensor_value_info(site.x, site.elem_type, list(x_shape))],
-        [helper.make_tensor_value_info(site.output, site.elem_type, None)],
-        list(rw.initializers),
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", rw.opset)])
-    model.ir_version = ir_version
-    return model
+    return one_graph_model(list(rw.nodes), site.x, site.elem_type, x_shape, site.output, rw.opset, ir_version,
+                           rw.initializers)
 
 
 def check_site(rw: Rewrite, seed: int, ir_version: int, atol=None, rtol=None) -> Check | None:
@@ -263,23 +206,16 @@ def check_site(rw: Rewrite, seed: int, ir_version: int, atol=None, rtol=None) ->
     # batch 1 and a few channels: the replacement's windows depend on the spatial dims only
     channels = site.in_shape[1] if site.in_shape[1] is not None else SITE_CHANNELS
     shape = [1, min(channels, SITE_CHANNELS), *site.in_spatial]
-    if _elements(shape) > MAX_INPUT_ELEMENTS:
+    if elements(shape) > MAX_INPUT_ELEMENTS:
         return None
     x = random_value(site.elem_type, shape, rng)
     want = _reference(rw, x, ir_version)
-    model = site_model(rw, shape, ir_version)
-    note = ""
     try:
-        got = _session(model).run(None, {site.x: x})[0]
+        got, note = run_alone(site_model(rw, shape, ir_version), site.x, x)
     except Exception as e:
-        if not _not_implemented(e):
-            return Check(f"site {site.label}", "site", list(want.shape), str(want.dtype), float("inf"),
-                         float("inf"), 0, 0, False, f"replacement fails in onnxruntime: {_first_line(e)}")
-        from onnx.reference import ReferenceEvaluator
-
-        got = ReferenceEvaluator(model).run(None, {site.x: x})[0]
-        note = "onnx reference evaluator (no onnxruntime CPU kernel for this dtype)"
-    check = compare(f"site {site.label}", "site", np.asarray(got), want, site.elem_type, atol, rtol, note)
+        return Check(f"site {site.label}", "site", list(want.shape), str(want.dtype), float("inf"),
+                     float("inf"), 0, 0, False, f"replacement fails in onnxruntime: {first_line(e)}")
+    check = compare(f"site {site.label}", "site", got, want, site.elem_type, atol, rtol, note)
     check.approx = not rw.plan.exact
     return check
 
@@ -306,22 +242,22 @@ def _in_model(rewritten: ModelProto, rewrites: list[Rewrite], report: Verificati
     finally:
         del outputs[n_before:]
     try:
-        session = _session(data, data_dir)
+        sess = session(data, data_dir)
     except Exception as e:
-        report.notes.append(f"in-model check skipped: the rewritten model does not run ({_first_line(e)})")
+        report.notes.append(f"in-model check skipped: the rewritten model does not run ({first_line(e)})")
         return
-    names = [o.name for o in session.get_outputs()]
+    names = [o.name for o in sess.get_outputs()]
     worst: dict[int, Check] = {}
-    for seed in seeds:
-        feeds = _feeds(session, np.random.default_rng(seed))
-        if feeds is None:
-            report.notes.append("in-model check skipped: random inputs would be too large")
-            return
+    all_feeds = _seed_feeds(sess, seeds)
+    if all_feeds is None:
+        report.notes.append("in-model check skipped: random inputs would be too large")
+        return
+    for feeds in all_feeds:
         try:
-            values = dict(zip(names, session.run(names, feeds)))
+            values = dict(zip(names, sess.run(names, feeds)))
         except Exception as e:
             report.notes.append(
-                f"in-model check skipped: the rewritten model fails on random inputs ({_first_line(e)})")
+                f"in-model check skipped: the rewritten model fails on random inputs ({first_line(e)})")
             return
         values.update(feeds)
         for k, rw in enumerate(mine):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from onnx import NodeProto
 
 from ..graphs import Scope
-from .base import Site, Skip, attr, skip, spatial_or_skip
+from .base import Context, Rule, Skip, attr, node_site, skip, spatial_or_skip
 
 NAME = "aten-adaptive"
 _OPS = {f"adaptive_{m}_pool{d}d": (m, d) for m in ("avg", "max") for d in (1, 2, 3)}
@@ -27,7 +27,7 @@ def _operator(node: NodeProto) -> str | None:
     return None
 
 
-def match(node: NodeProto, scope: Scope, label: str):
+def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     op = _operator(node)
     if op is None:
         return None
@@ -53,14 +53,7 @@ def match(node: NodeProto, scope: Scope, label: str):
         return info
     if len(info.shape) != dims + 2:
         return skip(NAME, scope, node, label, f"{op} on a rank-{len(info.shape)} input")
-    return Site(
-        pattern=NAME,
-        node=node,
-        label=label,
-        mode=mode,
-        x=node.input[0],
-        in_shape=info.shape,
-        out_spatial=tuple(size),
-        elem_type=info.elem_type,
-        output=node.output[0],
-    )
+    return node_site(NAME, node, scope, label, info, mode, tuple(size))
+
+
+RULE = Rule(NAME, match, "PyTorch ATen-fallback adaptive_{avg,max}_pool{1,2,3}d (either node form) -> exact pools")

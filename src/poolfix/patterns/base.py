@@ -1,26 +1,66 @@
-"""What a pattern rule returns: a :class:`Site` to rewrite, or a :class:`Skip` with its reason.
+"""What a pattern rule is and returns: a :class:`Rule` matches a node and answers with a :class:`Site`
+to rewrite, a :class:`Skip` with its reason, or None.
 
 A site always means the same computation: adaptive pooling (``mode``) of the channels-first tensor
-``x`` from its spatial dims to ``out_spatial``, then optionally a transpose (``post_perm``) and a
-reshape (``post_shape``), whose result is the tensor ``output``. Global pools and spatial reductions
-are the case where every pooled axis goes to 1.
+``x`` from its spatial dims to ``out_spatial``, then its ``tail`` (a :class:`Transpose`, a
+:class:`Reshape`), whose result is the tensor ``output``. Global pools and spatial reductions are
+the case where every pooled axis goes to 1. The rewriter emits the tail and :mod:`poolfix.reference`
+computes it, both from these records.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onnx import NodeProto
 
-from ..cascade import Stage
-from ..graphs import Scope
+from ..graphs import Scope, fmt_shape
+from ..limits import Limits
+from ..pools import Pool
+
+
+@dataclass(frozen=True)
+class Transpose:
+    """Tail step: ONNX Transpose."""
+
+    perm: tuple[int, ...]
+
+    def out_shape(self, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return tuple(shape[p] for p in self.perm)
+
+
+@dataclass(frozen=True)
+class Reshape:
+    """Tail step: ONNX Reshape (0 copies the input dim at that index, -1 is inferred).
+
+    ``squeeze_axes``, when set, says the same as a Squeeze: the rewriter uses it where a Reshape's
+    int64 shape cannot be written (Constant nodes before opset 9 in a model without initializers).
+    """
+
+    shape: tuple[int, ...]
+    squeeze_axes: tuple[int, ...] | None = None
+
+    def out_shape(self, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        copied = {i for i, d in enumerate(self.shape) if d == 0}
+        dims: list[int | None] = [shape[i] if i in copied else d for i, d in enumerate(self.shape)]
+        if -1 in dims:  # what -1 stands for: the dims not copied, over the dims given
+            left = [shape[i] for i in range(len(shape)) if i not in copied]
+            given = [d for i, d in enumerate(dims) if i not in copied and d != -1]
+            known = None not in left
+            dims[dims.index(-1)] = (math.prod(left) // math.prod(given)) if known else None  # type: ignore[arg-type]
+        return tuple(dims)
+
+
+TailStep = Transpose | Reshape
 
 
 @dataclass(frozen=True)
 class Site:
     pattern: str  # rule name, e.g. "global-pool"
     node: NodeProto  # the node whose output the rewrite takes over (the last of the pattern)
+    replaces: tuple[int, ...]  # indices (in the scope's body) of every node of the pattern, node included
     label: str  # how to name the node to a person
     mode: str  # "avg", "max" or "lp"
     x: str  # channels-first input to pool
@@ -29,12 +69,10 @@ class Site:
     elem_type: int
     output: str
     p: int = 2  # for lp
-    post_perm: tuple[int, ...] | None = None
-    post_shape: tuple[int, ...] | None = None  # Reshape target (0 copies a dim, -1 infers one)
-    squeeze_axes: tuple[int, ...] | None = None  # the same as a Squeeze, for opsets without int64 constants
+    tail: tuple[TailStep, ...] = ()  # applied to the pooled tensor, in order, to give ``output``
     notes: tuple[str, ...] = field(default_factory=tuple)
     op: str = ""  # what to call the pattern in reports; default: the node's op_type
-    target: Stage | None = None  # an existing pool to reproduce (--enforce-limits), not adaptive pooling
+    target: Pool | None = None  # an existing pool to reproduce (--enforce-limits), not adaptive pooling
 
     @property
     def op_name(self) -> str:
@@ -42,24 +80,24 @@ class Site:
 
     @property
     def out_shape(self) -> tuple[int | None, ...]:
-        """Shape of ``output``: the pooled shape, transposed and reshaped as the pattern says."""
-        shape = (*self.in_shape[:2], *self.out_spatial)
-        if self.post_perm is not None:
-            shape = tuple(shape[p] for p in self.post_perm)
-        if self.post_shape is not None:
-            copied = {i for i, d in enumerate(self.post_shape) if d == 0}
-            dims = [shape[i] if i in copied else d for i, d in enumerate(self.post_shape)]
-            if -1 in dims:  # what -1 stands for: the dims not copied, over the dims given
-                left = [shape[i] for i in range(len(shape)) if i not in copied]
-                given = [d for i, d in enumerate(dims) if i not in copied and d != -1]
-                known = None not in left
-                dims[dims.index(-1)] = (math.prod(left) // math.prod(given)) if known else None
-            shape = tuple(dims)
+        """Shape of ``output``: the pooled shape, then the tail."""
+        shape: tuple[int | None, ...] = (*self.in_shape[:2], *self.out_spatial)
+        for step in self.tail:
+            shape = step.out_shape(shape)
         return shape
 
     @property
     def in_spatial(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.in_shape[2:])  # type: ignore[arg-type]
+
+
+def node_site(pattern: str, node: NodeProto, scope: Scope, label: str, info, mode: str,
+              out_spatial: tuple[int, ...], **more) -> Site:
+    """The site of a pattern that is one node pooling its first input (``info``: that input's
+    TensorInfo) into its first output."""
+    return Site(pattern=pattern, node=node, replaces=(scope.index_of(node),), label=label, mode=mode,
+                x=node.input[0], in_shape=info.shape, out_spatial=tuple(out_spatial), elem_type=info.elem_type,
+                output=node.output[0], **more)
 
 
 @dataclass(frozen=True)
@@ -71,7 +109,41 @@ class Skip:
 
 
 def skip(pattern: str, scope: Scope, node: NodeProto, label: str, reason: str) -> Skip:
-    return Skip(pattern, f"{label} in {scope.where}" if scope.where != "main graph" else label, node.op_type, reason)
+    return Skip(pattern, label if scope.is_main else f"{label} in {scope.where}", node.op_type, reason)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a run asks of the rules, the same for every node: no state is carried between calls."""
+
+    enforce: Limits | None = None  # --enforce-limits: the limits the model's own pools must keep
+
+
+Match = Callable[[NodeProto, Scope, str, Context], "Site | Skip | None"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: a name (what --list-patterns shows and findings carry), a match function, and a
+    one-line description. Where it stands in :data:`poolfix.patterns.RULES` is its priority."""
+
+    name: str
+    match: Match
+    description: str
+
+
+def is_op(node: NodeProto | None, *ops: str) -> bool:
+    """Whether ``node`` is one of ``ops`` in the default ONNX domain."""
+    return node is not None and node.op_type in ops and node.domain in ("", "ai.onnx")
+
+
+def axes(node: NodeProto, scope: Scope) -> list[int] | None:
+    """A node's axes (from its second input, or its ``axes`` attribute) as a list; [] when it has
+    none; None when the input is not a constant."""
+    if len(node.input) > 1 and node.input[1]:
+        value = scope.const(node.input[1])
+        return None if value is None else [int(a) for a in value.reshape(-1)]
+    return [int(a) for a in attr(node, "axes", [])]
 
 
 def attr(node: NodeProto, name: str, default=None):
@@ -95,11 +167,11 @@ def spatial_or_skip(scope: Scope, node: NodeProto, tensor: str, pattern: str, la
                     f"input {tensor!r} has rank {len(shape)}; pooling covers 1 to 3 spatial axes (rank 3 to 5)")
     empty = [i for i in range(len(shape)) if shape[i] is not None and shape[i] < 1]
     if empty:
-        return skip(pattern, scope, node, label, f"dim(s) {empty} of input {tensor!r} {_fmt(shape)} are empty")
+        return skip(pattern, scope, node, label, f"dim(s) {empty} of input {tensor!r} {fmt_shape(shape)} are empty")
     missing = [i for i in range(2, len(shape)) if shape[i] is None]
     if missing:
         return skip(pattern, scope, node, label,
-                    f"spatial dim(s) {missing} of input {tensor!r} {_fmt(shape)} are unknown; {hint}")
+                    f"spatial dim(s) {missing} of input {tensor!r} {fmt_shape(shape)} are unknown; {hint}")
     return info
 
 
@@ -114,8 +186,3 @@ def _input_hint(scope: Scope) -> str:
     return " ".join(f"{n}:d0,d1,..." for n in names[:3]) or "NAME:d0,d1,..."
 
 
-def _fmt(shape) -> str:
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-fmt_shape = _fmt

@@ -23,24 +23,13 @@ from onnx import NodeProto, helper
 
 from ..graphs import Scope
 from ..reference import adaptive_pool
-from .base import Site, Skip, attr, skip, spatial_or_skip
+from ..runtime import first_line, one_graph_model, random_value, session
+from .base import Context, Rule, Site, Skip, attr, axes, is_op, skip, spatial_or_skip
 
 NAME = "dynamo-adaptive"
 _BODY_OPS = {"Transpose", "GatherND", "ReduceMean", "ReduceSum", "Where", "Gather", "Add", "Div", "Mul",
              "Squeeze", "Unsqueeze", "Cast"}
 _MAX_NODES = 20000
-
-
-def _is(node: NodeProto | None, op: str) -> bool:
-    return node is not None and node.op_type == op and node.domain in ("", "ai.onnx")
-
-
-def _axes(node: NodeProto, scope: Scope) -> list[int] | None:
-    if len(node.input) > 1 and node.input[1]:
-        v = scope.const(node.input[1])
-        return None if v is None else [int(a) for a in v.reshape(-1)]
-    a = attr(node, "axes")
-    return None if a is None else [int(x) for x in a]
 
 
 def _region(scope: Scope, start: int) -> list[int]:
@@ -52,7 +41,7 @@ def _region(scope: Scope, start: int) -> list[int]:
         for o in nodes[i].output:
             for j in scope.consumers.get(o, ()):
                 n = nodes[j]
-                if j not in seen and n.op_type in _BODY_OPS and n.domain in ("", "ai.onnx"):
+                if j not in seen and is_op(n, *_BODY_OPS):
                     seen.add(j)
                     todo.append(j)
     return sorted(seen)
@@ -88,8 +77,6 @@ def _ends(scope: Scope, region: list[int], want_spatial: tuple[int, ...]) -> lis
 
 def _check(scope: Scope, x: str, x_shape, elem_type: int, out: str, out_spatial, members: list[int]):
     """Run the subgraph alone and compare with the reference; returns the max abs error or a reason."""
-    from ..verifier import _session, random_value
-
     nodes = [scope.body.node[i] for i in members]
     inside = {o for n in nodes for o in n.output}
     inits = []
@@ -104,15 +91,12 @@ def _check(scope: Scope, x: str, x_shape, elem_type: int, out: str, out_spatial,
                                             value.tobytes(), raw=True))
             inside.add(name)
     shape = [d if d is not None else 1 for d in x_shape]
-    graph = helper.make_graph(nodes, "dynamo_check", [helper.make_tensor_value_info(x, elem_type, shape)],
-                              [helper.make_tensor_value_info(out, elem_type, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", scope.opset)])
-    model.ir_version = 8 if scope.opset <= 17 else 10
+    model = one_graph_model(nodes, x, elem_type, shape, out, scope.opset, scope.ir_version, inits)
     xv = random_value(elem_type, shape, np.random.default_rng(0))
     try:
-        got = _session(model).run(None, {x: xv})[0]
+        got = session(model).run(None, {x: xv})[0]
     except Exception as e:
-        return f"the subgraph does not run alone in onnxruntime ({' '.join(str(e).split())[:120]})"
+        return f"the subgraph does not run alone in onnxruntime ({first_line(e)[:120]})"
     want = adaptive_pool(xv, out_spatial, "avg")
     if got.shape != want.shape:
         return f"the subgraph gives shape {list(got.shape)}, adaptive pooling {list(want.shape)}"
@@ -123,17 +107,17 @@ def _check(scope: Scope, x: str, x_shape, elem_type: int, out: str, out_spatial,
     return err
 
 
-def match(node: NodeProto, scope: Scope, label: str):
-    if not _is(node, "GatherND"):
+def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
+    if not is_op(node, "GatherND"):
         return None
     index = scope.const(node.input[1]) if len(node.input) > 1 else None
     if index is None or index.ndim != 5 or index.shape[-1] != 2:
         return None
     t1 = scope.producers.get(node.input[0])
-    if not _is(t1, "Transpose") or list(attr(t1, "perm", [])) != [2, 3, 0, 1]:
+    if not is_op(t1, "Transpose") or list(attr(t1, "perm", [])) != [2, 3, 0, 1]:
         return None
     x, unsqueeze = t1.input[0], scope.producers.get(t1.input[0])
-    one_d = _is(unsqueeze, "Unsqueeze") and _axes(unsqueeze, scope) in ([-2], [2])
+    one_d = is_op(unsqueeze, "Unsqueeze") and axes(unsqueeze, scope) in ([-2], [2])
     if one_d:
         x = unsqueeze.input[0]
     oh, _, ow, _ = (int(d) for d in index.shape[:4])
@@ -144,7 +128,10 @@ def match(node: NodeProto, scope: Scope, label: str):
         return None
     start = scope.position[node.output[0]]
     region = _region(scope, start)
-    head = [scope.position[t1.output[0]]] + ([scope.position[unsqueeze.output[0]]] if one_d else [])
+    # the Transpose (and 1D Unsqueeze) before the GatherND are this pattern's own only where nothing else
+    # reads them; a PSP module's bins share one, which goes once every bin is rewritten
+    head = [scope.index_of(n) for n in ([t1, unsqueeze] if one_d else [t1])]
+    own_head = [i for i in head if scope.uses.get(scope.body.node[i].output[0], 0) == 1]
     reason = ("no single tensor of the pooled shape leaves the subgraph after a GatherND with a window index "
               f"of shape {list(index.shape)}")
     # the sum of the windows also has the pooled shape: try each candidate end, the first that computes
@@ -156,7 +143,7 @@ def match(node: NodeProto, scope: Scope, label: str):
         if one_d:
             readers = scope.consumers.get(last.output[0], [])
             squeeze = scope.body.node[readers[0]] if len(readers) == 1 else None
-            if not (_is(squeeze, "Squeeze") and _axes(squeeze, scope) in ([-2], [2])
+            if not (is_op(squeeze, "Squeeze") and axes(squeeze, scope) in ([-2], [2])
                     and scope.uses.get(last.output[0], 0) == 1):
                 reason = "1D decomposition without the Squeeze(-2) that ends it"
                 continue
@@ -169,6 +156,7 @@ def match(node: NodeProto, scope: Scope, label: str):
         return Site(
             pattern=NAME,
             node=last,
+            replaces=tuple(sorted(own_head + members)),
             label=label,
             mode="avg",
             x=x,
@@ -181,3 +169,7 @@ def match(node: NodeProto, scope: Scope, label: str):
                    f"(checked alone against the reference: max abs err {checked:.2g})",),
         )
     return skip(NAME, scope, node, label, reason)
+
+
+RULE = Rule(NAME, match, "dynamo's GatherND decomposition of adaptive_avg_pool{1,2}d, checked alone against the "
+                         "reference -> exact pools")

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from onnx import NodeProto
 
-from ..cascade import Stage, stage_breaks
+from ..cascade import stage_breaks
 from ..graphs import Scope
-from ..limits import Limits
+from ..pools import Pool
 from ..windows import pool_output_size
-from .base import Site, Skip, attr, skip, spatial_or_skip
+from .base import Context, Rule, Skip, attr, is_op, node_site, skip, spatial_or_skip
 
 NAME = "pool-limits"
 _MODES = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}
 
 
-def match(node: NodeProto, scope: Scope, label: str, limits: Limits):
-    if node.domain not in ("", "ai.onnx") or node.op_type not in _MODES:
+def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
+    limits = ctx.enforce
+    if limits is None or not is_op(node, *_MODES):  # runs only under --enforce-limits
         return None
     mode = _MODES[node.op_type]
     kernel = [int(k) for k in attr(node, "kernel_shape", [])]
@@ -28,9 +29,9 @@ def match(node: NodeProto, scope: Scope, label: str, limits: Limits):
     strides = [int(s) for s in attr(node, "strides", [1] * rank)]
     pads = [int(p) for p in attr(node, "pads", [0] * (2 * rank))]
     cip = int(attr(node, "count_include_pad", 0))
-    stage = Stage(tuple(kernel), tuple(strides), tuple(pads), cip, bool(attr(node, "ceil_mode", 0)))
+    stage = Pool(tuple(kernel), tuple(strides), tuple(pads), cip, bool(attr(node, "ceil_mode", 0)))
     why = stage_breaks(mode, stage, limits) or (
-        "the target has no LpPool" if mode == "lp" and not limits.lp_pool else None)
+        "the target has no LpPool" if mode == "lp" and limits.no_lp_pool else None)
     if why is None:
         return None  # within the limits: nothing to do
     auto_pad = attr(node, "auto_pad", b"NOTSET")
@@ -53,17 +54,9 @@ def match(node: NodeProto, scope: Scope, label: str, limits: Limits):
                 for a, (n, k, s) in enumerate(zip(size_in, kernel, strides)))
     if any(o < 1 for o in out):
         return skip(NAME, scope, node, label, "the pool has no output windows")
-    return Site(
-        pattern=NAME,
-        node=node,
-        label=label,
-        mode=mode,
-        x=node.input[0],
-        in_shape=info.shape,
-        out_spatial=out,
-        elem_type=info.elem_type,
-        output=node.output[0],
-        p=int(attr(node, "p", 2)),
-        notes=(f"breaks the limits: {why}",),
-        target=stage,
-    )
+    return node_site(NAME, node, scope, label, info, mode, out, p=int(attr(node, "p", 2)),
+                     notes=(f"breaks the limits: {why}",), target=stage)
+
+
+RULE = Rule(NAME, match, "AveragePool/MaxPool/LpPool already in the model that break the limits -> exact "
+                         "cascades (only with --enforce-limits)")

@@ -16,48 +16,40 @@ from __future__ import annotations
 from onnx import NodeProto
 
 from ..graphs import Scope
-from .base import Site, Skip, attr, skip, spatial_or_skip
+from .base import Context, Reshape, Rule, Site, Skip, Transpose, attr, axes, is_op, skip, spatial_or_skip
 
 NAME = "reduce"
 _MODES = {"ReduceMean": "avg", "ReduceMax": "max"}
 
 
-def _axes(node: NodeProto, scope: Scope):
-    """The axes as a list, [] for none, or None when they are not a constant."""
-    if len(node.input) > 1 and node.input[1]:
-        value = scope.const(node.input[1])
-        return None if value is None else [int(a) for a in value.reshape(-1)]
-    return [int(a) for a in attr(node, "axes", [])]
-
-
-def _nhwc_source(scope: Scope, tensor: str, rank: int) -> str | None:
-    """The channels-first tensor behind a Transpose(perm=[0,2,...,r-1,1]), if ``tensor`` is one."""
+def _nhwc_source(scope: Scope, tensor: str, rank: int) -> NodeProto | None:
+    """The Transpose(perm=[0,2,...,r-1,1]) that makes ``tensor`` channels-last, if there is one."""
     producer = scope.producers.get(tensor)
-    if producer is None or producer.op_type != "Transpose" or producer.domain not in ("", "ai.onnx"):
+    if not is_op(producer, "Transpose"):
         return None
     perm = attr(producer, "perm")
     if perm is None or list(perm) != [0, *range(2, rank), 1]:
         return None
-    return producer.input[0]
+    return producer
 
 
-def match(node: NodeProto, scope: Scope, label: str):
-    if node.domain not in ("", "ai.onnx") or node.op_type not in _MODES:
+def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
+    if not is_op(node, *_MODES):
         return None
-    axes = _axes(node, scope)
-    if axes is None:
+    reduce_axes = axes(node, scope)
+    if reduce_axes is None:
         return skip(NAME, scope, node, label, f"axes input {node.input[1]!r} is not a constant")
-    if not axes:
+    if not reduce_axes:
         return None  # reduce-all, or a no-op with noop_with_empty_axes=1: not pooling
     info = scope.info(node.input[0])
     rank = len(info.shape) if info is not None and info.shape is not None else None
     if rank is None:
-        if all(a >= 2 for a in axes):
+        if all(a >= 2 for a in reduce_axes):
             return spatial_or_skip(scope, node, node.input[0], NAME, label)  # a Skip naming the input
         return None
     if not 3 <= rank <= 5:
         return None
-    reduced = sorted({a + rank if a < 0 else a for a in axes})
+    reduced = sorted({a + rank if a < 0 else a for a in reduce_axes})
     if any(not 0 <= a < rank for a in reduced):
         return None
     keepdims = int(attr(node, "keepdims", 1))
@@ -66,9 +58,12 @@ def match(node: NodeProto, scope: Scope, label: str):
     mode = _MODES[node.op_type]
     # behind a channels-last transpose, pool the tensor before it (and drop the transpose when
     # nothing else reads it); otherwise the axes must be channels-first spatial axes
-    nhwc = all(1 <= a <= rank - 2 for a in reduced) and _nhwc_source(scope, node.input[0], rank)
-    if nhwc:
-        x, pooled_axes, perm = nhwc, [a + 1 for a in reduced], (0, *range(2, rank), 1)
+    nhwc = _nhwc_source(scope, node.input[0], rank) if all(1 <= a <= rank - 2 for a in reduced) else None
+    replaces = (scope.index_of(node),)
+    if nhwc is not None:
+        x, pooled_axes, perm = nhwc.input[0], [a + 1 for a in reduced], (0, *range(2, rank), 1)
+        if scope.uses.get(nhwc.output[0], 0) == 1:  # the transpose is the pattern's own
+            replaces = (scope.index_of(nhwc), *replaces)
     elif all(2 <= a < rank for a in reduced):
         x, pooled_axes, perm = node.input[0], reduced, None
     else:
@@ -77,14 +72,15 @@ def match(node: NodeProto, scope: Scope, label: str):
     if isinstance(xinfo, Skip):
         return xinfo
     out_spatial = tuple(1 if a in pooled_axes else xinfo.shape[a] for a in range(2, rank))
-    post_shape = squeeze = None
+    tail: list[Transpose | Reshape] = [Transpose(perm)] if perm else []
     if not keepdims:
         kept = [int(xinfo.shape[a]) for a in range(2, rank) if a not in pooled_axes]
-        post_shape = (0, *kept, -1) if perm else (0, 0, *kept)
-        squeeze = tuple(reduced)  # the reduced axes, in the layout of the node's output
+        # the reduced axes, in the layout of the node's output, are what a Squeeze would drop
+        tail.append(Reshape((0, *kept, -1) if perm else (0, 0, *kept), squeeze_axes=tuple(reduced)))
     return Site(
         pattern=NAME + ("-nhwc" if perm else ""),
         node=node,
+        replaces=replaces,
         label=label,
         mode=mode,
         x=x,
@@ -92,7 +88,9 @@ def match(node: NodeProto, scope: Scope, label: str):
         out_spatial=out_spatial,
         elem_type=xinfo.elem_type,
         output=node.output[0],
-        post_perm=perm,
-        post_shape=post_shape,
-        squeeze_axes=squeeze,
+        tail=tuple(tail),
     )
+
+
+RULE = Rule(NAME, match, "ReduceMean/ReduceMax over spatial axes, channels-first or behind tf2onnx's NHWC "
+                         "Transpose -> a pool (+ Transpose/Reshape back)")
