@@ -177,3 +177,40 @@ def test_quiet_levels(se):
     assert code == 0 and out.strip().startswith("wrote") and out.count("\n") == 1
     code, out, err = cli(se, "-qq")
     assert code == 0 and out == "" and err == ""
+
+
+def test_list_patterns_prints_the_registry_in_order():
+    from poolfix.patterns import RULES
+
+    code, out, _ = cli("--list-patterns")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == [r.name for r in RULES]
+    assert all(r.description in ln for r, ln in zip(RULES, lines))
+
+
+def test_every_limit_field_is_an_option_that_reaches_the_limits(monkeypatch, se):
+    from poolfix import cli as cli_module
+    from poolfix.limits import limit_fields
+
+    given = {"max_kernel": "3", "max_kernel_area": "9", "max_stride": "2", "max_pad": "1", "no_pads": None,
+             "avg_count_include_pad": "1", "no_ceil_mode": None, "no_lp_pool": None}
+    assert set(given) == {f.name for f in limit_fields()}  # a new field needs a line here
+    seen = {}
+
+    def fake_fix(path, **kw):
+        seen["limits"] = kw["limits"]
+        raise cli_module.InputError("stop")
+
+    monkeypatch.setattr(cli_module, "fix", fake_fix)
+    args = []
+    for name, value in given.items():
+        args += ["--" + name.replace("_", "-")] + ([value] if value is not None else [])
+    code, _, err = cli(se, "--dry-run", *args)
+    assert code == 2 and "stop" in err
+    lim = seen["limits"]
+    assert (lim.max_kernel, lim.max_kernel_area, lim.max_stride, lim.max_pad) == (3, 9, 2, 1)
+    assert lim.no_pads and lim.no_ceil_mode and lim.no_lp_pool and lim.avg_count_include_pad == "1"
+    # an option left out keeps the profile's value
+    cli(se, "--dry-run", "--target", "rknn", "--max-stride", "4")
+    assert seen["limits"].max_stride == 4 and seen["limits"].max_pad == 7

@@ -4,9 +4,11 @@
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
 
 
+@pytest.mark.slow
 def test_mutations_exit_cleanly():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "fuzz.py"), "--count", "400", "--seed", "20000",
                         "--timeout", "60"], capture_output=True, text=True, timeout=900)

@@ -9,8 +9,9 @@ from helpers import MODELS, assert_same_outputs, attrs, op_types, random_feeds, 
 from test_cli import cli
 
 import poolfix
-from poolfix.cascade import Stage, stage_breaks
+from poolfix.cascade import stage_breaks
 from poolfix.limits import PROFILES, Limits
+from poolfix.pools import Pool as Stage
 
 POOLS = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}
 
@@ -29,7 +30,7 @@ def pools_keep(model, lim):
         assert stage_breaks(POOLS[n.op_type], stage, lim) is None, (n.name, stage)
         if n.op_type == "AveragePool" and lim.avg_count_include_pad == "1":
             assert a.get("count_include_pad") == 1
-        assert n.op_type != "LpPool" or lim.lp_pool
+        assert n.op_type != "LpPool" or not lim.no_lp_pool
     return found
 
 

@@ -22,7 +22,7 @@ from poolfix.windows import adaptive_windows, pool_windows
 SRC = Path(__file__).resolve().parent.parent / "src" / "poolfix"
 
 
-@pytest.mark.parametrize("module", ["windows.py", "planner.py"])
+@pytest.mark.parametrize("module", ["windows.py", "planner.py", "pools.py", "cascade.py", "limits.py"])
 def test_pure_modules_import_no_onnx(module):
     tree = ast.parse((SRC / module).read_text())
     imported = set()
@@ -32,6 +32,28 @@ def test_pure_modules_import_no_onnx(module):
         elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
             imported.add(n.module.split(".")[0])
     assert not imported & {"onnx", "onnxruntime", "numpy", "onnx_graphsurgeon"}
+
+
+def _relative_imports(path: Path) -> set[str]:
+    """Modules of the package that ``path`` imports, anywhere in it (functions included)."""
+    out = set()
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.ImportFrom) and n.level:
+            out.add((n.module or "").split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in (SRC / "patterns").glob("*.py")))
+def test_patterns_never_import_the_verifier_or_the_rewriter(module):
+    # the circle patterns -> verifier -> rewriter -> patterns must not come back
+    assert not _relative_imports(SRC / "patterns" / module) & {"verifier", "rewriter", "api", "cli"}
+
+
+def test_pattern_modules_import_at_top_level():
+    import importlib
+
+    for p in (SRC / "patterns").glob("*.py"):
+        importlib.import_module(f"poolfix.patterns.{p.stem}")
 
 
 def test_five_to_three_needs_pads_not_the_shortcut():

@@ -7,10 +7,11 @@ import pytest
 from helpers import ROOT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("script", "args", "expect"), [
     ("bench_adaptive.py", ["--repeat", "3"], "time ratio = baseline time / poolfix time"),
     ("bench_cascade.py", ["--repeat", "3", "--channels", "4"], "ratio = single pool time / cascade time"),
-    ("bench_scale.py", ["--skip-large", "--repeat", "1"], "marginal time per site"),
+    ("bench_scale.py", ["--quick", "--repeat", "1"], "marginal time per site"),
 ])
 def test_benchmark_runs(script, args, expect):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
@@ -19,6 +20,7 @@ def test_benchmark_runs(script, args, expect):
     assert expect in r.stdout
 
 
+@pytest.mark.slow
 def test_fixture_generator_check_mode():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_fixtures.py"), "--check"], capture_output=True,
                        text=True, timeout=120)

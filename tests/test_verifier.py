@@ -15,12 +15,14 @@ from poolfix.verifier import compare
 @pytest.fixture
 def broken_planner(monkeypatch):
     """Emit MaxPool where AveragePool belongs: the shapes stay right, the numbers do not."""
-    real = rewriter._pool_node
+    real = rewriter.Emitter.pool_node
 
-    def wrong(op, x, y, name, kernel, strides, pads, mode, p, opset, *rest):
-        return real("MaxPool" if op == "AveragePool" else op, x, y, name, kernel, strides, pads, "max", p, opset)
+    def wrong(self, x, y, pool, what):
+        if self.op == "AveragePool":
+            self.op = "MaxPool"
+        real(self, x, y, pool, what)
 
-    monkeypatch.setattr(rewriter, "_pool_node", wrong)
+    monkeypatch.setattr(rewriter.Emitter, "pool_node", wrong)
 
 
 def test_api_raises_with_the_report(broken_planner):
