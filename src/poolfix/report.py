@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .graphs import fmt_shape
 from .planner import axis_windows
 from .verifier import VerificationReport
 
@@ -24,15 +25,9 @@ class Finding:
     def line(self) -> str:
         if self.status == "skipped":
             return f"skipped   {self.op} '{self.node}': {self.reason}"
-        shapes = f"{_shape(self.in_shape)} -> {_shape(self.out_shape)}"
+        shapes = f"{fmt_shape(self.in_shape)} -> {fmt_shape(self.out_shape)}"
         extra = "".join(f"; {n}" for n in self.notes)
         return f"rewritten {self.op} '{self.node}' {shapes}: {' + '.join(self.emitted)} ({self.plan}){extra}"
-
-
-def _shape(shape) -> str:
-    if shape is None:
-        return "?"
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _num(x: float) -> str:
@@ -50,7 +45,7 @@ def findings_text(findings: list[Finding]) -> str:
 def verification_text(report: VerificationReport) -> str:
     rows = [("check", "shape", "dtype", "max abs err", "max rel err", "tolerance", "result")]
     for c in report.checks:
-        rows.append((c.name, _shape(c.shape), c.dtype, _num(c.max_abs), _num(c.max_rel),
+        rows.append((c.name, fmt_shape(c.shape), c.dtype, _num(c.max_abs), _num(c.max_rel),
                      f"atol={c.atol:g} rtol={c.rtol:g}", c.verdict
                      + (f" ({c.note})" if c.note else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
