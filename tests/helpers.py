@@ -107,6 +107,14 @@ def attrs(n):
     return {a.name: h.get_attribute_value(a) for a in n.attribute}
 
 
+def data_files(folder, model_name):
+    """The data files poolfix wrote for ``model_name`` in ``folder`` (named <model>.<8 hex>.data)."""
+    import re
+
+    pattern = re.compile(re.escape(model_name) + r"\.[0-9a-f]{8}\.data$")
+    return sorted(p.name for p in Path(folder).iterdir() if pattern.match(p.name))
+
+
 def external_data_model(folder, name="big.onnx", columns=4096, location="weights.bin", seed=0):
     """GlobalAveragePool -> Flatten -> MatMul with a [64, columns] float32 weight stored as external data
     (64 * columns * 4 bytes). Returns the model path."""

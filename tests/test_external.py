@@ -1,13 +1,12 @@
 """External data: kept on disk, validated, carried through, written safely in each layout."""
 
 import hashlib
-import os
 import shutil
 
 import numpy as np
 import onnx
 import pytest
-from helpers import external_data_model, op_types
+from helpers import data_files, external_data_model, op_types
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from test_cli import cli
 
@@ -39,14 +38,14 @@ def test_default_output_gets_one_data_file_named_after_it(tmp_path):
     code, _, err = cli(src)
     assert code == 0, err
     out = tmp_path / "big.poolfix.onnx"
-    assert {p.name for p in tmp_path.iterdir()} == {"big.onnx", "weights.bin", "big.poolfix.onnx",
-                                                    "big.poolfix.onnx.data"}
+    (data,) = data_files(tmp_path, "big.poolfix.onnx")
+    assert {p.name for p in tmp_path.iterdir()} == {"big.onnx", "weights.bin", "big.poolfix.onnx", data}
     assert {k: v for k, v in _digest(tmp_path).items() if k in before} == before  # input untouched
     got, want = _weights(out), _weights(src)
     assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
     m = onnx.load(out, load_external_data=False)
     locations = {ExternalDataInfo(t).location for t in m.graph.initializer if uses_external_data(t)}
-    assert locations == {"big.poolfix.onnx.data"}
+    assert locations == {data}
     assert "GlobalAveragePool" not in op_types(m)
 
 
@@ -66,7 +65,7 @@ def test_inline_layout(tmp_path):
     assert code == 0
     m = onnx.load(tmp_path / "o.onnx", load_external_data=False)
     assert not any(uses_external_data(t) for t in m.graph.initializer)
-    assert not (tmp_path / "o.onnx.data").exists()
+    assert not data_files(tmp_path, "o.onnx")
 
 
 def test_in_place_keeps_the_input_data_file(tmp_path):
@@ -79,12 +78,13 @@ def test_in_place_keeps_the_input_data_file(tmp_path):
     assert "GlobalAveragePool" not in op_types(onnx.load(src))
 
 
-def test_refuses_to_overwrite_the_inputs_data(tmp_path):
-    src = external_data_model(tmp_path, location="o.onnx.data")
+def test_never_writes_over_the_inputs_data_named_like_an_output(tmp_path):
+    src = external_data_model(tmp_path, location="o.onnx.data")  # the name older versions gave an output's data
     before = _digest(tmp_path)
     code, _, err = cli(src, "-o", tmp_path / "o.onnx")
-    assert code == 2 and "would overwrite the input's external data" in err
-    assert _digest(tmp_path) == before
+    assert code == 0, err
+    assert {k: v for k, v in _digest(tmp_path).items() if k in before} == before
+    assert np.array_equal(_weights(tmp_path / "o.onnx")["w"], _weights(src)["w"])
 
 
 def test_inline_model_over_the_limit_is_written_with_external_data(tmp_path, monkeypatch):
@@ -94,7 +94,7 @@ def test_inline_model_over_the_limit_is_written_with_external_data(tmp_path, mon
     onnx.save(onnx.load(src), inline)  # an inline input
     code, _, err = cli(inline, "-o", tmp_path / "o.onnx")
     assert code == 0, err
-    assert (tmp_path / "o.onnx.data").exists()
+    assert data_files(tmp_path, "o.onnx")
     code, _, err = cli(inline, "-o", tmp_path / "o2.onnx", "--external-data", "inline")
     assert code == 2 and "over 2 GB" in err and not (tmp_path / "o2.onnx").exists()
 
@@ -105,9 +105,12 @@ def _corrupt(src, how):
     for e in w.external_data:
         if e.key == "location":
             e.value = {"absolute": "/etc/passwd", "dotdot": "../weights.bin", "missing": "nope.bin"}.get(how, e.value)
-        if e.key == "length" and how == "short":
+        if e.key == "length" and how == "length":
             e.value = str(int(e.value) * 2)
     onnx.save(m, src)
+    if how == "short":
+        data = src.parent / "weights.bin"
+        data.write_bytes(data.read_bytes()[:-1])
 
 
 @pytest.mark.parametrize(("how", "message"), [
@@ -115,6 +118,7 @@ def _corrupt(src, how):
     ("dotdot", "outside the model's folder"),
     ("missing", "is missing"),
     ("short", "too short"),
+    ("length", "does not match the 1048576 bytes"),
 ])
 def test_unsafe_or_broken_external_data_is_refused(tmp_path, how, message):
     src = external_data_model(tmp_path)
@@ -152,5 +156,5 @@ def test_old_output_is_replaced_whole(tmp_path):
     out = tmp_path / "o.onnx"
     shutil.copy(src, out)  # an old, unrelated output with the same data name would be stale
     code, _, _ = cli(src, "-o", out)
-    assert code == 0 and os.path.exists(tmp_path / "o.onnx.data")
+    assert code == 0 and data_files(tmp_path, "o.onnx")
     assert np.array_equal(_weights(out)["w"], _weights(src)["w"])

@@ -19,7 +19,7 @@ from .patterns import Context, Site, Skip
 from .planner import AdaptivePlan, plan_adaptive
 from .report import Finding, to_dict
 from .rewriter import Names, Rewrite, emit, splice
-from .verifier import DEFAULT_SEEDS, VerificationReport
+from .verifier import DEFAULT_MEMORY_LIMIT, DEFAULT_SEEDS, VerificationReport
 
 MAX_ROUNDS = 4  # a rewrite can make shapes known downstream; each round re-infers once
 
@@ -33,6 +33,7 @@ class FixResult:
     rewrites: list[Rewrite] = field(default_factory=list)
     verification: VerificationReport | None = None
     data_dir: Path | None = None  # where the model's external data lives, if it has any
+    input_files: frozenset[Path] = frozenset()  # the input's model file and data files: never written
 
     @property
     def rewritten(self) -> list[Finding]:
@@ -161,6 +162,7 @@ def fix(
     enforce_limits: bool = False,
     data_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
+    verify_memory_limit: int = DEFAULT_MEMORY_LIMIT,
 ) -> FixResult:
     """Find and rewrite every global, reduction and adaptive pooling pattern; verify the result.
 
@@ -171,17 +173,40 @@ def fix(
     ``progress`` is called with the name of each long step as it starts. ``limits``
     (:class:`~poolfix.limits.Limits`) bound every pool emitted, as exact cascades; with
     ``enforce_limits`` they bound the model's own pools too. Sites with no exact rewrite within them
-    are left, with the reason, in ``FixResult.skipped``.
+    are left, with the reason, in ``FixResult.skipped``. ``verify_memory_limit`` (bytes) bounds the
+    tensors a verification run may make, estimated from shapes; past it, InputError (``verify=False``
+    skips verification).
     """
+    seeds = _check_seeds(seeds)
+    if input_shapes is not None and not isinstance(input_shapes, dict):
+        raise InputError("input_shapes must be a dict of input name -> shape")
+    for name, shape in (input_shapes or {}).items():
+        loader.check_shape(shape, f"input_shapes[{name!r}]")
+    for what, tol in (("atol", atol), ("rtol", rtol)):
+        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0):
+            raise InputError(f"{what} must be a number >= 0, got {tol!r}")
     try:
         return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits,
-                    data_dir, progress)
+                    data_dir, progress, verify_memory_limit)
     except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
 
 
+def _check_seeds(seeds) -> tuple[int, ...]:
+    try:
+        out = tuple(seeds)
+    except TypeError:
+        raise InputError(f"seeds must be a list of integers, got {seeds!r}") from None
+    if not out:
+        raise InputError("seeds must hold at least one seed")
+    for s in out:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
+            raise InputError(f"seeds must be integers from 0 to 2**63-1, got {s!r}")
+    return out
+
+
 def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits, data_dir,
-         progress) -> FixResult:
+         progress, verify_memory_limit) -> FixResult:
     step = progress or (lambda _: None)
     step("loading")
     loaded = loader.load(model_or_path, data_dir=data_dir)
@@ -194,12 +219,17 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
     step("finding and rewriting")
     rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
-    result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir)
+    result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files)
     if not rewrites:
         return result
     step("checking")
     _check_output(model, loaded.full_check_ok, loaded.data_dir)
     if verify:
+        need = verifier.estimated_bytes(loader.infer_shapes(model))
+        if need > verify_memory_limit:
+            raise InputError(f"verification would make about {need / 2**20:.0f} MiB of tensors (estimated from "
+                             f"shapes), past the limit of {verify_memory_limit / 2**20:.0f} MiB; "
+                             "--verify-memory-limit raises it, --no-verify skips verification")
         step("verifying")
         report = verifier.verify(original, model, rewrites, seeds=tuple(seeds), atol=atol, rtol=rtol,
                                  data_dir=loaded.data_dir)

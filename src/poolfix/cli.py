@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -14,12 +15,13 @@ import click
 from . import __version__
 from .api import fix
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, StrictError, VerificationError
+from .finder import MAX_SPATIAL
 from .limits import PROFILES, Limits, limit_fields, profile
 from .loader import parse_input_shape
 from .patterns import RULES
 from .planner import explain
 from .report import findings_text, verification_text, windows_svg
-from .saver import LAYOUTS, atomic_write_bytes, save
+from .saver import LAYOUTS, WritePlan, atomic_write_bytes, save
 
 EPILOG = """\b
 Exit codes:
@@ -38,18 +40,14 @@ def _explain_pair(text: str) -> tuple[int, int]:
         raise InputError(f"bad --explain {text!r}: expected IN:OUT such as 10:4") from None
     if a < 1 or b < 1:
         raise InputError(f"bad --explain {text!r}: sizes must be >= 1")
+    if max(a, b) > MAX_SPATIAL:
+        raise InputError(f"bad --explain {text!r}: sizes must be <= {MAX_SPATIAL}, the per-axis limit poolfix "
+                         "rewrites")
     return a, b
 
 
 def _default_output(path: Path) -> Path:
     return path.with_name(f"{path.stem}.poolfix.onnx" if path.suffix == ".onnx" else f"{path.name}.poolfix.onnx")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
 
 
 def limit_options(command):
@@ -83,6 +81,8 @@ def limit_options(command):
               help="First seed of the random verification inputs.")
 @click.option("--num-seeds", type=click.IntRange(min=1), default=2, show_default=True,
               help="How many seeds (consecutive from --seed) to verify with.")
+@click.option("--verify-memory-limit", type=click.IntRange(min=1), default=2048, show_default=True, metavar="MIB",
+              help="Largest estimated size of the tensors a verification run makes.")
 @click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance (default: by dtype).")
 @click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance (default: by dtype).")
 @click.option("--allow-approx", is_flag=True,
@@ -106,7 +106,8 @@ def limit_options(command):
 @click.option("-v", "--verbose", count=True, help="Print more.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
 @click.version_option(__version__, prog_name="poolfix")
-def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds, atol,
+def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds,
+            verify_memory_limit, atol,
             rtol, allow_approx, explain_pairs, explain_svg, external_data, target_name, list_targets, list_patterns,
             enforce_limits, strict, quiet, verbose, debug, **limit_values):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
@@ -125,34 +126,31 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     pairs = [_explain_pair(p) for p in explain_pairs]
     for pair in pairs:
         say(explain(*pair), 0)
-    if explain_svg is not None:
-        if not pairs:
-            raise InputError("--explain-svg needs at least one --explain IN:OUT")
-        atomic_write_bytes(explain_svg, windows_svg(pairs).encode())
-        say(f"wrote {explain_svg}", 0)
+    if explain_svg is not None and not pairs:
+        raise InputError("--explain-svg needs at least one --explain IN:OUT")
+    svg = windows_svg(pairs).encode() if explain_svg is not None else None
     if model is None:
+        if svg is not None:
+            atomic_write_bytes(explain_svg, svg, what="SVG")
+            say(f"wrote {explain_svg}", 0)
         if explain_pairs or list_targets or list_patterns:
             return
         raise InputError("missing MODEL: usage is 'poolfix MODEL.onnx [-o OUT.onnx]' (see --help)")
     if in_place and output is not None:
         raise InputError("--in-place and -o/--output exclude each other")
-    target = model if in_place else (output or _default_output(model))
-    if not in_place and not dry_run and _same_file(model, target):
-        raise InputError(f"refusing to overwrite the input {str(model)!r}; pass --in-place to do that")
+    target = None if dry_run else model if in_place else (output or _default_output(model))
     pins = dict(parse_input_shape(s) for s in input_shapes)
     limits = _limits(target_name, **limit_values)
     if enforce_limits and not limits.active:
         raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
-    if not dry_run:  # fail before the work, not after it
-        _writable(target)
-    if report_path is not None:
-        _writable(report_path)
+    # every write, checked against the input model before the work; again with its data files after
+    _plan([model], in_place, target, report_path, explain_svg)
     seeds = list(range(seed, seed + num_seeds))
     progress = Progress(show=level >= 1 and sys.stderr.isatty(), timings=level >= 2)
     try:
         result = fix(model, input_shapes=pins, verify=not (no_verify or dry_run), seeds=seeds, atol=atol,
                      rtol=rtol, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
-                     progress=progress)
+                     progress=progress, verify_memory_limit=verify_memory_limit * 2**20)
     except VerificationError as e:
         progress.done()
         if e.report is not None:
@@ -164,25 +162,36 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
         say(findings_text(result.findings), 1 if not dry_run else 0)
     if result.verification is not None:
         say(verification_text(result.verification), 1)
+    plan = _plan([model, *result.input_files], in_place, target, report_path, explain_svg)
+    if svg is not None:
+        atomic_write_bytes(explain_svg, svg, plan, "SVG")
+        say(f"wrote {explain_svg}", 0)
     if report_path is not None:
-        data = result.to_dict(model=str(model), output=None if dry_run else str(target), dry_run=dry_run,
+        data = result.to_dict(model=str(model), output=None if target is None else str(target), dry_run=dry_run,
                               limits=limits.describe(), target=target_name, enforce_limits=enforce_limits)
-        atomic_write_bytes(report_path, (json.dumps(data, indent=2) + "\n").encode())
+        atomic_write_bytes(report_path, (json.dumps(data, indent=2) + "\n").encode(), plan, "report")
     n_rw, n_skip = len(result.rewritten), len(result.skipped)
+    written = f"the report is in {report_path}" if report_path is not None else "nothing written"
     if strict and n_skip:
         raise StrictError(f"--strict: {n_skip} pattern(s) left ({result.skipped[0].node}: {result.skipped[0].reason}"
-                          + (", ..." if n_skip > 1 else "") + "); nothing written")
-    if dry_run:
-        say(f"dry run: {n_rw} to rewrite, {n_skip} to leave; nothing written", 0)
+                          + (", ..." if n_skip > 1 else "") + f"); no model written, {written}")
+    if target is None:
+        say(f"dry run: {n_rw} to rewrite, {n_skip} to leave; no model written, {written}", 0)
         return
     if not result.changed and in_place:
         say("nothing to rewrite; input left as it was", 0)
         return
-    save(result, target, external_data=external_data, in_place=in_place)
+    save(result, target, external_data=external_data, in_place=in_place, plan=plan)
     if not result.changed:
         say(f"nothing to rewrite; wrote an unchanged copy to {target}", 0)
         return
-    verdict = "not verified (--no-verify)" if result.verification is None else "verified"
+    report = result.verification
+    if report is None:
+        verdict = "not verified (--no-verify)"
+    elif report.end_to_end:
+        verdict = "verified"
+    else:
+        verdict = "checked site by site only; the end-to-end comparison was skipped (see the notes above)"
     n_approx = sum(not rw.plan.exact for rw in result.rewrites)
     if n_approx:
         verdict += f"; {n_approx} APPROXIMATE by request (--allow-approx)"
@@ -237,20 +246,25 @@ class Progress:
             self.show = False
 
 
-def _writable(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output folder {str(parent)!r} does not exist")
-    if path.is_dir():
-        raise InputError(f"output {str(path)!r} is a directory")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise InputError(f"output {str(path)!r} is not writable")
+def _plan(inputs, in_place: bool, target: Path | None, report: Path | None, svg: Path | None) -> WritePlan:
+    """Every path this run writes, checked against the input's files and each other (exit 2)."""
+    plan = WritePlan(inputs, allowed=inputs[:1] if in_place else [])
+    for path, what in ((target, "model"), (report, "report"), (svg, "SVG")):
+        if path is not None:
+            plan.add(path, what)
+    return plan
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: never lets a traceback reach the user unless --debug asks for it."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if threading.current_thread() is threading.main_thread():  # SIGTERM unwinds like Ctrl-C: temp files go
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         command.main(args=args, prog_name="poolfix", standalone_mode=False)
     except click.exceptions.Exit as e:

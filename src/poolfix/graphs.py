@@ -97,6 +97,15 @@ class Scope:
         self._initializers = (
             {} if self.is_function else {t.name: t for t in self.body.initializer}
         )
+        # from IR 4 on, an initializer that is also a graph input is only a default: a caller may feed it
+        self._overridable = (
+            set() if self.is_function or self.parent is not None or self.ir_version < 4
+            else {i.name for i in self.body.input} & set(self._initializers)
+        )
+
+    def overridable(self, name: str) -> bool:
+        """Whether ``name`` is an initializer that a caller can replace at run time (also a graph input)."""
+        return name in self._overridable
 
     @property
     def is_main(self) -> bool:
@@ -129,6 +138,8 @@ class Scope:
         """The value of a constant tensor: an initializer or a Constant node, here or outside."""
         s: Scope | None = self
         while s is not None:
+            if name in s._overridable:
+                return None
             if name in s._initializers:
                 t = s._initializers[name]
                 if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data:

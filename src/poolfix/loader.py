@@ -1,24 +1,31 @@
 """Loading: a path, bytes or ModelProto becomes a checked model; shapes get pinned and inferred.
 
 Every way a file can fail to be a model ends in an :class:`InputError` with one line that names the
-problem. External data is validated before it is read: locations must stay inside the model's
-folder, and the data files must exist and be long enough.
+problem. Only regular files are read. External data is validated before anything reads it: every
+location stays inside the model's folder and names a regular file, offsets and lengths are sane
+integers, and the file holds the bytes the tensor's dims and type need. Nothing here changes the
+process's working folder, and the checker never sees the weights (see :func:`check_model`).
 """
 
 from __future__ import annotations
 
+import math
 import os
-import threading
-from dataclasses import dataclass
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import ModelProto, TensorProto
+from onnx import AttributeProto, GraphProto, ModelProto, TensorProto
 
 from .errors import InputError
 
 ShapePins = dict[str, tuple[int, ...]]
+INT64_MAX = 2**63 - 1
+PROTOBUF_LIMIT = 2**31 - 1
+_FOUR_BIT = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n)}
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -32,16 +39,135 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         raise InputError(
             f"bad --input-shape {text!r}: dims must be integers separated by commas, such as input:1,3,224,224"
         ) from None
-    if any(d < 1 for d in shape):
-        raise InputError(f"bad --input-shape {text!r}: every dim must be >= 1")
-    return name, shape
+    return name, check_shape(shape, f"--input-shape {text!r}")
+
+
+def check_shape(shape, what: str) -> tuple[int, ...]:
+    """A pinned shape: integers from 1 to int64's largest (bools and floats refused)."""
+    if not isinstance(shape, (tuple, list)) or not shape:
+        raise InputError(f"bad {what}: expected a non-empty list of dims")
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise InputError(f"bad {what}: dim {d!r} is not an integer")
+        if not 1 <= d <= INT64_MAX:
+            raise InputError(f"bad {what}: every dim must be from 1 to {INT64_MAX}, got {d}")
+    return tuple(shape)
+
+
+def _graph_tensors(g: GraphProto) -> Iterator[TensorProto]:
+    yield from g.initializer
+    for sp in g.sparse_initializer:
+        yield sp.values
+        yield sp.indices
+    for n in g.node:
+        yield from _node_tensors(n)
+
+
+def _node_tensors(n) -> Iterator[TensorProto]:
+    for a in n.attribute:
+        if a.type == AttributeProto.TENSOR:
+            yield a.t
+        elif a.type == AttributeProto.TENSORS:
+            yield from a.tensors
+        elif a.type == AttributeProto.SPARSE_TENSOR:
+            yield a.sparse_tensor.values
+            yield a.sparse_tensor.indices
+        elif a.type == AttributeProto.SPARSE_TENSORS:
+            for sp in a.sparse_tensors:
+                yield sp.values
+                yield sp.indices
+        elif a.type == AttributeProto.GRAPH:
+            yield from _graph_tensors(a.g)
+        elif a.type == AttributeProto.GRAPHS:
+            for g in a.graphs:
+                yield from _graph_tensors(g)
+
+
+def all_tensors(model: ModelProto) -> Iterator[TensorProto]:
+    """Every tensor of the model: the main graph's initializers first (in order), then its sparse
+    initializers' values and indices, node attributes, subgraphs, and function bodies."""
+    yield from _graph_tensors(model.graph)
+    for f in model.functions:
+        for n in f.node:
+            yield from _node_tensors(n)
+
+
+def is_external(t: TensorProto) -> bool:
+    return t.data_location == TensorProto.EXTERNAL
 
 
 def external_tensors(model: ModelProto) -> list[TensorProto]:
-    """Every tensor of the model (initializers, attributes, subgraphs) stored as external data."""
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    """Every tensor of the model (initializers, sparse ones, attributes, subgraphs) stored as external data."""
+    return [t for t in all_tensors(model) if is_external(t)]
 
-    return [t for t in _get_all_tensors(model) if uses_external_data(t)]
+
+def tensor_nbytes(t: TensorProto) -> int | None:
+    """The bytes a tensor's data takes in raw (external) form, from its dims and type; None for
+    strings, which have no raw form."""
+    if t.data_type == TensorProto.STRING:
+        return None
+    n = math.prod(t.dims)
+    if t.data_type in _FOUR_BIT:
+        return (n + 1) // 2
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except Exception:
+        raise InputError(f"tensor {t.name!r} has data type {t.data_type}, which this onnx does not know") from None
+    return n * itemsize
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """Where a tensor's external data lives, validated: the location as written, the file it
+    resolves to, the offset and the byte count the tensor needs."""
+
+    location: str
+    path: Path
+    offset: int
+    nbytes: int
+
+
+def _text(value, what: str, name: str) -> str:
+    try:
+        text = value.decode() if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+        raise InputError(f"tensor {name!r}: external data {what} is not valid UTF-8") from None
+    if "\0" in text:
+        raise InputError(f"tensor {name!r}: external data {what} holds a NUL character")
+    return text
+
+
+def _int_field(value: str, what: str, name: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise InputError(f"tensor {name!r}: external data {what} {value!r} is not an integer") from None
+    if not 0 <= v <= INT64_MAX:
+        raise InputError(f"tensor {name!r}: external data {what} {v} is out of range")
+    return v
+
+
+def external_ref(t: TensorProto, base: Path) -> ExternalRef:
+    """Parse and check one tensor's external-data entries against ``base`` (resolved) and its dims."""
+    fields: dict[str, str] = {}
+    for e in t.external_data:
+        fields[_text(e.key, "key", t.name)] = _text(e.value, "value", t.name)
+    loc = fields.get("location", "")
+    if not loc or os.path.isabs(loc) or Path(loc).drive or ".." in Path(loc.replace("\\", "/")).parts:
+        raise InputError(f"tensor {t.name!r}: external data location {loc!r} is outside the model's folder; refused")
+    path = (base / loc).resolve()
+    if base not in path.parents:
+        raise InputError(f"tensor {t.name!r}: external data location {loc!r} escapes the model's folder")
+    offset = _int_field(fields.get("offset", "0"), "offset", t.name)
+    nbytes = tensor_nbytes(t)
+    if nbytes is None:
+        raise InputError(f"tensor {t.name!r}: a string tensor cannot be stored as external data")
+    if "length" in fields:
+        length = _int_field(fields["length"], "length", t.name)
+        if length != nbytes:
+            raise InputError(f"tensor {t.name!r}: external data length {length} does not match the {nbytes} bytes "
+                             "its dims and type need")
+    return ExternalRef(loc, path, offset, nbytes)
 
 
 def copy_model(model: ModelProto) -> ModelProto:
@@ -50,33 +176,29 @@ def copy_model(model: ModelProto) -> ModelProto:
     return out
 
 
-def check_external_data(model: ModelProto, base_dir: Path) -> None:
-    """Refuse external data that escapes ``base_dir``, is missing, or is too short."""
-    from onnx.external_data_helper import ExternalDataInfo
-
+def check_external_data(model: ModelProto, base_dir: Path) -> list[ExternalRef]:
+    """Refuse external data that escapes ``base_dir``, is not a regular file, or is shorter than its
+    tensors need; returns every tensor's reference, in :func:`all_tensors` order."""
     base = base_dir.resolve()
     sizes: dict[Path, int] = {}
+    refs = []
     for t in external_tensors(model):
-        info = ExternalDataInfo(t)
-        loc = info.location
-        if not loc or os.path.isabs(loc) or Path(loc).drive or ".." in Path(loc.replace("\\", "/")).parts:
+        ref = external_ref(t, base)
+        if ref.path not in sizes:
+            try:
+                st = os.stat(ref.path)
+            except OSError:
+                raise InputError(f"tensor {t.name!r}: external data file {ref.location!r} is missing") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(f"tensor {t.name!r}: external data {ref.location!r} is not a regular file")
+            sizes[ref.path] = st.st_size
+        if ref.offset + ref.nbytes > sizes[ref.path]:
             raise InputError(
-                f"tensor {t.name!r}: external data location {loc!r} is outside the model's folder; refused"
+                f"tensor {t.name!r}: external data file {ref.location!r} is too short "
+                f"({sizes[ref.path]} bytes, needs {ref.offset + ref.nbytes})"
             )
-        path = (base / loc).resolve()
-        if base not in path.parents:
-            raise InputError(f"tensor {t.name!r}: external data location {loc!r} escapes the model's folder")
-        if path not in sizes:
-            if not path.is_file():
-                raise InputError(f"tensor {t.name!r}: external data file {loc!r} is missing")
-            sizes[path] = path.stat().st_size
-        offset = info.offset or 0
-        length = info.length if info.length else None
-        if length is not None and offset + length > sizes[path]:
-            raise InputError(
-                f"tensor {t.name!r}: external data file {loc!r} is too short "
-                f"({sizes[path]} bytes, needs {offset + length})"
-            )
+        refs.append(ref)
+    return refs
 
 
 def _parse(data: bytes, what: str) -> ModelProto:
@@ -101,17 +223,40 @@ class Loaded:
     data_dir: Path | None = None
     path: Path | None = None
     full_check_ok: bool = True  # whether the input itself passes check_model(full_check=True)
+    data_files: frozenset[Path] = field(default_factory=frozenset)  # resolved, what external data reads
+
+    @property
+    def files(self) -> frozenset[Path]:
+        """Every file of the input: the model file (when read from a path) and its data files."""
+        return self.data_files | ({self.path.resolve()} if self.path is not None else set())
 
 
 def _read(path: Path) -> bytes:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not an ONNX model file")
+    """The bytes of a regular file. A FIFO, a device (/dev/zero), a socket or a folder is refused
+    before any read, so none can hang the run or fill its memory."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an ONNX model file") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"{path}: is a directory, not an ONNX model file")
+        raise InputError(f"{path}: is not a regular file (a FIFO, device or socket); refused")
+    if st.st_size > PROTOBUF_LIMIT:
+        os.close(fd)
+        raise InputError(f"{path}: {st.st_size} bytes is past protobuf's 2 GB limit, so it is not one "
+                         "ONNX model file (weights that large live in external data)")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.PathLike | None = None,
@@ -141,10 +286,12 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
                 raise InputError(f"{vi.name!r} has a negative dim ({d.dim_value}); an unknown dim takes a name "
                                  "(dim_param), or pin it with --input-shape")
     base = Path(data_dir) if data_dir is not None else None
+    data_files: frozenset[Path] = frozenset()
     if external_tensors(model):
         if base is None:
             raise InputError("the model has external data: pass the folder it lives in (data_dir=...)")
-        check_external_data(model, base)
+        data_files = frozenset(r.path for r in check_external_data(model, base))
+    _check_inline_sizes(model)
     full_ok = True
     if check:
         try:
@@ -156,28 +303,50 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
             check_model(model, base, full_check=True)
         except Exception:
             full_ok = False
-    return Loaded(model, base, path, full_ok)
+    return Loaded(model, base, path, full_ok, data_files)
 
 
-_CWD_LOCK = threading.Lock()
+def _check_inline_sizes(model: ModelProto) -> None:
+    """Raw data must hold what the dims and type need: the checker sees only light copies of large
+    tensors (:func:`check_model`), so their sizes are checked here."""
+    for t in all_tensors(model):
+        if t.HasField("raw_data") and not is_external(t):
+            need = tensor_nbytes(t)
+            if need is not None and len(t.raw_data) < need:
+                raise InputError(f"tensor {t.name!r} holds {len(t.raw_data)} bytes, but its dims and type need {need}")
 
 
-def check_model(model: ModelProto, data_dir: Path | None, *, full_check: bool = False) -> None:
-    """onnx.checker.check_model on a model whose external data lives in ``data_dir``.
+def _scalar_copy(model: ModelProto, keep_bytes: int = 4096) -> ModelProto:
+    """A copy for the structural checker: every external or large raw tensor becomes a one-element
+    scalar of its type (the checker reads no file and copies no weight)."""
+    light, _ = weightless(model, keep_bytes)
+    for t in all_tensors(light):
+        big = is_external(t) or (not t.HasField("raw_data") and t.data_type != TensorProto.STRING
+                                 and not _has_values(t) and len(t.dims))
+        if big:
+            del t.dims[:]
+            del t.external_data[:]
+            t.data_location = TensorProto.DEFAULT
+            t.raw_data = b"\0" * (tensor_nbytes(t) or 1)
+    return light
 
-    The checker looks for external data relative to the working folder when given a ModelProto, and
-    refuses symbolic links, so it runs from ``data_dir`` (under a lock: the folder is process-wide).
+
+def _has_values(t: TensorProto) -> bool:
+    return any(len(getattr(t, f)) for f in _DATA_FIELDS if f != "raw_data")
+
+
+def check_model(model: ModelProto, data_dir: Path | None = None, *, full_check: bool = False) -> None:
+    """onnx.checker.check_model, without reading a weight or changing the working folder.
+
+    The structural check runs on a copy whose external and large tensors are one-element scalars
+    (their files and sizes are checked by :func:`check_external_data` and the loader); what
+    ``full_check`` adds, strict shape inference, runs on a copy that keeps their real dims.
+    ``data_dir`` is accepted for symmetry with the loader and not needed.
     """
-    if data_dir is None or not external_tensors(model):
-        onnx.checker.check_model(model, full_check=full_check)
-        return
-    with _CWD_LOCK:
-        here = os.getcwd()
-        os.chdir(data_dir)
-        try:
-            onnx.checker.check_model(model, full_check=full_check)
-        finally:
-            os.chdir(here)
+    onnx.checker.check_model(_scalar_copy(model))
+    if full_check:
+        light, _ = weightless(model)
+        onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=False)
 
 
 def pin_input_shapes(model: ModelProto, pins: ShapePins) -> None:
@@ -233,7 +402,7 @@ def weightless(model: ModelProto, keep_bytes: int = 4096) -> tuple[ModelProto, d
     copy_fields(model.graph, light.graph, skip=("initializer",))
     stubs = {}
     for i, t in enumerate(model.graph.initializer):
-        if t.ByteSize() <= keep_bytes or t.data_location == TensorProto.EXTERNAL:
+        if t.ByteSize() <= keep_bytes or is_external(t):
             light.graph.initializer.append(t)
         else:
             copy_fields(t, light.graph.initializer.add(), skip=_DATA_FIELDS)

@@ -1,105 +1,263 @@
-"""Atomic writes, external data included, without holding the weights in memory.
+"""Writing, so that nothing the user owns is ever lost.
 
-Every file is written to a temp file in its target folder, flushed to disk, then renamed over the
-target. With external data the data file is renamed into place before the model, and an existing
-model at the output path is removed first: a process killed at any moment leaves at the output path
-either the old model with its old data, no model, or the new model with its new data, never a
-partial or mismatched one.
+**One write plan, checked before the first byte** (:class:`WritePlan`). Every path a run will write
+(the model, its data files, the report, the SVG) is resolved (symbolic links, ``..``, case on
+case-insensitive file systems) and refused with exit 2 if it is the input model, one of the input's
+data files, another planned path, or something other than an absent path or a regular file. A
+symbolic link is written through: the file it points to is replaced and the link stays.
+
+**Then the writes** (:class:`Commit`). Each file goes to a hidden temp file in its target folder
+(``.<name>.poolfix-<pid>-<random>.tmp``), flushed to disk. Then, holding an advisory lock on the
+folder, data files are renamed into place first, under names unique to this run
+(``<model file name>.<8 hex>.data``), and the model last, by one rename over the old one (never
+after an unlink). A process killed at any moment leaves the old model with its old data, or the new
+model with its new data. Concurrent writers to one output end with one writer's model and that
+writer's data. After the rename, data files of an earlier poolfix run that no model references
+any more are removed (only names of that unique form, which poolfix alone makes), and so are temp
+files of runs whose process is gone. Temp files are removed on errors, SIGINT and SIGTERM.
 
 Layouts (``external_data``):
 
 * ``auto``   external data when the input had it (one file, as ``single``) or when the model would
              pass 2 GB; inline otherwise. In place, the input's own data files are kept as they are.
-* ``single`` every tensor over 1 KiB in one file, ``<output file name>.data``, beside the output.
+* ``single`` every raw tensor over 1 KiB in one new data file beside the output. Tensors without a
+             raw form (strings, values in typed fields) stay inline, as onnx's own saver does.
 * ``keep``   the input's data file names (its ``location`` entries) beside the output; inline
-             tensors stay inline. Files are copied only where the output is in another folder.
+             tensors stay inline. Files are copied only where the output is in another folder, and
+             never over a different file already there.
 * ``inline`` no external data (refused over 2 GB).
 
-Weights already on disk are streamed from their files to the new one, a chunk at a time.
+Weights on disk are streamed from their files to the new one, a chunk at a time, through a bounded
+number of open files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import filecmp
 import os
+import re
+import secrets
 import shutil
+import stat
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 
-from onnx import ModelProto, TensorProto, numpy_helper
-from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+from onnx import ModelProto, TensorProto
 
 from .errors import InputError
-from .loader import copy_model, external_tensors, weightless
+from .loader import (
+    PROTOBUF_LIMIT,
+    all_tensors,
+    check_external_data,
+    copy_model,
+    external_tensors,
+    is_external,
+    tensor_nbytes,
+    weightless,
+)
 
-PROTOBUF_LIMIT = 2**31 - 1
 INLINE_LIMIT = PROTOBUF_LIMIT - 64 * 2**20  # headroom for the graph itself
 SIZE_THRESHOLD = 1024
 LAYOUTS = ("auto", "single", "keep", "inline")
+MAX_OPEN_FILES = 32
 _CHUNK = 16 * 2**20
+_TMP = re.compile(r"^\.(?P<name>.+)\.poolfix-(?P<pid>\d+)-[0-9a-z_]+\.tmp$")
 
 
-def _check_folder(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"output folder {str(parent)!r} does not exist")
-    if not parent.is_dir():
-        raise InputError(f"output folder {str(parent)!r} is not a folder")
-    if path.is_dir():
-        raise InputError(f"output {str(path)!r} is a directory")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output folder {str(parent)!r} is not writable")
+def _data_name_pattern(model_name: str) -> re.Pattern:
+    return re.compile(re.escape(model_name) + r"\.[0-9a-f]{8}\.data$")
 
 
-def _tmp(target: Path) -> tuple[int, str]:
+# -- the plan
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """The real path that writing ``path`` replaces: links followed, ``..`` gone."""
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
     try:
-        return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as e:
-        raise InputError(f"cannot write in {str(target.parent)!r}: {e.strerror or e}") from None
+        return os.path.samefile(a, b)  # hard links, case-insensitive file systems
+    except OSError:
+        return False
 
 
-def _fail(tmps: list[str], target: Path, e: OSError):
-    for t in tmps:
-        with contextlib.suppress(OSError):
-            os.unlink(t)
-    raise InputError(f"cannot write {str(target)!r}: {e.strerror or e}") from None
+class WritePlan:
+    """Every path a run will write, checked against the input's files and each other.
+
+    ``inputs`` are the input's files (model and data, resolved). ``allowed`` are inputs this run may
+    replace: the model itself under --in-place.
+    """
+
+    def __init__(self, inputs=(), allowed=()):
+        self.inputs = {resolve(p) for p in inputs}
+        self.allowed = {resolve(p) for p in allowed}
+        self.paths: dict[Path, str] = {}
+
+    def target(self, path: str | os.PathLike, what: str) -> Path:
+        """The planned path for ``path``: planned now if it was not yet."""
+        real = resolve(path)
+        return real if self.paths.get(real) == what else self.add(path, what)
+
+    def add(self, path: str | os.PathLike, what: str, make_folders: bool = False) -> Path:
+        """Plan one write; returns the resolved path to write. Raises InputError if it is unsafe.
+        ``make_folders``: the folder may be missing (it will be made inside a writable one)."""
+        real = resolve(path)
+        shown = str(path)
+        for p in self.inputs:
+            if _same(real, p) and not any(_same(real, a) for a in self.allowed):
+                raise InputError(f"refusing to write the {what} to {shown!r}: it is a file of the input model"
+                                 + ("; pass --in-place to replace the model" if what == "model" else ""))
+        for p, other in self.paths.items():
+            if _same(real, p):
+                raise InputError(f"the {what} and the {other} would both be written to {shown!r}")
+        parent = real.parent
+        while make_folders and not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(f"output folder {str(Path(path).parent)!r} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"output folder {str(Path(path).parent)!r} is not writable")
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise InputError(f"cannot write {shown!r}: {e.strerror or e}") from None
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                raise InputError(f"output {shown!r} is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(f"output {shown!r} is not a regular file (a device, FIFO or socket); refused")
+            if not os.access(real, os.W_OK):
+                raise InputError(f"output {shown!r} is not writable")
+        self.paths[real] = what
+        return real
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    _check_folder(path)
-    fd, tmp = _tmp(path)
+# -- the writes
+
+
+def _alive(pid: int) -> bool:
     try:
-        with os.fdopen(fd, "wb") as f:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class Commit:
+    """Temp files written now, renamed into place together by :meth:`commit`; removed if anything
+    (an error, Ctrl-C, SIGTERM) stops the run first. Use as a context manager."""
+
+    def __init__(self):
+        self.tmps: list[tuple[str, Path]] = []  # (temp file, its target), data files before the model
+
+    def __enter__(self) -> Commit:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for tmp, _ in self.tmps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        self.tmps.clear()
+
+    def open(self, target: Path):
+        """A new temp file for ``target`` (binary, write); its name is remembered for cleanup."""
+        try:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.poolfix-{os.getpid()}-",
+                                       suffix=".tmp")
+        except OSError as e:
+            raise InputError(f"cannot write in {str(target.parent)!r}: {e.strerror or e}") from None
+        self.tmps.append((tmp, target))
+        return os.fdopen(fd, "wb")
+
+    def write(self, target: Path, data: bytes) -> None:
+        with self.open(target) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            _sync(f)
+
+    def commit(self, sweep_for: Path | None = None, keep: frozenset[str] = frozenset()) -> None:
+        """Rename every temp file over its target, in the order they were opened (data files before
+        the model), holding the folder's lock. Then remove poolfix data files of ``sweep_for`` that
+        the new model does not reference (``keep``), and temp files of dead runs."""
+        folders = sorted({t.parent for _, t in self.tmps})
+        with contextlib.ExitStack() as stack:
+            for folder in folders:
+                stack.enter_context(_folder_lock(folder))
+            try:
+                for tmp, target in self.tmps:
+                    os.replace(tmp, target)
+            except OSError as e:
+                raise InputError(f"cannot write {str(target)!r}: {e.strerror or e}") from None
+            self.tmps.clear()
+            if sweep_for is not None:
+                sweep(sweep_for, keep)
+
+
+@contextlib.contextmanager
+def _os_errors(path):
+    """A failed write (disk full, permissions changed under us) is one line, exit 2; the Commit inside
+    has removed its temp files by then."""
+    try:
+        yield
     except OSError as e:
-        _fail([tmp], path, e)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        raise InputError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
 
 
-def _set_location(t: TensorProto, location: str, offset: int, length: int) -> None:
-    del t.external_data[:]
-    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
-        e = t.external_data.add()
-        e.key, e.value = k, v
-    t.data_location = TensorProto.EXTERNAL
+def _sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
 
 
-def _copy_range(src, dst, offset: int, length: int) -> None:
-    src.seek(offset)
-    left = length
-    while left:
-        chunk = src.read(min(_CHUNK, left))
-        if not chunk:
-            raise OSError(f"external data ends {left} bytes early")
-        dst.write(chunk)
-        left -= len(chunk)
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def sweep(model_path: Path, keep: frozenset[str] = frozenset()) -> list[Path]:
+    """Remove what earlier poolfix runs left beside ``model_path``: unique-named data files of that
+    model that ``keep`` (the new model's data file names) does not hold, and temp files whose process
+    is gone. Nothing else is touched. Returns what was removed."""
+    folder, name = model_path.parent, model_path.name
+    pattern = _data_name_pattern(name)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        m = _TMP.match(e.name)
+        stale_tmp = m is not None and (m["name"] == name or pattern.match(m["name"])) and not _alive(int(m["pid"]))
+        stale_data = pattern.match(e.name) is not None and e.name not in keep
+        if (stale_tmp or stale_data) and e.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+    return removed
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, plan: WritePlan | None = None, what: str = "file"
+                       ) -> Path:
+    """Write a small file atomically (temp file, then rename), checked by ``plan`` (or a plan of its own)."""
+    real = (plan or WritePlan()).target(path, what)
+    with _os_errors(path), Commit() as c:
+        c.write(real, data)
+        c.commit()
+    return real
 
 
 def resolve_layout(model: ModelProto, layout: str, *, in_place: bool, has_external: bool) -> str:
@@ -113,125 +271,171 @@ def resolve_layout(model: ModelProto, layout: str, *, in_place: bool, has_extern
 
 
 def save(model, path: str | os.PathLike, *, external_data: str = "auto",
-         data_dir: str | os.PathLike | None = None, in_place: bool = False) -> Path:
+         data_dir: str | os.PathLike | None = None, in_place: bool = False, plan: WritePlan | None = None) -> Path:
     """Write a ModelProto, or a :class:`~poolfix.FixResult`'s model, to ``path`` atomically.
 
     ``data_dir`` is where the model's external data lives (a FixResult knows it). ``in_place``: the
-    output replaces the input, so the input's data files can stay as they are. Returns the path.
+    output replaces the input, so the input's data files can stay as they are. ``plan``: the run's
+    write plan, if it has other outputs too; a FixResult brings the input's files, which are never
+    written. Returns the path written (links resolved).
     """
+    inputs: frozenset[Path] = frozenset()
     if not isinstance(model, ModelProto):  # a FixResult
         data_dir = data_dir if data_dir is not None else model.data_dir
+        inputs = model.input_files
         model = model.model
-    path = Path(path)
-    _check_folder(path)
     ext = external_tensors(model)
-    layout = resolve_layout(model, external_data, in_place=in_place, has_external=bool(ext))
     if ext and data_dir is None:
         raise InputError("the model has external data: say where it lives (data_dir=...)")
     data_dir = Path(data_dir) if data_dir is not None else None
-    if layout == "inline":
-        return _save_inline(model, path, data_dir, ext)
-    if layout == "keep":
-        return _save_keep(model, path, data_dir, ext)
-    return _save_single(model, path, data_dir, ext)
+    refs = check_external_data(model, data_dir) if ext else []  # again: the files may have changed since
+    inputs = inputs | {r.path for r in refs}
+    if plan is None:
+        plan = WritePlan(inputs, allowed=[path] if in_place else [])
+    else:
+        plan.inputs |= inputs
+    real = plan.target(path, "model")
+    layout = resolve_layout(model, external_data, in_place=in_place, has_external=bool(ext))
+    with _os_errors(path), Commit() as c:
+        if layout == "inline":
+            _inline(model, real, c, refs)
+        elif layout == "keep":
+            _keep(model, real, c, refs, plan)
+        else:
+            _single(model, real, c, refs, plan)
+    return real
 
 
-def _write_model(model: ModelProto, path: Path, data_tmp: str | None = None, data_target: Path | None = None):
-    """The model file (and, first, its data file) renamed into place, in the order that is safe."""
-    fd, tmp = _tmp(path)
-    tmps = [tmp] + ([data_tmp] if data_tmp else [])
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        if data_tmp is not None and data_target is not None:
-            if path.exists():  # never leave the old model beside new data
-                os.unlink(path)
-            os.replace(data_tmp, data_target)
-        os.replace(tmp, path)
-    except OSError as e:
-        _fail(tmps, path, e)
-    return path
-
-
-def _save_inline(model: ModelProto, path: Path, data_dir: Path | None, ext: list[TensorProto]) -> Path:
-    if ext:
-        from onnx.external_data_helper import load_external_data_for_tensor
-
-        model = copy_model(model)
-        for t in external_tensors(model):  # the copy's tensors, not the caller's
-            load_external_data_for_tensor(t, str(data_dir))
-            t.data_location = TensorProto.DEFAULT
-            del t.external_data[:]
+def _model_bytes(model: ModelProto, path: Path) -> bytes:
     if model.ByteSize() > INLINE_LIMIT:
-        raise InputError(f"cannot write {str(path)!r} inline: the model is over 2 GB; use external data")
-    return _write_model(model, path)
+        raise InputError(f"cannot write {str(path)!r}: the model is over 2 GB without external data; "
+                         "use --external-data single")
+    return model.SerializeToString()
 
 
-def _save_single(model: ModelProto, path: Path, data_dir: Path | None, ext: list[TensorProto]) -> Path:
-    location = f"{path.name}.data"
-    target = path.parent / location
-    sources = {}
-    if data_dir is not None:
-        sources = {(data_dir / ExternalDataInfo(t).location).resolve() for t in ext}
-    if target.resolve() in sources:
-        raise InputError(f"writing {str(target)!r} would overwrite the input's external data; "
-                         "choose another output name or --external-data keep")
+def _data_names(model: ModelProto) -> frozenset[str]:
+    return frozenset(dict((e.key, e.value) for e in t.external_data).get("location", "")
+                     for t in external_tensors(model))
+
+
+def _read_ref(ref, files: _Files) -> bytes:
+    f = files.get(ref.path)
+    f.seek(ref.offset)
+    data = f.read(ref.nbytes)
+    if len(data) != ref.nbytes:
+        raise InputError(f"external data file {ref.location!r} ended early (changed while poolfix ran?)")
+    return data
+
+
+def _inline(model: ModelProto, path: Path, c: Commit, refs) -> None:
+    if refs:
+        model = copy_model(model)
+        with _Files() as files:
+            for t, ref in zip(external_tensors(model), refs):  # the copy's tensors, in the same order
+                t.raw_data = _read_ref(ref, files)
+                t.data_location = TensorProto.DEFAULT
+                del t.external_data[:]
+    c.write(path, _model_bytes(model, path))
+    c.commit(sweep_for=path)
+
+
+def _set_location(t: TensorProto, location: str, offset: int, length: int) -> None:
+    del t.external_data[:]
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    t.data_location = TensorProto.EXTERNAL
+
+
+class _Files:
+    """Open source data files, at most MAX_OPEN_FILES at once (least recently used closed first)."""
+
+    def __init__(self):
+        self.open: OrderedDict[Path, object] = OrderedDict()
+
+    def __enter__(self) -> _Files:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self.open.values():
+            f.close()
+        self.open.clear()
+
+    def get(self, path: Path):
+        f = self.open.pop(path, None)
+        if f is None:
+            if len(self.open) >= MAX_OPEN_FILES:
+                _, old = self.open.popitem(last=False)
+                old.close()
+            try:
+                f = open(path, "rb")  # noqa: SIM115
+            except OSError as e:
+                raise InputError(f"cannot read external data {str(path)!r}: {e.strerror or e}") from None
+        self.open[path] = f
+        return f
+
+
+def _copy_range(src, dst, offset: int, length: int, what: str) -> None:
+    src.seek(offset)
+    left = length
+    while left:
+        chunk = src.read(min(_CHUNK, left))
+        if not chunk:
+            raise InputError(f"external data file {what!r} ended {left} bytes early (changed while poolfix ran?)")
+        dst.write(chunk)
+        left -= len(chunk)
+
+
+def _single(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan) -> None:
+    location = f"{path.name}.{secrets.token_hex(4)}.data"  # unique to this run
+    target = plan.add(path.parent / location, "data file")
     # the output proto holds no weights: large initializers become stubs filled in one at a time
     out, stubs = weightless(model, keep_bytes=SIZE_THRESHOLD)
-    fd, tmp = _tmp(target)
-    try:
-        with os.fdopen(fd, "wb") as dst:
-            handles: dict[Path, object] = {}
-            try:
-                offset = 0
-                # _get_all_tensors yields the main graph's initializers first, in order
-                for i, t in enumerate(_get_all_tensors(out)):
-                    if i in stubs:  # an inline weight of the input, stubbed in the copy
-                        data = numpy_helper.to_array(stubs[i]).tobytes()
-                        dst.write(data)
-                        length = len(data)
-                    elif uses_external_data(t):
-                        info = ExternalDataInfo(t)
-                        src_path = (data_dir / info.location).resolve()  # type: ignore[operator]
-                        if src_path not in handles:
-                            handles[src_path] = open(src_path, "rb")  # noqa: SIM115
-                        length = info.length if info.length else src_path.stat().st_size - (info.offset or 0)
-                        _copy_range(handles[src_path], dst, info.offset or 0, length)
-                    elif len(t.raw_data) > SIZE_THRESHOLD:  # a large tensor elsewhere (Constant, subgraph)
-                        length = len(t.raw_data)
-                        dst.write(t.raw_data)
-                        t.ClearField("raw_data")
-                    else:
-                        continue
-                    _set_location(t, location, offset, length)
-                    offset += length
-            finally:
-                for h in handles.values():
-                    h.close()
-            dst.flush()
-            os.fsync(dst.fileno())
-    except OSError as e:
-        _fail([tmp], target, e)
-    return _write_model(out, path, tmp, target)
+    by_tensor = iter(refs)
+    offset = 0
+    with c.open(target) as dst, _Files() as files:
+        for i, t in enumerate(all_tensors(out)):  # the main graph's initializers come first, in order
+            if is_external(t):
+                ref = next(by_tensor)
+                _copy_range(files.get(ref.path), dst, ref.offset, ref.nbytes, ref.location)
+                length = ref.nbytes
+            elif i in stubs:  # a large inline weight of the input, stubbed in the copy
+                src = stubs[i]
+                if not src.HasField("raw_data") or tensor_nbytes(src) is None:  # no raw form: stays inline
+                    t.CopyFrom(src)
+                    continue
+                length = len(src.raw_data)
+                dst.write(src.raw_data)
+            elif t.HasField("raw_data") and len(t.raw_data) > SIZE_THRESHOLD and tensor_nbytes(t) is not None:
+                length = len(t.raw_data)  # a large tensor elsewhere (Constant, subgraph, sparse values)
+                dst.write(t.raw_data)
+                t.ClearField("raw_data")
+            else:
+                continue
+            _set_location(t, location, offset, length)
+            offset += length
+        _sync(dst)
+    c.write(path, _model_bytes(out, path))
+    c.commit(sweep_for=path, keep=_data_names(out))
 
 
-def _save_keep(model: ModelProto, path: Path, data_dir: Path | None, ext: list[TensorProto]) -> Path:
-    if model.ByteSize() > INLINE_LIMIT:
-        raise InputError(f"cannot keep {str(path)!r}'s inline tensors inline: over 2 GB; use --external-data single")
-    locations = sorted({ExternalDataInfo(t).location for t in ext})
-    same = data_dir is not None and data_dir.resolve() == path.parent.resolve()
-    if not same:
-        for loc in locations:  # copy each data file, atomically
-            src = data_dir / loc  # type: ignore[operator]
-            dst = path.parent / loc
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = _tmp(dst)
-            os.close(fd)
-            try:
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
-            except OSError as e:
-                _fail([tmp], dst, e)
-    return _write_model(model, path)
+def _keep(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan) -> None:
+    copies = []  # every copy is planned and checked before the first byte
+    for loc, src in sorted({r.location: r.path for r in refs}.items()):
+        dst_name = path.parent / loc
+        if resolve(dst_name) == src:  # the same folder: the data stays where it is
+            continue
+        dst = plan.add(dst_name, "data file", make_folders=True)
+        if dst.exists():
+            if filecmp.cmp(src, dst, shallow=False):
+                continue  # the same bytes already there (a run before this one)
+            raise InputError(f"--external-data keep would overwrite {str(dst_name)!r}, which differs from the "
+                             "input's data; remove it or use --external-data single")
+        copies.append((src, dst))
+    for src, dst in copies:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with c.open(dst) as f, open(src, "rb") as s:
+            shutil.copyfileobj(s, f, _CHUNK)
+            _sync(f)
+    c.write(path, _model_bytes(model, path))
+    c.commit(sweep_for=path, keep=_data_names(model))

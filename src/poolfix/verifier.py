@@ -41,6 +41,27 @@ DEFAULT_TOLERANCES = {
     TensorProto.DOUBLE: (1e-12, 1e-9),
 }
 DEFAULT_SEEDS = (0, 1)
+DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes of intermediate tensors a verification may need (estimated)
+
+
+def estimated_bytes(inferred: ModelProto) -> int:
+    """Bytes of every tensor a run of the main graph makes (inputs, intermediates, outputs), from
+    inferred shapes; unknown dims count as 1. An upper bound on what onnxruntime holds at once."""
+    total = 0
+    inits = {t.name for t in inferred.graph.initializer}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        if vi.name in inits or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        try:
+            size = helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
+        except Exception:
+            size = 8
+        n = 1
+        for d in tt.shape.dim:
+            n *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+        total += n * size
+    return total
 SITE_CHANNELS = 4  # a site's kernels do not depend on channels: check with a few
 
 
@@ -94,24 +115,29 @@ def _tolerance(elem_type: int, atol: float | None, rtol: float | None) -> tuple[
 
 def compare(name: str, kind: str, got: np.ndarray, want: np.ndarray, elem_type: int,
             atol: float | None, rtol: float | None, note: str = "") -> Check:
+    """One comparison. Floats: |a-b| <= atol + rtol*|b|, where NaN against NaN and an infinity against
+    the same infinity agree. Everything else (integers, booleans, strings) must be equal."""
     a, r = _tolerance(elem_type, atol, rtol)
     dtype = str(want.dtype)
     if got.shape != want.shape:
         return Check(name, kind, list(want.shape), dtype, float("inf"), float("inf"), a, r, False,
                      f"shape {list(got.shape)} != {list(want.shape)}")
-    if want.dtype.kind in "fc":
+    if want.dtype.kind in "fc" and got.dtype.kind in "fc":
         g64, w64 = got.astype(np.float64), want.astype(np.float64)
-        same_nan = np.isnan(g64) & np.isnan(w64)
-        diff = np.where(same_nan, 0.0, np.abs(g64 - w64))
-        rel = diff / np.maximum(np.abs(w64), np.finfo(np.float64).tiny)
-        ok = bool(np.all(diff <= a + r * np.abs(w64)))
-    else:
-        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-        rel = diff / np.maximum(np.abs(want.astype(np.float64)), 1)
-        ok = bool(np.all(diff <= a + r * np.abs(want.astype(np.float64))))
-    max_abs = float(diff.max()) if diff.size else 0.0
-    max_rel = float(rel.max()) if rel.size else 0.0
-    return Check(name, kind, list(want.shape), dtype, max_abs, max_rel, a, r, ok, note)
+        agree = (np.isnan(g64) & np.isnan(w64)) | (np.isinf(w64) & (g64 == w64))
+        with np.errstate(invalid="ignore"):
+            diff = np.where(agree, 0.0, np.abs(g64 - w64))
+        diff = np.where(np.isnan(diff), np.inf, diff)  # NaN against a number, or inf against -inf
+        scale = np.where(np.isfinite(w64), np.abs(w64), 0.0)
+        rel = diff / np.maximum(scale, np.finfo(np.float64).tiny)
+        ok = bool(np.all(diff <= a + r * scale))
+        max_abs = float(diff.max()) if diff.size else 0.0
+        max_rel = float(rel.max()) if rel.size else 0.0
+        return Check(name, kind, list(want.shape), dtype, max_abs, max_rel, a, r, ok, note)
+    same = got.dtype == want.dtype and bool(np.array_equal(got, want))
+    wrong = 0 if same else int(np.sum(got != want)) if got.dtype == want.dtype else want.size
+    return Check(name, kind, list(want.shape), dtype, 0.0 if same else float("inf"), 0.0 if same else float("inf"),
+                 0.0, 0.0, same, note or ("compared exactly" if same else f"{wrong} element(s) differ"))
 
 
 def _worse(a: Check | None, b: Check) -> Check:
@@ -172,7 +198,7 @@ def _end_to_end(original: ModelProto | Path, rewritten: ModelProto, report: Veri
             return
         for name, g, w in zip(outs, got, want):
             g, w = np.asarray(g), np.asarray(w)
-            elem = helper.np_dtype_to_tensor_dtype(w.dtype) if w.dtype != object else TensorProto.UNDEFINED
+            elem = helper.np_dtype_to_tensor_dtype(w.dtype) if w.dtype.kind in "fc" else TensorProto.UNDEFINED
             c = compare(f"output '{name}'", "output", g, w, elem, atol, rtol)
             worst[name] = _worse(worst.get(name), c)
     report.checks.extend(worst.values())

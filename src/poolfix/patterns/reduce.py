@@ -38,6 +38,9 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
         return None
     reduce_axes = axes(node, scope)
     if reduce_axes is None:
+        if scope.overridable(node.input[1]):
+            return skip(NAME, scope, node, label, f"axes input {node.input[1]!r} can change at run time (an "
+                                                  "initializer that is also a graph input)")
         return skip(NAME, scope, node, label, f"axes input {node.input[1]!r} is not a constant")
     if not reduce_axes:
         return None  # reduce-all, or a no-op with noop_with_empty_axes=1: not pooling
