@@ -93,10 +93,11 @@ def _skip_finding(sk: Skip) -> Finding:
 
 
 def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | None = None,
-            enforce_limits: bool = False) -> tuple[list[Rewrite], list[Skip]]:
+            enforce_limits: bool = False, exact_special_values: bool = False) -> tuple[list[Rewrite], list[Skip]]:
     """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
 
     ``limits`` apply to every pool emitted; with ``enforce_limits`` also to pools already there.
+    ``exact_special_values``: leave a site whose rewrite differs from the original on NaN or infinities.
     """
     if limits is not None and not limits.active:
         limits = None
@@ -121,9 +122,20 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                     why = f"no exact rewrite within the limits: {e}" if isinstance(e, NoCascade) else str(e)
                     skips.append(Skip(found.pattern, found.label, found.op_name, why))
                     continue
+                original = scope.part_model(list(found.replaces), found.x, found.in_shape, found.elem_type,
+                                            found.output)
+                rw = Rewrite(found, plan, tuple(nodes), scope.opset, scope.is_main, tuple(inits),
+                             original if not isinstance(original, str) else None)
+                if exact_special_values:
+                    special = verifier.check_special(rw, model.ir_version)
+                    if special is not None and not special.passed:
+                        skips.append(Skip(found.pattern, found.label, found.op_name,
+                                          f"differs from the original on special values ({special.note}); "
+                                          "left by --exact-special-values"))
+                        continue
                 edits.append((found.replaces, nodes))
                 tensors.extend(inits)
-                rewrites.append(Rewrite(found, plan, tuple(nodes), scope.opset, scope.is_main, tuple(inits)))
+                rewrites.append(rw)
             if edits:
                 splice(scope, edits, tensors)
                 progress = True
@@ -163,6 +175,7 @@ def fix(
     data_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
     verify_memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    exact_special_values: bool = False,
 ) -> FixResult:
     """Find and rewrite every global, reduction and adaptive pooling pattern; verify the result.
 
@@ -175,7 +188,8 @@ def fix(
     ``enforce_limits`` they bound the model's own pools too. Sites with no exact rewrite within them
     are left, with the reason, in ``FixResult.skipped``. ``verify_memory_limit`` (bytes) bounds the
     tensors a verification run may make, estimated from shapes; past it, InputError (``verify=False``
-    skips verification).
+    skips verification). A max site is also run on NaN, infinities and all -inf windows against the
+    original; where they differ the report says so, and ``exact_special_values`` leaves the site.
     """
     seeds = _check_seeds(seeds)
     if input_shapes is not None and not isinstance(input_shapes, dict):
@@ -187,7 +201,7 @@ def fix(
             raise InputError(f"{what} must be a number >= 0, got {tol!r}")
     try:
         return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits,
-                    data_dir, progress, verify_memory_limit)
+                    data_dir, progress, verify_memory_limit, exact_special_values)
     except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
 
@@ -206,7 +220,7 @@ def _check_seeds(seeds) -> tuple[int, ...]:
 
 
 def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits, data_dir,
-         progress, verify_memory_limit) -> FixResult:
+         progress, verify_memory_limit, exact_special_values) -> FixResult:
     step = progress or (lambda _: None)
     step("loading")
     loaded = loader.load(model_or_path, data_dir=data_dir)
@@ -217,7 +231,8 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
     if verify:  # onnxruntime reads an unpinned input from its file; otherwise keep a copy
         original = loaded.path if loaded.path is not None and not input_shapes else loader.copy_model(model)
     step("finding and rewriting")
-    rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits)
+    rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
+                              exact_special_values=exact_special_values)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
     result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files)
     if not rewrites:

@@ -87,6 +87,8 @@ def limit_options(command):
 @click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance (default: by dtype).")
 @click.option("--allow-approx", is_flag=True,
               help="Use the inexact stride=in//out shortcut where no single pool is exact.")
+@click.option("--exact-special-values", is_flag=True,
+              help="Leave a max site whose rewrite differs from the original on NaN or infinities.")
 @click.option("--explain", "explain_pairs", multiple=True, metavar="IN:OUT",
               help="Show the adaptive windows of IN -> OUT beside the planned pool's (no model needed).")
 @click.option("--explain-svg", type=click.Path(path_type=Path),
@@ -107,9 +109,9 @@ def limit_options(command):
 @click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
 @click.version_option(__version__, prog_name="poolfix")
 def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds,
-            verify_memory_limit, atol,
-            rtol, allow_approx, explain_pairs, explain_svg, external_data, target_name, list_targets, list_patterns,
-            enforce_limits, strict, quiet, verbose, debug, **limit_values):
+            verify_memory_limit, atol, rtol, allow_approx, exact_special_values, explain_pairs, explain_svg,
+            external_data, target_name, list_targets, list_patterns, enforce_limits, strict, quiet, verbose, debug,
+            **limit_values):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
     level = 1 + verbose - quiet
@@ -150,7 +152,8 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     try:
         result = fix(model, input_shapes=pins, verify=not (no_verify or dry_run), seeds=seeds, atol=atol,
                      rtol=rtol, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
-                     progress=progress, verify_memory_limit=verify_memory_limit * 2**20)
+                     progress=progress, verify_memory_limit=verify_memory_limit * 2**20,
+                     exact_special_values=exact_special_values)
     except VerificationError as e:
         progress.done()
         if e.report is not None:

@@ -152,6 +152,38 @@ class Scope:
         return None
 
 
+    def part_model(self, members, x: str, x_shape, elem_type: int, out: str, max_extra: int = 8) -> ModelProto | str:
+        """A model of the nodes at indices ``members`` alone, from input ``x`` to output ``out``; the
+        constants they read become initializers, and nodes between ``x`` and them (a transpose another
+        site shares, say; at most ``max_extra``) come along. Returns the reason where that is not
+        possible. Batch and channels are left unknown."""
+        from .runtime import one_graph_model
+
+        chosen = set(members)
+        for _ in range(max_extra + 1):
+            inside = {o for i in chosen for o in self.body.node[i].output}
+            missing = {name for i in chosen for name in self.body.node[i].input
+                       if name and name not in inside and name != x and self.const(name) is None}
+            if not missing:
+                break
+            add = {self.position[m] for m in missing if m in self.position}
+            if len(add) < len(missing) or len(chosen | add) > len(members) + max_extra:
+                return f"input {sorted(missing)[0]!r} of the pattern is not a constant"
+            chosen |= add
+        else:
+            return "the pattern reaches too far back"
+        nodes = [self.body.node[i] for i in sorted(chosen)]
+        inside = {o for n in nodes for o in n.output}
+        inits, seen = [], set()
+        for n in nodes:
+            for name in n.input:
+                if name and name not in inside and name != x and name not in seen:
+                    seen.add(name)
+                    inits.append(numpy_helper.from_array(self.const(name), name))
+        shape = [None, None, *x_shape[2:]]  # any batch and channels: the checks choose theirs
+        return one_graph_model(nodes, x, elem_type, shape, out, self.opset, self.ir_version, inits)
+
+
 def _array(t: onnx.TensorProto) -> np.ndarray | None:
     try:
         return numpy_helper.to_array(t)

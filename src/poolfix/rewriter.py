@@ -72,6 +72,7 @@ class Rewrite:
     opset: int
     in_main_graph: bool = True
     initializers: tuple[TensorProto, ...] = ()
+    original: ModelProto | None = None  # the replaced pattern alone (input site.x), where it can stand alone
 
     @property
     def op_types(self) -> list[str]:

@@ -296,6 +296,8 @@ def save(model, path: str | os.PathLike, *, external_data: str = "auto",
         plan.inputs |= inputs
     real = plan.target(path, "model")
     layout = resolve_layout(model, external_data, in_place=in_place, has_external=bool(ext))
+    if layout == "keep" and any(_same(r.path, real) for r in refs):
+        layout = "single"  # the data lives inside the file the new model replaces: it must move first
     with _os_errors(path), Commit() as c:
         if layout == "inline":
             _inline(model, real, c, refs)

@@ -83,6 +83,8 @@ class Check:
     def verdict(self) -> str:
         if self.passed:
             return "PASS"
+        if self.kind == "special":
+            return "DIFFERS"
         return "APPROX" if self.approx else "FAIL"
 
 
@@ -98,7 +100,12 @@ class VerificationReport:
 
     @property
     def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed and not c.approx]
+        return [c for c in self.checks if not c.passed and not c.approx and c.kind != "special"]
+
+    @property
+    def differs(self) -> list[Check]:
+        """Sites whose rewrite differs from the original on special values (reported, not failed)."""
+        return [c for c in self.checks if c.kind == "special" and not c.passed]
 
     def to_dict(self) -> dict:
         return {"passed": bool(self), "end_to_end": self.end_to_end, "seeds": self.seeds,
@@ -209,12 +216,64 @@ def _reference(rw: Rewrite, x: np.ndarray, ir_version: int) -> np.ndarray:
     """What the original pattern gives on ``x``: the numpy reference, or for a pool that was only
     cascaded to fit the limits, that pool itself run alone."""
     site = rw.site
-    if site.target is None:
+    if site.target is None or rw.original is None:
         return site_reference(site, x)
-    node = helper.make_node(site.node.op_type, [site.x], [site.output], **{
-        a.name: helper.get_attribute_value(a) for a in site.node.attribute})
-    model = one_graph_model([node], site.x, site.elem_type, x.shape, site.output, rw.opset, ir_version)
-    return run_alone(model, site.x, x)[0]
+    return run_alone(rw.original, site.x, x)[0]
+
+
+SPECIAL_CASES = ("an all -inf input", "NaN", "+inf and -inf", "the float extremes")
+
+
+def special_input(elem_type: int, channels: int, spatial, rng: np.random.Generator) -> np.ndarray:
+    """One batch entry per case of SPECIAL_CASES, over random values."""
+    x = random_value(elem_type, [len(SPECIAL_CASES), channels, *spatial], rng)
+    info = np.finfo(x.dtype)
+    x[0] = -np.inf
+    x[1].reshape(-1)[::7] = np.nan
+    x[2].reshape(-1)[::5] = np.inf
+    x[2].reshape(-1)[2::5] = -np.inf
+    x[3].reshape(-1)[::2] = info.max
+    x[3].reshape(-1)[1::2] = info.min
+    return x
+
+
+def check_special(rw: Rewrite, ir_version: int) -> Check | None:
+    """A max site's replacement against the original pattern (run alone in onnxruntime; the numpy
+    reference where it cannot run) on NaN, infinities and all -inf windows. None where there is
+    nothing to check: sums (avg, Lp) carry NaN and infinities the same way in any order."""
+    site = rw.site
+    if site.mode != "max" or not rw.plan.exact or site.elem_type not in DEFAULT_TOLERANCES:
+        return None
+    channels = min(site.in_shape[1] or SITE_CHANNELS, SITE_CHANNELS)
+    x = special_input(site.elem_type, channels, site.in_spatial, np.random.default_rng(0))
+    if elements(x.shape) > MAX_INPUT_ELEMENTS:
+        return None
+    against = "the original in onnxruntime"
+    want = None
+    if rw.original is not None:
+        try:
+            want = run_alone(rw.original, site.x, x)[0]
+        except Exception:
+            want = None
+    if want is None:
+        want, against = site_reference(site, x), "the numpy reference"
+    name = f"site {site.label} (special values)"
+    try:
+        got = run_alone(site_model(rw, x.shape, ir_version), site.x, x)[0]
+    except Exception as e:
+        return Check(name, "special", list(want.shape), str(want.dtype), float("inf"), float("inf"), 0, 0, False,
+                     f"replacement fails in onnxruntime: {first_line(e)}")
+    check = compare(name, "special", got, want, site.elem_type, 0.0, 0.0)
+    if check.passed:
+        check.note = f"same as {against} on " + ", ".join(SPECIAL_CASES)
+    else:
+        g64, w64 = got.astype(np.float64), want.astype(np.float64)
+        bad = ~((g64 == w64) | (np.isnan(g64) & np.isnan(w64)))
+        cases = sorted({int(i) for i in np.argwhere(bad)[:, 0]})
+        first = tuple(np.argwhere(bad)[0])
+        check.note = (f"on {', '.join(SPECIAL_CASES[c] for c in cases)}: e.g. {g64[first]:.3g} where {against} "
+                      f"gives {w64[first]:.3g}")
+    return check
 
 
 def site_model(rw: Rewrite, x_shape, ir_version: int) -> ModelProto:
@@ -306,6 +365,9 @@ def verify(original: ModelProto | Path, rewritten: ModelProto, rewrites: list[Re
     if not report.end_to_end:
         _in_model(rewritten, rewrites, report, seeds, atol, rtol, data_dir)
     for rw in rewrites:
+        special = check_special(rw, rewritten.ir_version)
+        if special is not None:
+            report.checks.append(special)
         worst = None
         for seed in seeds:
             c = check_site(rw, seed, rewritten.ir_version, atol, rtol)

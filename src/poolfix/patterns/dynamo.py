@@ -19,11 +19,11 @@ the numpy adaptive-pooling reference, before anything is rewritten.
 from __future__ import annotations
 
 import numpy as np
-from onnx import NodeProto, helper
+from onnx import NodeProto
 
 from ..graphs import Scope
 from ..reference import adaptive_pool
-from ..runtime import first_line, one_graph_model, random_value, session
+from ..runtime import first_line, random_value, session
 from .base import Context, Rule, Site, Skip, attr, axes, is_op, skip, spatial_or_skip
 
 NAME = "dynamo-adaptive"
@@ -77,21 +77,10 @@ def _ends(scope: Scope, region: list[int], want_spatial: tuple[int, ...]) -> lis
 
 def _check(scope: Scope, x: str, x_shape, elem_type: int, out: str, out_spatial, members: list[int]):
     """Run the subgraph alone and compare with the reference; returns the max abs error or a reason."""
-    nodes = [scope.body.node[i] for i in members]
-    inside = {o for n in nodes for o in n.output}
-    inits = []
-    for n in nodes:
-        for name in n.input:
-            if not name or name in inside or name == x:
-                continue
-            value = scope.const(name)
-            if value is None:
-                return f"input {name!r} of the subgraph is not a constant"
-            inits.append(helper.make_tensor(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape,
-                                            value.tobytes(), raw=True))
-            inside.add(name)
+    model = scope.part_model(members, x, x_shape, elem_type, out, max_extra=0)
+    if isinstance(model, str):
+        return model
     shape = [d if d is not None else 1 for d in x_shape]
-    model = one_graph_model(nodes, x, elem_type, shape, out, scope.opset, scope.ir_version, inits)
     xv = random_value(elem_type, shape, np.random.default_rng(0))
     try:
         got = session(model).run(None, {x: xv})[0]
