@@ -54,28 +54,27 @@ def check_shape(shape, what: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _graph_tensors(g: GraphProto) -> Iterator[TensorProto]:
-    yield from g.initializer
+def _graph_tensors(g: GraphProto) -> Iterator[tuple[TensorProto, bool]]:
+    for t in g.initializer:
+        yield t, False
     for sp in g.sparse_initializer:
-        yield sp.values
-        yield sp.indices
+        yield sp.values, True
+        yield sp.indices, True
     for n in g.node:
         yield from _node_tensors(n)
 
 
-def _node_tensors(n) -> Iterator[TensorProto]:
+def _node_tensors(n) -> Iterator[tuple[TensorProto, bool]]:
     for a in n.attribute:
         if a.type == AttributeProto.TENSOR:
-            yield a.t
+            yield a.t, False
         elif a.type == AttributeProto.TENSORS:
-            yield from a.tensors
-        elif a.type == AttributeProto.SPARSE_TENSOR:
-            yield a.sparse_tensor.values
-            yield a.sparse_tensor.indices
-        elif a.type == AttributeProto.SPARSE_TENSORS:
-            for sp in a.sparse_tensors:
-                yield sp.values
-                yield sp.indices
+            for t in a.tensors:
+                yield t, False
+        elif a.type in (AttributeProto.SPARSE_TENSOR, AttributeProto.SPARSE_TENSORS):
+            for sp in [a.sparse_tensor] if a.type == AttributeProto.SPARSE_TENSOR else a.sparse_tensors:
+                yield sp.values, True
+                yield sp.indices, True
         elif a.type == AttributeProto.GRAPH:
             yield from _graph_tensors(a.g)
         elif a.type == AttributeProto.GRAPHS:
@@ -83,13 +82,19 @@ def _node_tensors(n) -> Iterator[TensorProto]:
                 yield from _graph_tensors(g)
 
 
-def all_tensors(model: ModelProto) -> Iterator[TensorProto]:
-    """Every tensor of the model: the main graph's initializers first (in order), then its sparse
-    initializers' values and indices, node attributes, subgraphs, and function bodies."""
+def tensors_and_kinds(model: ModelProto) -> Iterator[tuple[TensorProto, bool]]:
+    """Every tensor of the model, with whether it is part of a sparse tensor: the main graph's
+    initializers first (in order), then its sparse initializers' values and indices, node
+    attributes, subgraphs, and function bodies."""
     yield from _graph_tensors(model.graph)
     for f in model.functions:
         for n in f.node:
             yield from _node_tensors(n)
+
+
+def all_tensors(model: ModelProto) -> Iterator[TensorProto]:
+    """Every tensor of the model, in :func:`tensors_and_kinds` order."""
+    return (t for t, _ in tensors_and_kinds(model))
 
 
 def is_external(t: TensorProto) -> bool:
@@ -320,6 +325,11 @@ def _scalar_copy(model: ModelProto, keep_bytes: int = 4096) -> ModelProto:
     """A copy for the structural checker: every external or large raw tensor becomes a one-element
     scalar of its type (the checker reads no file and copies no weight)."""
     light, _ = weightless(model, keep_bytes)
+    for sp in list(light.graph.sparse_initializer):  # the structure needs the name, not the values
+        stand_in = light.graph.initializer.add()
+        stand_in.name, stand_in.data_type = sp.values.name, sp.values.data_type
+        stand_in.raw_data = b"\0" * (tensor_nbytes(stand_in) or 1)
+    del light.graph.sparse_initializer[:]
     for t in all_tensors(light):
         big = is_external(t) or (not t.HasField("raw_data") and t.data_type != TensorProto.STRING
                                  and not _has_values(t) and len(t.dims))

@@ -50,12 +50,12 @@ from onnx import ModelProto, TensorProto
 from .errors import InputError
 from .loader import (
     PROTOBUF_LIMIT,
-    all_tensors,
     check_external_data,
     copy_model,
     external_tensors,
     is_external,
     tensor_nbytes,
+    tensors_and_kinds,
     weightless,
 )
 
@@ -396,7 +396,13 @@ def _single(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan) -> 
     by_tensor = iter(refs)
     offset = 0
     with c.open(target) as dst, _Files() as files:
-        for i, t in enumerate(all_tensors(out)):  # the main graph's initializers come first, in order
+        # the main graph's initializers come first, in order; sparse tensors stay inline, as onnx keeps them
+        for i, (t, sparse) in enumerate(tensors_and_kinds(out)):
+            if is_external(t) and sparse:
+                t.raw_data = _read_ref(next(by_tensor), files)
+                t.data_location = TensorProto.DEFAULT
+                del t.external_data[:]
+                continue
             if is_external(t):
                 ref = next(by_tensor)
                 _copy_range(files.get(ref.path), dst, ref.offset, ref.nbytes, ref.location)
@@ -408,7 +414,8 @@ def _single(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan) -> 
                     continue
                 length = len(src.raw_data)
                 dst.write(src.raw_data)
-            elif t.HasField("raw_data") and len(t.raw_data) > SIZE_THRESHOLD and tensor_nbytes(t) is not None:
+            elif (not sparse and t.HasField("raw_data") and len(t.raw_data) > SIZE_THRESHOLD
+                  and tensor_nbytes(t) is not None):
                 length = len(t.raw_data)  # a large tensor elsewhere (Constant, subgraph, sparse values)
                 dst.write(t.raw_data)
                 t.ClearField("raw_data")
