@@ -2,7 +2,7 @@
 
     >>> import poolfix
     >>> result = poolfix.fix("model.onnx")          # rewrites and verifies in onnxruntime
-    >>> poolfix.save(result.model, "model.poolfix.onnx")
+    >>> poolfix.save(result, "model.poolfix.onnx")  # the input's files are never written
 """
 
 from .api import FixResult, fix, plan_site
