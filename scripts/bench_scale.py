@@ -165,7 +165,7 @@ def bench_verify(repeat: int, quick: bool = False) -> list[dict]:
     for name, data in cases.items():
         with_v, without = [], []
         plain = []
-        for _ in range(repeat):
+        for _ in range(repeat if quick else max(repeat, 15)):  # milliseconds each: medians need many runs
             t = time.perf_counter()
             poolfix.fix(data, verify=False)
             without.append(time.perf_counter() - t)

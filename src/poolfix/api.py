@@ -122,10 +122,12 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                     why = f"no exact rewrite within the limits: {e}" if isinstance(e, NoCascade) else str(e)
                     skips.append(Skip(found.pattern, found.label, found.op_name, why))
                     continue
-                original = scope.part_model(list(found.replaces), found.x, found.in_shape, found.elem_type,
+                original = None  # what the special-value check and cascades compare with: max and pools only
+                if found.mode == "max" or found.target is not None:
+                    part = scope.part_model(list(found.replaces), found.x, found.in_shape, found.elem_type,
                                             found.output)
-                rw = Rewrite(found, plan, tuple(nodes), scope.opset, scope.is_main, tuple(inits),
-                             original if not isinstance(original, str) else None)
+                    original = None if isinstance(part, str) else part
+                rw = Rewrite(found, plan, tuple(nodes), scope.opset, scope.is_main, tuple(inits), original)
                 if exact_special_values:
                     special = verifier.check_special(rw, model.ir_version)
                     if special is not None and not special.passed:
