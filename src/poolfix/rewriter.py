@@ -316,6 +316,7 @@ def splice(scope: Scope, edits: list[Edit], initializers: Iterable[TensorProto] 
                       if t.name in candidates and not uses.get(t.name, 0) and t.name not in graph_inputs]
         for t in dead_inits:
             body.initializer.remove(t)
+            gone.add(t.name)  # dynamo declares value_info for its constants too
     if gone and hasattr(body, "value_info"):
         produced = {o for n in final for o in n.output}
         kept = [v for v in body.value_info if v.name not in gone or v.name in produced]
