@@ -227,3 +227,22 @@ def test_explain_svg_draws_each_window(tmp_path):
     assert len(red) == 2 + 4  # the shortcut misses two windows of 5->3 and all four of 10->4
     code, _, err = cli("--explain-svg", tmp_path / "x.svg")
     assert code == 2 and "needs at least one --explain" in err
+
+
+def test_external_data_constants_are_read_by_the_rules(tmp_path):
+    # psp.dynamo.onnx with every tensor, the GatherND window indices included, in external data
+    onnx.save(onnx.load(TORCH / "psp.dynamo.onnx"), tmp_path / "psp.onnx", save_as_external_data=True,
+              location="psp.bin", size_threshold=0)
+    result = poolfix.fix(tmp_path / "psp.onnx")
+    assert len(result.rewritten) == 3 and not result.skipped and result.verification
+
+
+def test_a_recognized_dynamo_anchor_never_goes_silent(tmp_path):
+    m = onnx.load(TORCH / "avg2d_8to3.dynamo.onnx")
+    gnd = next(n for n in m.graph.node if n.op_type == "GatherND")
+    index = next(t for t in m.graph.initializer if t.name == gnd.input[1])
+    m.graph.initializer.remove(index)  # the index becomes a graph input: no longer a constant
+    m.graph.input.append(onnx.helper.make_tensor_value_info(index.name, index.data_type, list(index.dims)))
+    result = poolfix.fix(m, verify=False)
+    assert not result.rewritten
+    assert "window index" in result.skipped[0].reason

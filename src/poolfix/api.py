@@ -93,7 +93,8 @@ def _skip_finding(sk: Skip) -> Finding:
 
 
 def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | None = None,
-            enforce_limits: bool = False, exact_special_values: bool = False) -> tuple[list[Rewrite], list[Skip]]:
+            enforce_limits: bool = False, exact_special_values: bool = False,
+            data_dir: Path | None = None) -> tuple[list[Rewrite], list[Skip]]:
     """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
 
     ``limits`` apply to every pool emitted; with ``enforce_limits`` also to pools already there.
@@ -109,7 +110,7 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
         inferred = loader.infer_shapes(model)
         skips = []
         progress = False
-        for scope in reversed(scopes(model, inferred)):  # inner bodies before the graphs holding them
+        for scope in reversed(scopes(model, inferred, data_dir)):  # inner bodies before the graphs holding them
             edits, tensors = [], []
             use_initializers = not scope.is_function and model.ir_version >= 4
             for found in find(scope, ctx):
@@ -234,7 +235,7 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
         original = loaded.path if loaded.path is not None and not input_shapes else loader.copy_model(model)
     step("finding and rewriting")
     rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
-                              exact_special_values=exact_special_values)
+                              exact_special_values=exact_special_values, data_dir=loaded.data_dir)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
     result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files)
     if not rewrites:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -72,6 +73,7 @@ class Scope:
     infos: dict[str, TensorInfo] = field(default_factory=dict)
     is_function: bool = False
     ir_version: int = 0  # the model's, for one-graph models built from this scope's nodes
+    data_dir: Path | None = None  # where the model's external data lives, for constants stored there
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -142,8 +144,8 @@ class Scope:
                 return None
             if name in s._initializers:
                 t = s._initializers[name]
-                if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data:
-                    return None
+                if t.data_location == onnx.TensorProto.EXTERNAL:
+                    return _external_array(t, s.data_dir)
                 return _array(t)
             node = s.producers.get(name)
             if node is not None:
@@ -182,6 +184,39 @@ class Scope:
                     inits.append(numpy_helper.from_array(self.const(name), name))
         shape = [None, None, *x_shape[2:]]  # any batch and channels: the checks choose theirs
         return one_graph_model(nodes, x, elem_type, shape, out, self.opset, self.ir_version, inits)
+
+
+MAX_EXTERNAL_CONSTANT = 16 * 2**20  # a rule's constants (indices, axes, sizes) are small; weights are not read
+
+
+def _external_array(t: onnx.TensorProto, data_dir: Path | None) -> np.ndarray | None:
+    """A small constant stored as external data, read through the loader's checks; None for a large
+    one, or where the data folder is unknown."""
+    from .errors import InputError
+    from .loader import external_ref
+
+    if data_dir is None:
+        return None
+    try:
+        ref = external_ref(t, data_dir.resolve())
+    except InputError:
+        return None
+    if ref.nbytes > MAX_EXTERNAL_CONSTANT:
+        return None
+    try:
+        with open(ref.path, "rb") as f:
+            f.seek(ref.offset)
+            data = f.read(ref.nbytes)
+    except OSError:
+        return None
+    if len(data) != ref.nbytes:
+        return None
+    inline = onnx.TensorProto()
+    inline.CopyFrom(t)
+    del inline.external_data[:]
+    inline.data_location = onnx.TensorProto.DEFAULT
+    inline.raw_data = data
+    return _array(inline)
 
 
 def _array(t: onnx.TensorProto) -> np.ndarray | None:
@@ -225,14 +260,14 @@ def _graph_infos(g: GraphProto) -> dict[str, TensorInfo]:
 
 
 def _walk(g: GraphProto, inferred: GraphProto | None, where: str, opset: int, ir_version: int,
-          parent: Scope | None, is_function: bool = False) -> Iterator[Scope]:
+          parent: Scope | None, is_function: bool = False, data_dir: Path | None = None) -> Iterator[Scope]:
     infos = _graph_infos(inferred if inferred is not None else g) if not is_function else {}
     if is_function:
         for vi in getattr(g, "value_info", []):
             inf = _info(vi)
             if inf is not None:
                 infos[vi.name] = inf
-    scope = Scope(g, where, opset, parent, infos, is_function, ir_version)
+    scope = Scope(g, where, opset, parent, infos, is_function, ir_version, data_dir)
     yield scope
     inferred_nodes = inferred.node if inferred is not None and len(inferred.node) == len(g.node) else None
     for i, n in enumerate(g.node):
@@ -241,17 +276,19 @@ def _walk(g: GraphProto, inferred: GraphProto | None, where: str, opset: int, ir
             label = f"{n.op_type} '{node_label(n, i)}'.{attr}"
             if not scope.is_main:
                 label = f"{where} > {label}"
-            yield from _walk(sub, inf_sub.get(attr), label, opset, ir_version, scope)
+            yield from _walk(sub, inf_sub.get(attr), label, opset, ir_version, scope, data_dir=data_dir)
 
 
-def scopes(model: ModelProto, inferred: ModelProto | None) -> list[Scope]:
+def scopes(model: ModelProto, inferred: ModelProto | None, data_dir: Path | None = None) -> list[Scope]:
     """All graphs of ``model``: the main graph, nested bodies, then model-local functions.
 
-    ``inferred`` is the same model after shape inference; only its shapes are read.
+    ``inferred`` is the same model after shape inference; only its shapes are read. ``data_dir``:
+    where external data lives, so that small constants stored there can be read.
     """
     opset = default_opset(model)
     ir = model.ir_version
-    out = list(_walk(model.graph, inferred.graph if inferred is not None else None, "main graph", opset, ir, None))
+    out = list(_walk(model.graph, inferred.graph if inferred is not None else None, "main graph", opset, ir, None,
+                     data_dir=data_dir))
     for f in model.functions:
         fopset = next((o.version for o in f.opset_import if o.domain in ("", "ai.onnx")), opset)
         out.extend(_walk(f, None, f"function '{f.domain}::{f.name}'", fopset, ir, None, is_function=True))

@@ -99,11 +99,14 @@ def _check(scope: Scope, x: str, x_shape, elem_type: int, out: str, out_spatial,
 def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     if not is_op(node, "GatherND"):
         return None
-    index = scope.const(node.input[1]) if len(node.input) > 1 else None
-    if index is None or index.ndim != 5 or index.shape[-1] != 2:
-        return None
     t1 = scope.producers.get(node.input[0])
-    if not is_op(t1, "Transpose") or list(attr(t1, "perm", [])) != [2, 3, 0, 1]:
+    if not is_op(t1, "Transpose") or list(attr(t1, "perm", [])) != [2, 3, 0, 1] or len(node.input) < 2:
+        return None
+    index = scope.const(node.input[1])
+    if index is None:  # the anchor is there: say why it is left
+        return skip(NAME, scope, node, label, f"the window index {node.input[1]!r} of a GatherND over "
+                    "Transpose(perm=[2,3,0,1]) is not a constant poolfix can read")
+    if index.ndim != 5 or index.shape[-1] != 2:
         return None
     x, unsqueeze = t1.input[0], scope.producers.get(t1.input[0])
     one_d = is_op(unsqueeze, "Unsqueeze") and axes(unsqueeze, scope) in ([-2], [2])
