@@ -214,3 +214,26 @@ def test_every_limit_field_is_an_option_that_reaches_the_limits(monkeypatch, se)
     # an option left out keeps the profile's value
     cli(se, "--dry-run", "--target", "rknn", "--max-stride", "4")
     assert seen["limits"].max_stride == 4 and seen["limits"].max_pad == 7
+
+
+def test_pattern_and_skip_pattern_switch_rule_families(tmp_path):
+    from helpers import model, vi
+    from onnx import helper as h
+
+    nodes = [h.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+             h.make_node("ReduceMean", ["x"], ["r"], name="mean", axes=[2, 3])]
+    m = model(nodes, [vi("x", [1, 2, 4, 4])], [vi("g", [1, 2, 1, 1]), vi("r", [1, 2, 1, 1])])
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+
+    def ops(*args):
+        code, _, err = cli(path, "-o", tmp_path / "o.onnx", *args)
+        assert code == 0, err
+        return op_types(onnx.load(tmp_path / "o.onnx"))
+
+    assert "GlobalAveragePool" not in ops() and "ReduceMean" not in ops()
+    assert ops("--pattern", "reduce").count("GlobalAveragePool") == 1 and "ReduceMean" not in ops("--pattern", "reduce")
+    kept = ops("--skip-pattern", "reduce")
+    assert "ReduceMean" in kept and "GlobalAveragePool" not in kept
+    code, _, err = cli(path, "--pattern", "nope")
+    assert code == 2 and "unknown pattern 'nope'" in err and "global-pool" in err

@@ -15,7 +15,7 @@ from .errors import InputError, InternalError, VerificationError
 from .finder import find
 from .graphs import scopes
 from .limits import Limits
-from .patterns import Context, Site, Skip
+from .patterns import Context, Site, Skip, select
 from .planner import AdaptivePlan, plan_adaptive
 from .report import Finding, to_dict
 from .rewriter import Names, Rewrite, emit, splice
@@ -94,12 +94,17 @@ def _skip_finding(sk: Skip) -> Finding:
 
 def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | None = None,
             enforce_limits: bool = False, exact_special_values: bool = False,
-            data_dir: Path | None = None) -> tuple[list[Rewrite], list[Skip]]:
+            data_dir: Path | None = None, patterns=(), skip_patterns=()) -> tuple[list[Rewrite], list[Skip]]:
     """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
 
     ``limits`` apply to every pool emitted; with ``enforce_limits`` also to pools already there.
     ``exact_special_values``: leave a site whose rewrite differs from the original on NaN or infinities.
+    ``patterns`` / ``skip_patterns``: rule names to use only / to leave out (``--list-patterns``).
     """
+    try:
+        rules = select(patterns, skip_patterns)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     if limits is not None and not limits.active:
         limits = None
     ctx = Context(enforce=limits if enforce_limits else None)
@@ -113,7 +118,7 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
         for scope in reversed(scopes(model, inferred, data_dir)):  # inner bodies before the graphs holding them
             edits, tensors = [], []
             use_initializers = not scope.is_function and model.ir_version >= 4
-            for found in find(scope, ctx):
+            for found in find(scope, ctx, rules):
                 if isinstance(found, Skip):
                     skips.append(found)
                     continue
@@ -179,6 +184,8 @@ def fix(
     progress: Callable[[str], None] | None = None,
     verify_memory_limit: int = DEFAULT_MEMORY_LIMIT,
     exact_special_values: bool = False,
+    patterns: tuple[str, ...] | list[str] = (),
+    skip_patterns: tuple[str, ...] | list[str] = (),
 ) -> FixResult:
     """Find and rewrite every global, reduction and adaptive pooling pattern; verify the result.
 
@@ -193,6 +200,7 @@ def fix(
     tensors a verification run may make, estimated from shapes; past it, InputError (``verify=False``
     skips verification). A max site is also run on NaN, infinities and all -inf windows against the
     original; where they differ the report says so, and ``exact_special_values`` leaves the site.
+    ``patterns`` restricts the rules to those names, ``skip_patterns`` leaves those out.
     """
     seeds = _check_seeds(seeds)
     if input_shapes is not None and not isinstance(input_shapes, dict):
@@ -204,7 +212,8 @@ def fix(
             raise InputError(f"{what} must be a number >= 0, got {tol!r}")
     try:
         return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits,
-                    data_dir, progress, verify_memory_limit, exact_special_values)
+                    data_dir, progress, verify_memory_limit, exact_special_values, tuple(patterns),
+                    tuple(skip_patterns))
     except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
 
@@ -223,7 +232,7 @@ def _check_seeds(seeds) -> tuple[int, ...]:
 
 
 def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits, data_dir,
-         progress, verify_memory_limit, exact_special_values) -> FixResult:
+         progress, verify_memory_limit, exact_special_values, patterns, skip_patterns) -> FixResult:
     step = progress or (lambda _: None)
     step("loading")
     loaded = loader.load(model_or_path, data_dir=data_dir)
@@ -235,7 +244,8 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
         original = loaded.path if loaded.path is not None and not input_shapes else loader.copy_model(model)
     step("finding and rewriting")
     rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
-                              exact_special_values=exact_special_values, data_dir=loaded.data_dir)
+                              exact_special_values=exact_special_values, data_dir=loaded.data_dir,
+                              patterns=patterns, skip_patterns=skip_patterns)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
     result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files)
     if not rewrites:

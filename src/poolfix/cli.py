@@ -100,6 +100,10 @@ def limit_options(command):
               help="Apply a toolchain's cited pooling limits (--list-targets).")
 @click.option("--list-targets", is_flag=True, help="Show the target profiles, their limits and sources.")
 @click.option("--list-patterns", is_flag=True, help="Show the pattern rules, in the order they are tried.")
+@click.option("--pattern", "patterns", multiple=True, metavar="NAME",
+              help="Use only this pattern rule (repeatable; names from --list-patterns).")
+@click.option("--skip-pattern", "skip_patterns", multiple=True, metavar="NAME",
+              help="Leave this pattern rule out (repeatable).")
 @limit_options
 @click.option("--enforce-limits", is_flag=True,
               help="Apply the limits to AveragePool/MaxPool/LpPool nodes already in the model too.")
@@ -110,8 +114,8 @@ def limit_options(command):
 @click.version_option(__version__, prog_name="poolfix")
 def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds,
             verify_memory_limit, atol, rtol, allow_approx, exact_special_values, explain_pairs, explain_svg,
-            external_data, target_name, list_targets, list_patterns, enforce_limits, strict, quiet, verbose, debug,
-            **limit_values):
+            external_data, target_name, list_targets, list_patterns, patterns, skip_patterns, enforce_limits,
+            strict, quiet, verbose, debug, **limit_values):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
     level = 1 + verbose - quiet
@@ -153,7 +157,7 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
         result = fix(model, input_shapes=pins, verify=not (no_verify or dry_run), seeds=seeds, atol=atol,
                      rtol=rtol, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
                      progress=progress, verify_memory_limit=verify_memory_limit * 2**20,
-                     exact_special_values=exact_special_values)
+                     exact_special_values=exact_special_values, patterns=patterns, skip_patterns=skip_patterns)
     except VerificationError as e:
         progress.done()
         if e.report is not None:

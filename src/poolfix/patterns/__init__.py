@@ -35,4 +35,16 @@ RULES: tuple[Rule, ...] = (
     existing_pool.RULE,
 )
 
-__all__ = ["RULES", "Context", "Rule", "Site", "Skip"]
+
+
+def select(only=(), skip=()) -> tuple[Rule, ...]:
+    """The rules named in ``only`` (all when empty), less those in ``skip``, in registry order.
+    Unknown names raise ValueError naming the known ones."""
+    known = [r.name for r in RULES]
+    for name in [*only, *skip]:
+        if name not in known:
+            raise ValueError(f"unknown pattern {name!r}; the patterns are {', '.join(known)}")
+    return tuple(r for r in RULES if (not only or r.name in only) and r.name not in skip)
+
+
+__all__ = ["RULES", "Context", "Rule", "Site", "Skip", "select"]
