@@ -41,7 +41,13 @@ class FixResult:
 
     @property
     def skipped(self) -> list[Finding]:
+        """Pools left as they were, each with its reason."""
         return [f for f in self.findings if f.status == "skipped"]
+
+    @property
+    def not_pools(self) -> list[Finding]:
+        """Reductions that are not pools (normalization and softmax statistics, channel or feature axes)."""
+        return [f for f in self.findings if f.status == "not a pool"]
 
     @property
     def changed(self) -> bool:
@@ -85,16 +91,18 @@ def _finding(rw: Rewrite, ir_version: int, seed: int) -> Finding:
         notes.append(f"APPROXIMATE: max abs err {c.max_abs:.3g} (max rel {c.max_rel:.3g}) against exact adaptive "
                      "pooling on a random input")
     return Finding("rewritten", s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),
-                   rw.plan.describe(), "", rw.op_types, notes)
+                   rw.plan.describe(), "", rw.op_types, notes, s.roles)
 
 
 def _skip_finding(sk: Skip) -> Finding:
-    return Finding("skipped", sk.pattern, sk.op, sk.label, reason=sk.reason)
+    return Finding("skipped" if sk.pool else "not a pool", sk.pattern, sk.op, sk.label, reason=sk.reason,
+                   roles=sk.roles)
 
 
 def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | None = None,
             enforce_limits: bool = False, exact_special_values: bool = False,
-            data_dir: Path | None = None, patterns=(), skip_patterns=()) -> tuple[list[Rewrite], list[Skip]]:
+            data_dir: Path | None = None, patterns=(), skip_patterns=(),
+            shape_only_pools: bool = False) -> tuple[list[Rewrite], list[Skip]]:
     """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
 
     ``limits`` apply to every pool emitted; with ``enforce_limits`` also to pools already there.
@@ -107,7 +115,7 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
         raise InputError(str(e)) from None
     if limits is not None and not limits.active:
         limits = None
-    ctx = Context(enforce=limits if enforce_limits else None)
+    ctx = Context(enforce=limits if enforce_limits else None, shape_only=shape_only_pools)
     names = Names(model)
     rewrites: list[Rewrite] = []
     skips: list[Skip] = []
@@ -186,6 +194,7 @@ def fix(
     exact_special_values: bool = False,
     patterns: tuple[str, ...] | list[str] = (),
     skip_patterns: tuple[str, ...] | list[str] = (),
+    shape_only_pools: bool = False,
 ) -> FixResult:
     """Find and rewrite every global, reduction and adaptive pooling pattern; verify the result.
 
@@ -200,7 +209,9 @@ def fix(
     tensors a verification run may make, estimated from shapes; past it, InputError (``verify=False``
     skips verification). A max site is also run on NaN, infinities and all -inf windows against the
     original; where they differ the report says so, and ``exact_special_values`` leaves the site.
-    ``patterns`` restricts the rules to those names, ``skip_patterns`` leaves those out.
+    ``patterns`` restricts the rules to those names, ``skip_patterns`` leaves those out. A reduction
+    is a pool when the axes it reduces are spatial (:mod:`poolfix.roles`) and it is no normalization
+    or softmax statistic; ``shape_only_pools`` decides by the axes alone (any of 2..rank-1).
     """
     seeds = _check_seeds(seeds)
     if input_shapes is not None and not isinstance(input_shapes, dict):
@@ -213,7 +224,7 @@ def fix(
     try:
         return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits,
                     data_dir, progress, verify_memory_limit, exact_special_values, tuple(patterns),
-                    tuple(skip_patterns))
+                    tuple(skip_patterns), shape_only_pools)
     except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
 
@@ -232,7 +243,7 @@ def _check_seeds(seeds) -> tuple[int, ...]:
 
 
 def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits, data_dir,
-         progress, verify_memory_limit, exact_special_values, patterns, skip_patterns) -> FixResult:
+         progress, verify_memory_limit, exact_special_values, patterns, skip_patterns, shape_only_pools) -> FixResult:
     step = progress or (lambda _: None)
     step("loading")
     loaded = loader.load(model_or_path, data_dir=data_dir)
@@ -245,7 +256,7 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
     step("finding and rewriting")
     rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
                               exact_special_values=exact_special_values, data_dir=loaded.data_dir,
-                              patterns=patterns, skip_patterns=skip_patterns)
+                              patterns=patterns, skip_patterns=skip_patterns, shape_only_pools=shape_only_pools)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
     result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files)
     if not rewrites:

@@ -104,6 +104,8 @@ def limit_options(command):
               help="Use only this pattern rule (repeatable; names from --list-patterns).")
 @click.option("--skip-pattern", "skip_patterns", multiple=True, metavar="NAME",
               help="Leave this pattern rule out (repeatable).")
+@click.option("--shape-only-pools", is_flag=True,
+              help="Take any reduction over axes 2.. for a pool, whatever the axis roles and statistics say.")
 @limit_options
 @click.option("--enforce-limits", is_flag=True,
               help="Apply the limits to AveragePool/MaxPool/LpPool nodes already in the model too.")
@@ -114,8 +116,8 @@ def limit_options(command):
 @click.version_option(__version__, prog_name="poolfix")
 def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds,
             verify_memory_limit, atol, rtol, allow_approx, exact_special_values, explain_pairs, explain_svg,
-            external_data, target_name, list_targets, list_patterns, patterns, skip_patterns, enforce_limits,
-            strict, quiet, verbose, debug, **limit_values):
+            external_data, target_name, list_targets, list_patterns, patterns, skip_patterns, shape_only_pools,
+            enforce_limits, strict, quiet, verbose, debug, **limit_values):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
     level = 1 + verbose - quiet
@@ -157,7 +159,8 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
         result = fix(model, input_shapes=pins, verify=not (no_verify or dry_run), seeds=seeds, atol=atol,
                      rtol=rtol, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
                      progress=progress, verify_memory_limit=verify_memory_limit * 2**20,
-                     exact_special_values=exact_special_values, patterns=patterns, skip_patterns=skip_patterns)
+                     exact_special_values=exact_special_values, patterns=patterns, skip_patterns=skip_patterns,
+                     shape_only_pools=shape_only_pools)
     except VerificationError as e:
         progress.done()
         if e.report is not None:
@@ -166,7 +169,7 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     finally:
         progress.done()
     if result.findings:
-        say(findings_text(result.findings), 1 if not dry_run else 0)
+        say(findings_text(result.findings, verbose=level >= 2), 1 if not dry_run else 0)
     if result.verification is not None:
         say(verification_text(result.verification), 1)
     plan = _plan([model, *result.input_files], in_place, target, report_path, explain_svg)
@@ -202,7 +205,9 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     n_approx = sum(not rw.plan.exact for rw in result.rewrites)
     if n_approx:
         verdict += f"; {n_approx} APPROXIMATE by request (--allow-approx)"
-    say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were, {verdict}", 0)
+    n_not = len(result.not_pools)
+    others = f", {n_not} reduction(s) that are not pools" if n_not else ""
+    say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were{others}, {verdict}", 0)
 
 
 def _limits(target: str | None, **options) -> Limits:

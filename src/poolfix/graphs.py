@@ -80,6 +80,7 @@ class Scope:
 
     def refresh(self) -> None:
         """Rebuild the producer/consumer indexes after the body was edited."""
+        self._roles = None
         self.producers: dict[str, NodeProto] = {}
         self.position: dict[str, int] = {}  # output name -> index of the node producing it
         self.consumers: dict[str, list[int]] = {}  # name -> indices of nodes reading it directly
@@ -104,6 +105,15 @@ class Scope:
             set() if self.is_function or self.parent is not None or self.ir_version < 4
             else {i.name for i in self.body.input} & set(self._initializers)
         )
+
+    @property
+    def roles(self) -> dict:
+        """Axis roles of this scope's tensors (:mod:`poolfix.roles`), inferred on first use."""
+        if getattr(self, "_roles", None) is None:
+            from .roles import infer
+
+            self._roles = infer(self)
+        return self._roles
 
     def overridable(self, name: str) -> bool:
         """Whether ``name`` is an initializer that a caller can replace at run time (also a graph input)."""

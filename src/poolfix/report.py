@@ -11,7 +11,7 @@ from .verifier import VerificationReport
 
 @dataclass(frozen=True)
 class Finding:
-    status: str  # "rewritten" or "skipped"
+    status: str  # "rewritten", "skipped" (a pool left, with the reason) or "not a pool"
     pattern: str
     op: str
     node: str
@@ -21,13 +21,17 @@ class Finding:
     reason: str = ""
     emitted: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    roles: str = ""  # the roles of the reduced or pooled tensor and their evidence, where a rule read them
 
-    def line(self) -> str:
+    def line(self, verbose: bool = False) -> str:
+        roles = f"\n          roles: {self.roles}" if verbose and self.roles else ""
         if self.status == "skipped":
-            return f"skipped   {self.op} '{self.node}': {self.reason}"
+            return f"skipped   {self.op} '{self.node}': {self.reason}{roles}"
+        if self.status == "not a pool":
+            return f"not pool  {self.op} '{self.node}': {self.reason.removeprefix('not a pool: ')}{roles}"
         shapes = f"{fmt_shape(self.in_shape)} -> {fmt_shape(self.out_shape)}"
         extra = "".join(f"; {n}" for n in self.notes)
-        return f"rewritten {self.op} '{self.node}' {shapes}: {' + '.join(self.emitted)} ({self.plan}){extra}"
+        return f"rewritten {self.op} '{self.node}' {shapes}: {' + '.join(self.emitted)} ({self.plan}){extra}{roles}"
 
 
 def _num(x: float) -> str:
@@ -36,10 +40,16 @@ def _num(x: float) -> str:
     return f"{x:.3g}"
 
 
-def findings_text(findings: list[Finding]) -> str:
+def findings_text(findings: list[Finding], verbose: bool = False) -> str:
+    """One line per finding; what is not a pool only with ``verbose`` (a transformer has dozens)."""
     if not findings:
         return "no global, reduction or adaptive pooling found: nothing to rewrite"
-    return "\n".join(f.line() for f in findings)
+    shown = [f for f in findings if verbose or f.status != "not a pool"]
+    hidden = len(findings) - len(shown)
+    lines = [f.line(verbose) for f in shown]
+    if hidden:
+        lines.append(f"({hidden} reduction(s) that are not pools left as they are; -v lists them)")
+    return "\n".join(lines)
 
 
 def verification_text(report: VerificationReport) -> str:
@@ -64,6 +74,7 @@ def to_dict(findings: list[Finding], report: VerificationReport | None, **extra)
         **extra,
         "rewritten": sum(f.status == "rewritten" for f in findings),
         "skipped": sum(f.status == "skipped" for f in findings),
+        "not_pools": sum(f.status == "not a pool" for f in findings),
         "findings": [asdict(f) for f in findings],
         "verification": report.to_dict() if report is not None else None,
     }

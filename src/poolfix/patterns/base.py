@@ -73,6 +73,7 @@ class Site:
     notes: tuple[str, ...] = field(default_factory=tuple)
     op: str = ""  # what to call the pattern in reports; default: the node's op_type
     target: Pool | None = None  # an existing pool to reproduce (--enforce-limits), not adaptive pooling
+    roles: str = ""  # the roles of the pooled tensor and their evidence, where a rule read them
 
     @property
     def op_name(self) -> str:
@@ -106,10 +107,13 @@ class Skip:
     label: str
     op: str
     reason: str
+    pool: bool = True  # a pool poolfix left (--strict counts it); False: not a pool at all (LayerNorm, softmax)
+    roles: str = ""  # the roles of the reduced tensor and their evidence, where a rule read them
 
 
-def skip(pattern: str, scope: Scope, node: NodeProto, label: str, reason: str) -> Skip:
-    return Skip(pattern, label if scope.is_main else f"{label} in {scope.where}", node.op_type, reason)
+def skip(pattern: str, scope: Scope, node: NodeProto, label: str, reason: str, pool: bool = True,
+         roles: str = "") -> Skip:
+    return Skip(pattern, label if scope.is_main else f"{label} in {scope.where}", node.op_type, reason, pool, roles)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class Context:
     """What a run asks of the rules, the same for every node: no state is carried between calls."""
 
     enforce: Limits | None = None  # --enforce-limits: the limits the model's own pools must keep
+    shape_only: bool = False  # --shape-only-pools: a reduction over axes 2.. is a pool, whatever the roles say
 
 
 Match = Callable[[NodeProto, Scope, str, Context], "Site | Skip | None"]

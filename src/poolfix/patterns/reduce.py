@@ -16,6 +16,7 @@ from __future__ import annotations
 from onnx import NodeProto
 
 from ..graphs import Scope
+from ..roles import SPATIAL, UNKNOWN, describe_axes, role_of
 from .base import Context, Reshape, Rule, Site, Skip, Transpose, attr, axes, is_op, skip, spatial_or_skip
 
 NAME = "reduce"
@@ -31,6 +32,36 @@ def _nhwc_source(scope: Scope, tensor: str, rank: int) -> NodeProto | None:
     if perm is None or list(perm) != [0, *range(2, rank), 1]:
         return None
     return producer
+
+
+_PASS_THROUGH = ("Unsqueeze", "Squeeze", "Reshape", "Expand", "Cast", "Identity")
+
+
+def _statistic(node: NodeProto, scope: Scope) -> str | None:
+    """Why the reduction is a normalization or softmax statistic, or None: it reduces a square
+    (variance, RMS), or its result (through shape-only ops) is subtracted from its own input or
+    divides it (LayerNorm, RMSNorm, InstanceNorm and GroupNorm decompositions, softmax maxima)."""
+    x = node.input[0]
+    made = scope.producers.get(x)
+    power = scope.const(made.input[1]) if is_op(made, "Pow") and len(made.input) > 1 else None
+    squared = power is not None and power.size == 1 and float(power.reshape(-1)[0]) == 2.0
+    if squared or (is_op(made, "Mul") and made.input[0] == made.input[1]):
+        return "it reduces a square (a variance or RMS statistic)"
+    frontier, seen = [node.output[0]], set()
+    for _ in range(4):
+        nxt = []
+        for t in frontier:
+            for j in scope.consumers.get(t, ()):
+                user = scope.body.node[j]
+                if is_op(user, "Sub") and x in user.input:
+                    return "its result is subtracted from its own input (a normalization or softmax statistic)"
+                if is_op(user, "Div") and user.input[0] == x:
+                    return "its own input is divided by its result (a normalization statistic)"
+                if is_op(user, *_PASS_THROUGH) and user.output[0] not in seen:
+                    seen.add(user.output[0])
+                    nxt.append(user.output[0])
+        frontier = nxt
+    return None
 
 
 def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
@@ -58,6 +89,20 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     keepdims = int(attr(node, "keepdims", 1))
     if keepdims not in (0, 1):
         return skip(NAME, scope, node, label, f"keepdims={keepdims}; ONNX defines 0 and 1")
+    roles = role_of(scope, node.input[0])
+    seen = f"{node.input[0]!r} {roles.text()}" if roles is not None else f"{node.input[0]!r} [?]"
+    if not ctx.shape_only:
+        why = _statistic(node, scope)
+        if why:
+            return skip(NAME, scope, node, label, f"not a pool: {why}", pool=False, roles=seen)
+        if roles is None or len(roles.axes) != rank or any(roles.axes[a] == UNKNOWN for a in reduced):
+            hint = "; --shape-only-pools decides by the axes alone"
+            return skip(NAME, scope, node, label, f"the roles of the reduced axes {reduced} of {seen} are unknown"
+                        + hint, pool=all(a >= 2 for a in reduced), roles=seen)
+        other = [a for a in reduced if roles.axes[a] != SPATIAL]
+        if other:
+            return skip(NAME, scope, node, label, f"not a pool: it reduces axis {describe_axes(roles, other)}",
+                        pool=False, roles=seen)
     mode = _MODES[node.op_type]
     # behind a channels-last transpose, pool the tensor before it (and drop the transpose when
     # nothing else reads it); otherwise the axes must be channels-first spatial axes
@@ -69,8 +114,11 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
             replaces = (scope.index_of(nhwc), *replaces)
     elif all(2 <= a < rank for a in reduced):
         x, pooled_axes, perm = node.input[0], reduced, None
+    elif ctx.shape_only:
+        return None  # batch or channel axes by position
     else:
-        return None  # batch or channel axes: not pooling
+        return skip(NAME, scope, node, label, f"it pools the spatial axes {reduced} of a channels-last tensor that no "
+                    "Transpose(perm=[0,2,...,1]) makes here; not rewritten yet", roles=seen)
     xinfo = spatial_or_skip(scope, node, x, NAME, label)
     if isinstance(xinfo, Skip):
         return xinfo
@@ -92,6 +140,7 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
         elem_type=xinfo.elem_type,
         output=node.output[0],
         tail=tuple(tail),
+        roles=seen,
     )
 
 
