@@ -181,12 +181,12 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
                               limits=limits.describe(), target=target_name, enforce_limits=enforce_limits)
         atomic_write_bytes(report_path, (json.dumps(data, indent=2) + "\n").encode(), plan, "report")
     n_rw, n_skip = len(result.rewritten), len(result.skipped)
-    written = f"the report is in {report_path}" if report_path is not None else "nothing written"
+    written = f"no model written, the report is in {report_path}" if report_path is not None else "nothing written"
     if strict and n_skip:
         raise StrictError(f"--strict: {n_skip} pattern(s) left ({result.skipped[0].node}: {result.skipped[0].reason}"
-                          + (", ..." if n_skip > 1 else "") + f"); no model written, {written}")
+                          + (", ..." if n_skip > 1 else "") + f"); {written}")
     if target is None:
-        say(f"dry run: {n_rw} to rewrite, {n_skip} to leave; no model written, {written}", 0)
+        say(f"dry run: {n_rw} to rewrite, {n_skip} to leave; {written}", 0)
         return
     if not result.changed and in_place:
         say("nothing to rewrite; input left as it was", 0)
