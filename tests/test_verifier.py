@@ -3,8 +3,9 @@
 import shutil
 
 import numpy as np
+import onnx
 import pytest
-from helpers import MODELS, single
+from helpers import MODELS, model, single, vi
 from test_cli import cli
 
 import poolfix
@@ -25,14 +26,50 @@ def broken_planner(monkeypatch):
     monkeypatch.setattr(rewriter.Emitter, "pool_node", wrong)
 
 
-def test_api_raises_with_the_report(broken_planner):
+@pytest.fixture
+def blind_site_checks(monkeypatch):
+    """Site checks that see nothing wrong: what is left to catch a bad rewrite is the end-to-end run."""
+    from poolfix import verifier
+
+    real = verifier.site_checks
+
+    def blind(rw, *a, **k):
+        c = real(rw, *a, **k)
+        if c is not None:
+            c.passed, c.max_abs = True, 0.0
+        return c
+
+    monkeypatch.setattr(verifier, "site_checks", blind)
+
+
+def test_a_site_that_fails_its_own_check_is_left_and_the_rest_goes_on(broken_planner):
+    nodes = [onnx.helper.make_node("GlobalAveragePool", ["x"], ["a"], name="avg"),  # broken: becomes MaxPool
+             onnx.helper.make_node("GlobalMaxPool", ["x"], ["m"], name="max")]      # unaffected
+    m = model(nodes, [vi("x", [1, 3, 6, 6])], [vi("a", [1, 3, 1, 1]), vi("m", [1, 3, 1, 1])])
+    result = poolfix.fix(m)
+    assert [f.node for f in result.rewritten] == ["max"]
+    (left,) = result.skipped
+    assert left.node == "avg" and "fails its own check (max abs err" in left.reason
+    assert result.verification and result.verification.end_to_end
+
+
+def test_a_left_site_exits_0_or_4_with_strict(broken_planner, tmp_path):
+    p = tmp_path / "resnet_head.onnx"
+    shutil.copy(MODELS / "resnet_head.onnx", p)
+    code, out, _ = cli(p)
+    assert code == 0 and "fails its own check" in out and "no site rewritten, 1 left" in out
+    code, _, err = cli(p, "--strict", "-o", tmp_path / "s.onnx")
+    assert code == 4 and "fails its own check" in err and not (tmp_path / "s.onnx").exists()
+
+
+def test_api_raises_with_the_report(broken_planner, blind_site_checks):
     with pytest.raises(poolfix.VerificationError) as e:
         poolfix.fix(single("GlobalAveragePool", [1, 3, 6, 6]))
     report = e.value.report
     assert not report and report.failed and e.value.exit_code == 3
 
 
-def test_cli_exits_3_and_writes_nothing(broken_planner, tmp_path):
+def test_cli_exits_3_and_writes_nothing(broken_planner, blind_site_checks, tmp_path):
     p = tmp_path / "resnet_head.onnx"
     shutil.copy(MODELS / "resnet_head.onnx", p)
     code, _, err = cli(p, "--report", tmp_path / "r.json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from onnx import ModelProto
@@ -102,12 +102,14 @@ def _skip_finding(sk: Skip) -> Finding:
 def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | None = None,
             enforce_limits: bool = False, exact_special_values: bool = False,
             data_dir: Path | None = None, patterns=(), skip_patterns=(),
-            shape_only_pools: bool = False) -> tuple[list[Rewrite], list[Skip]]:
+            shape_only_pools: bool = False, check: dict | None = None) -> tuple[list[Rewrite], list[Skip]]:
     """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
 
     ``limits`` apply to every pool emitted; with ``enforce_limits`` also to pools already there.
     ``exact_special_values``: leave a site whose rewrite differs from the original on NaN or infinities.
     ``patterns`` / ``skip_patterns``: rule names to use only / to leave out (``--list-patterns``).
+    ``check`` (seeds, atol, rtol): run each site's own check before splicing it in; a site that fails is
+    left, with the measured error as its reason, and the rest goes on.
     """
     try:
         rules = select(patterns, skip_patterns)
@@ -142,6 +144,16 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                                             found.output)
                     original = None if isinstance(part, str) else part
                 rw = Rewrite(found, plan, tuple(nodes), scope.opset, scope.is_main, tuple(inits), original)
+                if check is not None and rw.plan.exact:
+                    rw = replace(rw, check=verifier.site_checks(rw, check["seeds"], model.ir_version, check["atol"],
+                                                                check["rtol"]))
+                    if rw.check is not None and not rw.check.passed:
+                        c = rw.check
+                        skips.append(Skip(found.pattern, found.label, found.op_name,
+                                          f"its rewrite fails its own check (max abs err {c.max_abs:.3g}, "
+                                          f"tolerance atol={c.atol:g} rtol={c.rtol:g}{'; ' + c.note if c.note else ''})"
+                                          "; left as it was"))
+                        continue
                 if exact_special_values:
                     special = verifier.check_special(rw, model.ir_version)
                     if special is not None and not special.passed:
@@ -254,9 +266,11 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
     if verify:  # onnxruntime reads an unpinned input from its file; otherwise keep a copy
         original = loaded.path if loaded.path is not None and not input_shapes else loader.copy_model(model)
     step("finding and rewriting")
+    check = {"seeds": tuple(seeds), "atol": atol, "rtol": rtol} if verify else None
     rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
                               exact_special_values=exact_special_values, data_dir=loaded.data_dir,
-                              patterns=patterns, skip_patterns=skip_patterns, shape_only_pools=shape_only_pools)
+                              patterns=patterns, skip_patterns=skip_patterns, shape_only_pools=shape_only_pools,
+                              check=check)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
     result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files)
     if not rewrites:

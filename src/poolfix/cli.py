@@ -188,12 +188,13 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
     if target is None:
         say(f"dry run: {n_rw} to rewrite, {n_skip} to leave; {written}", 0)
         return
+    nothing = f"no site rewritten, {n_skip} left (reasons above)" if n_skip else "nothing to rewrite"
     if not result.changed and in_place:
-        say("nothing to rewrite; input left as it was", 0)
+        say(f"{nothing}; input left as it was", 0)
         return
     save(result, target, external_data=external_data, in_place=in_place, plan=plan)
     if not result.changed:
-        say(f"nothing to rewrite; wrote an unchanged copy to {target}", 0)
+        say(f"{nothing}; wrote an unchanged copy to {target}", 0)
         return
     report = result.verification
     if report is None:

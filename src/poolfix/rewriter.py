@@ -73,6 +73,7 @@ class Rewrite:
     in_main_graph: bool = True
     initializers: tuple[TensorProto, ...] = ()
     original: ModelProto | None = None  # the replaced pattern alone (input site.x), where it can stand alone
+    check: object = None  # the site's own check (verifier.Check), when it ran before the splice
 
     @property
     def op_types(self) -> list[str]:
