@@ -420,9 +420,7 @@ def weightless(model: ModelProto, keep_bytes: int = 4096) -> tuple[ModelProto, d
     return light, stubs
 
 
-def infer_shapes(model: ModelProto) -> ModelProto:
-    """onnx shape inference on a weightless view of the model; only shapes are read from it."""
-    light, _ = weightless(model)
+def _infer(light: ModelProto) -> ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort: the model was checked; unknown shapes skip sites
@@ -430,3 +428,100 @@ def infer_shapes(model: ModelProto) -> ModelProto:
             return onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False)
         except Exception:
             return light
+
+
+MAX_FOLD_ELEMENTS = 4096  # shape arithmetic is small; anything larger is data, never folded
+_FOLDABLE = {"Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Add", "Sub", "Mul", "Div", "Max", "Min",
+             "Ceil", "Floor", "Neg", "Abs", "Equal", "Less", "Greater", "Where", "Mod", "Reshape", "Identity", "Range",
+             "ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin", "Not", "And", "Or", "Sqrt", "Pow", "Clip",
+             "Expand", "Sign", "Round", "Tile", "Transpose", "Flatten", "Constant"}
+
+
+def _static_shape(inferred: ModelProto) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            if None not in dims:
+                out[vi.name] = tuple(dims)
+    return out
+
+
+def _fold(light: ModelProto, inferred: ModelProto, opset: int) -> dict[int, tuple]:
+    """Main-graph nodes whose outputs are shape arithmetic on static shapes: {index: output values}.
+
+    A Shape or Size of a tensor whose shape is static is known; so is any small result of the ops in
+    _FOLDABLE computed only from known values and small constants. No data tensor is ever read."""
+    import numpy as np
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    shapes = _static_shape(inferred)
+    known: dict[str, np.ndarray] = {}
+    for t in light.graph.initializer:  # small constants with their data (stubs have none)
+        small = math.prod(t.dims) <= MAX_FOLD_ELEMENTS and t.data_type != TensorProto.STRING
+        if small and (t.HasField("raw_data") or _has_values(t)):
+            try:
+                known[t.name] = numpy_helper.to_array(t)
+            except Exception:
+                continue
+    for i in (i.name for i in light.graph.input):
+        known.pop(i, None)  # an initializer that is also an input can be fed anything
+    folded: dict[int, tuple] = {}
+    for i, n in enumerate(light.graph.node):
+        if n.domain not in ("", "ai.onnx") or not n.output:
+            continue
+        values = None
+        if n.op_type in ("Shape", "Size") and n.input and n.input[0] in shapes:
+            dims = np.array(shapes[n.input[0]], dtype=np.int64)
+            if n.op_type == "Size":
+                values = (np.array(int(np.prod(dims)), dtype=np.int64),)
+            else:
+                a = {x.name: x.i for x in n.attribute}
+                values = (dims[a.get("start", 0):a.get("end", len(dims))] if "end" in a else dims[a.get("start", 0):],)
+        elif n.op_type in _FOLDABLE and all(x in known for x in n.input if x) and not any(
+                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+            try:  # a Constant is evaluated too, so that what reads it can fold
+                ev = ReferenceEvaluator(n, opsets={"": opset})
+                values = tuple(np.asarray(v) for v in ev.run(None, {x: known[x] for x in n.input if x}))
+            except Exception:
+                values = None
+        if values is None or any(v.size > MAX_FOLD_ELEMENTS or v.dtype == object for v in values):
+            continue
+        for name, v in zip(n.output, values):
+            known[name] = v
+        if n.op_type != "Constant":
+            folded[i] = values
+    return folded
+
+
+def infer_shapes(model: ModelProto) -> ModelProto:
+    """onnx shape inference on a weightless view of the model; only shapes are read from it.
+
+    Where a dim is lost in shape arithmetic (TF-"same" padding computed from Shape at run time, say),
+    that arithmetic is folded into constants on static shapes and inference runs again, until nothing
+    new is learned. The main graph keeps its node count, so node positions still line up."""
+    light, _ = weightless(model)
+    inferred = _infer(light)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    done: set[int] = set()
+    for _ in range(8):
+        folded = {i: v for i, v in _fold(light, inferred, opset).items() if i not in done}
+        if not folded:
+            break
+        from onnx import helper, numpy_helper
+
+        for i, values in folded.items():
+            n = light.graph.node[i]
+            consts = [helper.make_node("Constant", [], [o], value=numpy_helper.from_array(v, o))
+                      for o, v in zip(n.output, values) if o]
+            if len(consts) != 1:
+                continue  # one output becomes one Constant; keep the count of nodes as it is
+            light.graph.node[i].CopyFrom(consts[0])
+            done.add(i)
+        before = len(_static_shape(inferred))
+        inferred = _infer(light)
+        if len(_static_shape(inferred)) <= before:
+            break
+    return inferred

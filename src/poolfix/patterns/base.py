@@ -163,7 +163,7 @@ def attr(node: NodeProto, name: str, default=None):
 def spatial_or_skip(scope: Scope, node: NodeProto, tensor: str, pattern: str, label: str):
     """The shape of ``tensor`` when its rank is 3..5 and every spatial dim is static; else a Skip."""
     info = scope.info(tensor)
-    hint = f"pin it with --input-shape {_input_hint(scope)}"
+    hint = _shape_hint(scope, tensor)
     if info is None or info.shape is None:
         return skip(pattern, scope, node, label, f"shape of input {tensor!r} is unknown; {hint}")
     shape = info.shape
@@ -180,14 +180,41 @@ def spatial_or_skip(scope: Scope, node: NodeProto, tensor: str, pattern: str, la
     return info
 
 
-def _input_hint(scope: Scope) -> str:
+def _shape_hint(scope: Scope, tensor: str) -> str:
+    """What to do about an unknown shape: pin the inputs where some input is dynamic (pinning can
+    help); otherwise name the node where the shape was lost, since pinning would change nothing."""
     root = scope
     while root.parent is not None:
         root = root.parent
     if root.is_function:
-        return "NAME:d0,d1,... (shapes inside a function body come from the function's value_info)"
+        return ("pin it with --input-shape NAME:d0,d1,... (shapes inside a function body come from the "
+                "function's value_info)")
     inits = {t.name for t in root.body.initializer}
-    names = [i.name for i in root.body.input if i.name not in inits]
-    return " ".join(f"{n}:d0,d1,..." for n in names[:3]) or "NAME:d0,d1,..."
+    inputs = [i for i in root.body.input if i.name not in inits]
+    dynamic = [i.name for i in inputs if root.info(i.name) is None or root.info(i.name).shape is None
+               or None in root.info(i.name).shape]
+    if dynamic:
+        return "pin it with --input-shape " + " ".join(f"{n}:d0,d1,..." for n in dynamic[:3])
+    lost = _where_lost(scope, tensor)
+    return (f"every graph input is static; the shape is lost at {lost}, whose output shape depends on data "
+            "(pinning inputs would not help)" if lost else "every graph input is static; pinning would not help")
+
+
+def _static(scope: Scope, name: str) -> bool:
+    info = scope.info(name)
+    return info is not None and info.shape is not None and None not in info.shape
+
+
+def _where_lost(scope: Scope, tensor: str) -> str | None:
+    """The first node upstream of ``tensor`` whose inputs have static shapes but whose output has not."""
+    name, seen = tensor, set()
+    while name in scope.producers and name not in seen:
+        seen.add(name)
+        node = scope.producers[name]
+        unknown = [x for x in node.input if x and not _static(scope, x) and scope.const(x) is None]
+        if not unknown:
+            return f"{node.op_type} '{node.name or node.output[0]}'"
+        name = unknown[0]
+    return None
 
 
