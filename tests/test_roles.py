@@ -168,3 +168,53 @@ def test_verbose_dry_run_shows_roles_and_not_pools(tmp_path):
     assert code == 0 and "not pool  ReduceMean" not in out and "1 reduction(s) that are not pools" in out
     code, out, _ = cli(path, "--dry-run", "-v")
     assert "not pool  ReduceMean 'inorm_mean'" in out and "roles: 'x' [B,C,S,S]" in out
+
+
+def keras_se_net(blocks=3, keepdims=1):
+    """tf2onnx's Keras MobileNetV3-style SE blocks: NHWC activations between transposes; the SE mean
+    reads a HardSwish output (not a Transpose) and feeds a Transpose back to NCHW for its 1x1 convs."""
+    nodes, inits, x = [], [], "img"
+    for b in range(blocks):
+        p = f"b{b}"
+        nodes += [
+            h.make_node("Transpose", [x], [f"{p}_nchw"], perm=[0, 3, 1, 2]),
+            h.make_node("Conv", [f"{p}_nchw", f"{p}_w"], [f"{p}_c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            h.make_node("Transpose", [f"{p}_c"], [f"{p}_nhwc"], perm=[0, 2, 3, 1]),
+            h.make_node("HardSwish", [f"{p}_nhwc"], [f"{p}_act"]),
+            h.make_node("ReduceMean", [f"{p}_act"], [f"{p}_sq"], name=f"{p}_se_mean", axes=[1, 2],
+                        keepdims=keepdims),
+        ]
+        if keepdims:
+            nodes.append(h.make_node("Transpose", [f"{p}_sq"], [f"{p}_sqc"], perm=[0, 3, 1, 2]))
+        else:
+            nodes.append(h.make_node("Reshape", [f"{p}_sq", "to4"], [f"{p}_sqc"]))
+        nodes += [
+            h.make_node("Conv", [f"{p}_sqc", f"{p}_w1"], [f"{p}_r"], kernel_shape=[1, 1]),
+            h.make_node("Relu", [f"{p}_r"], [f"{p}_rr"]),
+            h.make_node("Conv", [f"{p}_rr", f"{p}_w2"], [f"{p}_e"], kernel_shape=[1, 1]),
+            h.make_node("HardSigmoid", [f"{p}_e"], [f"{p}_g"]),
+            h.make_node("Transpose", [f"{p}_g"], [f"{p}_gt"], perm=[0, 2, 3, 1]),
+            h.make_node("Mul", [f"{p}_act", f"{p}_gt"], [f"{p}_out"]),
+        ]
+        inits += [w(f"{p}_w", 16, 16 if b else 3, 3, 3, seed=b), w(f"{p}_w1", 4, 16, 1, 1, seed=10 + b),
+                  w(f"{p}_w2", 16, 4, 1, 1, seed=20 + b)]
+        x = f"{p}_out"
+    inits.append(numpy_helper.from_array(np.array([1, 16, 1, 1], np.int64), "to4"))
+    return model(nodes, [vi("img", [1, 8, 8, 3])], [vi(x, [1, 8, 8, 16])], inits, opset=15)
+
+
+def test_keras_se_blocks_between_transposes_are_pools():
+    m = keras_se_net(blocks=3)
+    result = poolfix.fix(m)
+    assert sorted(f.node for f in result.rewritten) == ["b0_se_mean", "b1_se_mean", "b2_se_mean"]
+    assert not result.skipped and result.verification and result.verification.end_to_end
+    assert "ReduceMean" not in op_types(result.model)
+    assert len(result.model.graph.node) == len(m.graph.node)  # one Transpose added, the model's one back gone
+    assert_same_outputs(m, result.model, random_feeds(m))
+
+
+def test_keras_se_without_keepdims():
+    m = keras_se_net(blocks=1, keepdims=0)
+    result = poolfix.fix(m)
+    assert [f.node for f in result.rewritten] == ["b0_se_mean"] and result.verification
+    assert_same_outputs(m, result.model, random_feeds(m))

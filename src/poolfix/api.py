@@ -140,7 +140,7 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                     continue
                 original = None  # what the special-value check and cascades compare with: max and pools only
                 if found.mode == "max" or found.target is not None:
-                    part = scope.part_model(list(found.replaces), found.x, found.in_shape, found.elem_type,
+                    part = scope.part_model(list(found.replaces), found.x, found.x_free_shape(), found.elem_type,
                                             found.output)
                     original = None if isinstance(part, str) else part
                 rw = Rewrite(found, plan, tuple(nodes), scope.opset, scope.is_main, tuple(inits), original)

@@ -168,7 +168,7 @@ class Scope:
         """A model of the nodes at indices ``members`` alone, from input ``x`` to output ``out``; the
         constants they read become initializers, and nodes between ``x`` and them (a transpose another
         site shares, say; at most ``max_extra``) come along. Returns the reason where that is not
-        possible. Batch and channels are left unknown."""
+        possible. ``x_shape`` is declared as given (None: unknown)."""
         from .runtime import one_graph_model
 
         chosen = set(members)
@@ -192,8 +192,7 @@ class Scope:
                 if name and name not in inside and name != x and name not in seen:
                     seen.add(name)
                     inits.append(numpy_helper.from_array(self.const(name), name))
-        shape = [None, None, *x_shape[2:]]  # any batch and channels: the checks choose theirs
-        return one_graph_model(nodes, x, elem_type, shape, out, self.opset, self.ir_version, inits)
+        return one_graph_model(nodes, x, elem_type, list(x_shape), out, self.opset, self.ir_version, inits)
 
 
 MAX_EXTERNAL_CONSTANT = 16 * 2**20  # a rule's constants (indices, axes, sizes) are small; weights are not read

@@ -60,8 +60,16 @@ def onnx_reshape(x: np.ndarray, shape) -> np.ndarray:
 
 def site_reference(site, x: np.ndarray) -> np.ndarray:
     """What the original pattern of ``site`` computes on ``x`` (the channels-first input): adaptive
-    pooling, then each step of the site's tail with numpy's own transpose and reshape."""
+    pooling, then each step of the site's tail with numpy's own transpose and reshape. ``x`` is in
+    its own layout: a site's head transposes it to channels-first first."""
+    if site.head is not None:
+        x = x.transpose(site.head.perm)
     y = adaptive_pool(x, site.out_spatial, site.mode, site.p)
     for step in site.tail:
-        y = y.transpose(step.perm) if hasattr(step, "perm") else onnx_reshape(y, step.shape)
+        if hasattr(step, "perm"):
+            y = y.transpose(step.perm)
+        elif hasattr(step, "shape"):
+            y = onnx_reshape(y, step.shape)
+        else:
+            y = np.squeeze(y, axis=tuple(step.axes))
     return y.astype(x.dtype)

@@ -21,7 +21,7 @@ from .errors import InternalError
 from .graphs import Scope, names_used, subgraphs
 from .limits import Limits
 from .patterns import Site
-from .patterns.base import Reshape, TailStep, Transpose
+from .patterns.base import Reshape, Squeeze, TailStep, Transpose
 from .planner import AdaptivePlan, GatherAxis
 from .pools import Pool
 from .windows import pool_output_size
@@ -195,9 +195,17 @@ class Emitter:
         else:
             self.node("Reshape", [x], y, "reshape", shape=list(step.shape))
 
+    def squeeze(self, step: Squeeze, x: str, y: str) -> None:
+        if self.opset >= 13:
+            self.node("Squeeze", [x, self.const(list(step.axes), "axes")], y, "squeeze")
+        else:
+            self.node("Squeeze", [x], y, "squeeze", axes=list(step.axes))
+
     def tail_step(self, step: TailStep, x: str, y: str) -> None:
         if isinstance(step, Transpose):
             self.transpose(step, x, y)
+        elif isinstance(step, Squeeze):
+            self.squeeze(step, x, y)
         else:
             self.reshape(step, x, y)
 
@@ -208,6 +216,8 @@ class Emitter:
         plan, rank = self.plan, self.rank
         spatial = list(self.site.in_spatial)  # spatial sizes as the steps go: gathered axes first, then the pool
         steps: list = []
+        if self.site.head is not None:  # x is in another layout: pool its channels-first view
+            steps.append(lambda x, y: self.transpose(self.site.head, x, y))
         for g in plan.gathers:
             if g.before_pool:
                 spatial[g.axis] = len(g.classes[0].indices)

@@ -245,7 +245,7 @@ def check_special(rw: Rewrite, ir_version: int) -> Check | None:
     if site.mode != "max" or not rw.plan.exact or site.elem_type not in DEFAULT_TOLERANCES:
         return None
     channels = min(site.in_shape[1] or SITE_CHANNELS, SITE_CHANNELS)
-    x = special_input(site.elem_type, channels, site.in_spatial, np.random.default_rng(0))
+    x = _in_x_layout(site, special_input(site.elem_type, channels, site.in_spatial, np.random.default_rng(0)))
     if elements(x.shape) > MAX_INPUT_ELEMENTS:
         return None
     against = "the original in onnxruntime"
@@ -276,6 +276,16 @@ def check_special(rw: Rewrite, ir_version: int) -> Check | None:
     return check
 
 
+def _in_x_layout(site, cf: np.ndarray) -> np.ndarray:
+    """A channels-first array in the layout of the site's ``x`` (the inverse of its head)."""
+    if site.head is None:
+        return cf
+    inverse = [0] * len(site.head.perm)
+    for k, p in enumerate(site.head.perm):
+        inverse[p] = k
+    return np.ascontiguousarray(cf.transpose(inverse))
+
+
 def site_model(rw: Rewrite, x_shape, ir_version: int) -> ModelProto:
     """A model holding only the replacement nodes of one rewrite."""
     site = rw.site
@@ -293,10 +303,10 @@ def check_site(rw: Rewrite, seed: int, ir_version: int, atol=None, rtol=None) ->
     shape = [1, min(channels, SITE_CHANNELS), *site.in_spatial]
     if elements(shape) > MAX_INPUT_ELEMENTS:
         return None
-    x = random_value(site.elem_type, shape, rng)
+    x = _in_x_layout(site, random_value(site.elem_type, shape, rng))
     want = _reference(rw, x, ir_version)
     try:
-        got, note = run_alone(site_model(rw, shape, ir_version), site.x, x)
+        got, note = run_alone(site_model(rw, x.shape, ir_version), site.x, x)
     except Exception as e:
         return Check(f"site {site.label}", "site", list(want.shape), str(want.dtype), float("inf"),
                      float("inf"), 0, 0, False, f"replacement fails in onnxruntime: {first_line(e)}")

@@ -53,7 +53,17 @@ class Reshape:
         return tuple(dims)
 
 
-TailStep = Transpose | Reshape
+@dataclass(frozen=True)
+class Squeeze:
+    """Tail step: ONNX Squeeze of the given axes (a reduction's keepdims=0 in any layout)."""
+
+    axes: tuple[int, ...]
+
+    def out_shape(self, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return tuple(d for k, d in enumerate(shape) if k not in self.axes)
+
+
+TailStep = Transpose | Reshape | Squeeze
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class Site:
     output: str
     p: int = 2  # for lp
     tail: tuple[TailStep, ...] = ()  # applied to the pooled tensor, in order, to give ``output``
+    head: Transpose | None = None  # makes the channels-first view of ``x`` that is pooled (x in another layout)
     notes: tuple[str, ...] = field(default_factory=tuple)
     op: str = ""  # what to call the pattern in reports; default: the node's op_type
     target: Pool | None = None  # an existing pool to reproduce (--enforce-limits), not adaptive pooling
@@ -85,6 +96,23 @@ class Site:
         shape: tuple[int | None, ...] = (*self.in_shape[:2], *self.out_spatial)
         for step in self.tail:
             shape = step.out_shape(shape)
+        return shape
+
+    @property
+    def x_shape(self) -> tuple[int | None, ...]:
+        """Shape of ``x`` itself: ``in_shape`` back in x's own layout where a head transposes it."""
+        if self.head is None:
+            return self.in_shape
+        out: list[int | None] = [None] * len(self.in_shape)
+        for k, p in enumerate(self.head.perm):
+            out[p] = self.in_shape[k]
+        return tuple(out)
+
+    def x_free_shape(self) -> list[int | None]:
+        """``x_shape`` with batch and channels unknown: what a standalone model of the site declares."""
+        shape = list(self.x_shape)
+        for k in ((self.head.perm[0], self.head.perm[1]) if self.head is not None else (0, 1)):
+            shape[k] = None
         return shape
 
     @property

@@ -77,7 +77,7 @@ def _ends(scope: Scope, region: list[int], want_spatial: tuple[int, ...]) -> lis
 
 def _check(scope: Scope, x: str, x_shape, elem_type: int, out: str, out_spatial, members: list[int]):
     """Run the subgraph alone and compare with the reference; returns the max abs error or a reason."""
-    model = scope.part_model(members, x, x_shape, elem_type, out, max_extra=0)
+    model = scope.part_model(members, x, [None, None, *x_shape[2:]], elem_type, out, max_extra=0)
     if isinstance(model, str):
         return model
     shape = [d if d is not None else 1 for d in x_shape]

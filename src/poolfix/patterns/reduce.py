@@ -17,7 +17,7 @@ from onnx import NodeProto
 
 from ..graphs import Scope
 from ..roles import SPATIAL, UNKNOWN, describe_axes, role_of
-from .base import Context, Reshape, Rule, Site, Skip, Transpose, attr, axes, is_op, skip, spatial_or_skip
+from .base import Context, Reshape, Rule, Site, Skip, Squeeze, Transpose, attr, axes, is_op, skip, spatial_or_skip
 
 NAME = "reduce"
 _MODES = {"ReduceMean": "avg", "ReduceMax": "max"}
@@ -117,8 +117,7 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     elif ctx.shape_only:
         return None  # batch or channel axes by position
     else:
-        return skip(NAME, scope, node, label, f"it pools the spatial axes {reduced} of a channels-last tensor that no "
-                    "Transpose(perm=[0,2,...,1]) makes here; not rewritten yet", roles=seen)
+        return _any_layout(node, scope, label, roles, reduced, keepdims, seen)
     xinfo = spatial_or_skip(scope, node, x, NAME, label)
     if isinstance(xinfo, Skip):
         return xinfo
@@ -142,6 +141,55 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
         tail=tuple(tail),
         roles=seen,
     )
+
+
+def _inverse(perm) -> tuple[int, ...]:
+    out = [0] * len(perm)
+    for k, p in enumerate(perm):
+        out[p] = k
+    return tuple(out)
+
+
+def _any_layout(node: NodeProto, scope: Scope, label: str, roles, reduced: list[int], keepdims: int, seen: str):
+    """Spatial axes in another layout (Keras SE blocks between tf2onnx's transposes): pool the
+    channels-first view, then transpose back. The view's Transpose cancels against a model Transpose
+    that made x from a channels-first tensor, and the way back against a model Transpose that turns
+    the result channels-first again (both then go), so the node count does not grow."""
+    rank = len(roles.axes)
+    where = {r: [k for k, a in enumerate(roles.axes) if a == r] for r in ("B", "C", SPATIAL)}
+    if len(where["B"]) != 1 or len(where["C"]) != 1 or len(where[SPATIAL]) != rank - 2:
+        return skip(NAME, scope, node, label, f"it pools spatial axes {reduced} of {seen}, a layout with no single "
+                    "batch and channel axis; not rewritten", roles=seen)
+    perm = (where["B"][0], where["C"][0], *where[SPATIAL])  # x.transpose(perm) is channels-first
+    back = _inverse(perm)
+    x, head, replaces = node.input[0], Transpose(perm), [scope.index_of(node)]
+    made = scope.producers.get(x)
+    if is_op(made, "Transpose") and [list(attr(made, "perm", []))[p] for p in perm] == list(range(rank)):
+        x, head = made.input[0], None  # the model's own transpose undoes the view's
+        if scope.uses.get(made.output[0], 0) == 1:
+            replaces.insert(0, scope.index_of(made))
+    info = scope.info(x)
+    shape = info.shape if info is not None else None
+    cf = shape if head is None else (tuple(shape[p] for p in perm) if shape is not None else None)
+    if cf is None or any(d is None for d in cf[2:]):
+        return spatial_or_skip(scope, node, x, NAME, label) if head is None else skip(
+            NAME, scope, node, label, f"spatial dims of {seen} are unknown", roles=seen)
+    pooled = [perm.index(a) for a in reduced]
+    out_spatial = tuple(1 if a in pooled else int(cf[a]) for a in range(2, rank))
+    output, last, tail = node.output[0], node, [Transpose(back)]
+    users = scope.consumers.get(output, [])
+    if keepdims and len(users) == 1 and output not in scope.output_names:
+        user = scope.body.node[users[0]]
+        if is_op(user, "Transpose") and [back[q] for q in attr(user, "perm", [])] == list(range(rank)):
+            output, last, tail = user.output[0], user, []  # the model turns it channels-first again: both go
+            replaces.append(users[0])
+    if not keepdims:
+        tail.append(Squeeze(tuple(reduced)))
+    return Site(pattern=NAME + "-layout", node=last, replaces=tuple(replaces), label=label, mode=_MODES[node.op_type],
+                x=x, in_shape=tuple(cf), out_spatial=out_spatial, elem_type=info.elem_type, output=output,
+                tail=tuple(tail), head=head, roles=seen,
+                notes=("pools the channels-first view" + (" (Transpose added)" if head is not None else "")
+                       + (", the model's Transpose back removed" if not tail else "") ,))
 
 
 RULE = Rule(NAME, match, "ReduceMean/ReduceMax over spatial axes, channels-first or behind tf2onnx's NHWC "
