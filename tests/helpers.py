@@ -133,3 +133,22 @@ def external_data_model(folder, name="big.onnx", columns=4096, location="weights
     path = Path(folder) / name
     onnx.save(m, path, save_as_external_data=True, location=location, size_threshold=1024)
     return path
+
+
+def big_logits_net(seed=0, scale=6.0, hw=35):
+    """An inception-like net: 3 convs, a spatial ReduceMean (as dynamo writes AdaptiveAvgPool2d(1)), a
+    1000-way classifier. On uniform(-1, 1) inputs its logits reach hundreds (652 for the defaults)."""
+    rng = np.random.default_rng(seed)
+
+    def w(name, *shape):
+        std = scale / np.sqrt(np.prod(shape[1:]))
+        return numpy_helper.from_array((rng.standard_normal(shape) * std).astype(np.float32), name)
+
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], **conv), h.make_node("Relu", ["c1"], ["r1"]),
+             h.make_node("Conv", ["r1", "w2"], ["c2"], **conv), h.make_node("Relu", ["c2"], ["r2"]),
+             h.make_node("Conv", ["r2", "w3"], ["c3"], **conv), h.make_node("Relu", ["c3"], ["r3"]),
+             h.make_node("ReduceMean", ["r3"], ["p"], name="avgpool", axes=[2, 3], keepdims=0),
+             h.make_node("Gemm", ["p", "wf"], ["logits"], transB=1)]
+    inits = [w("w1", 64, 3, 3, 3), w("w2", 128, 64, 3, 3), w("w3", 512, 128, 3, 3), w("wf", 1000, 512)]
+    return model(nodes, [vi("x", [1, 3, hw, hw])], [vi("logits", [1, 1000])], inits)

@@ -5,11 +5,12 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from helpers import MODELS, model, single, vi
+from helpers import MODELS, big_logits_net, model, single, vi
 from test_cli import cli
 
 import poolfix
 from poolfix import rewriter
+from poolfix.report import verification_text
 from poolfix.verifier import compare
 
 
@@ -108,3 +109,49 @@ def test_report_is_truthy_and_serialises():
     import json
 
     assert json.loads(report.to_json()) == data
+
+
+def test_large_logits_pass_with_a_tolerance_that_scales():
+    # inception_v3's case: logits in the hundreds move by ~2e-4 when the pool sums in another order
+    result = poolfix.fix(big_logits_net())
+    out = next(c for c in result.verification.checks if c.kind == "output")
+    assert out.passed and out.scale > 100 and 0 < out.max_abs < out.atol
+    assert out.atol == pytest.approx(16 * np.finfo(np.float32).eps * out.scale)
+    table = verification_text(result.verification)
+    assert "max|ref|" in table
+    with pytest.raises(poolfix.VerificationError):  # the old fixed atol fails it, as it did
+        poolfix.fix(big_logits_net(), atol=1e-5)
+
+
+def test_a_kernel_off_by_one_still_fails(monkeypatch, blind_site_checks):
+    from poolfix.pools import Pool
+
+    real = rewriter.Emitter.pool_node
+
+    def off_by_one(self, x, y, pool, what):  # one row short, same output shape: the subtle wrong rewrite
+        k = (pool.kernel[0] - 1, *pool.kernel[1:])
+        real(self, x, y, Pool(k, (pool.kernel[0], *pool.strides[1:]), pool.pads, pool.count_include_pad), what)
+
+    monkeypatch.setattr(rewriter.Emitter, "pool_node", off_by_one)
+    with pytest.raises(poolfix.VerificationError) as e:
+        poolfix.fix(big_logits_net())
+    (out,) = [c for c in e.value.report.checks if c.kind == "output"]
+    assert not out.passed and out.max_abs > 100 * out.atol
+
+
+def test_input_ranges_reach_the_random_inputs_and_are_checked(tmp_path):
+    from poolfix.runtime import random_feeds, session
+
+    s = session(big_logits_net(hw=8))
+    feeds = random_feeds(s, np.random.default_rng(0), {"x": (100.0, 200.0)})
+    assert feeds["x"].min() >= 100 and feeds["x"].max() <= 200
+    assert poolfix.fix(big_logits_net(hw=8), input_ranges={"x": (0.0, 1.0)}).verification
+    with pytest.raises(poolfix.InputError, match="unknown input 'y'"):
+        poolfix.fix(big_logits_net(hw=8), input_ranges={"y": (0.0, 1.0)})
+    p = tmp_path / "m.onnx"
+    onnx.save(big_logits_net(hw=8), p)
+    for bad in ("x:1", "x:2,1", "x:0,inf", "0,1"):
+        code, _, err = cli(p, "--input-range", bad, "--dry-run")
+        assert code == 2 and "bad --input-range" in err, bad
+    code, out, _ = cli(p, "--input-range", "x:0,255", "-o", tmp_path / "o.onnx")
+    assert code == 0 and "verified" in out

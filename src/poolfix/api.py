@@ -207,6 +207,7 @@ def fix(
     patterns: tuple[str, ...] | list[str] = (),
     skip_patterns: tuple[str, ...] | list[str] = (),
     shape_only_pools: bool = False,
+    input_ranges: dict[str, tuple[float, float]] | None = None,
 ) -> FixResult:
     """Find and rewrite every global, reduction and adaptive pooling pattern; verify the result.
 
@@ -224,6 +225,8 @@ def fix(
     ``patterns`` restricts the rules to those names, ``skip_patterns`` leaves those out. A reduction
     is a pool when the axes it reduces are spatial (:mod:`poolfix.roles`) and it is no normalization
     or softmax statistic; ``shape_only_pools`` decides by the axes alone (any of 2..rank-1).
+    ``input_ranges`` (``{"image": (0, 255)}``): the range each graph input's random verification values
+    are drawn from, where the model expects other values than uniform(-1, 1).
     """
     seeds = _check_seeds(seeds)
     if input_shapes is not None and not isinstance(input_shapes, dict):
@@ -236,7 +239,7 @@ def fix(
     try:
         return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits,
                     data_dir, progress, verify_memory_limit, exact_special_values, tuple(patterns),
-                    tuple(skip_patterns), shape_only_pools)
+                    tuple(skip_patterns), shape_only_pools, dict(input_ranges or {}))
     except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
 
@@ -255,13 +258,21 @@ def _check_seeds(seeds) -> tuple[int, ...]:
 
 
 def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits, data_dir,
-         progress, verify_memory_limit, exact_special_values, patterns, skip_patterns, shape_only_pools) -> FixResult:
+         progress, verify_memory_limit, exact_special_values, patterns, skip_patterns, shape_only_pools,
+         input_ranges) -> FixResult:
     step = progress or (lambda _: None)
     step("loading")
     loaded = loader.load(model_or_path, data_dir=data_dir)
     model = loaded.model
     if input_shapes:
         loader.pin_input_shapes(model, dict(input_shapes))
+    graph_inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
+    for name, (lo, hi) in input_ranges.items():
+        if name not in graph_inputs:
+            raise InputError(f"--input-range names unknown input {name!r}; the model's inputs are "
+                             f"{sorted(graph_inputs)}")
+        if not lo < hi:
+            raise InputError(f"--input-range {name}: lo must be below hi, got {lo}, {hi}")
     original: ModelProto | Path | None = None
     if verify:  # onnxruntime reads an unpinned input from its file; otherwise keep a copy
         original = loaded.path if loaded.path is not None and not input_shapes else loader.copy_model(model)
@@ -285,6 +296,7 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
                              "--verify-memory-limit raises it, --no-verify skips verification")
         step("verifying")
         report = verifier.verify(original, model, rewrites, seeds=tuple(seeds), atol=atol, rtol=rtol,
+                                 input_ranges=input_ranges,
                                  data_dir=loaded.data_dir)
         result.verification = report
         if not report.checks:

@@ -17,7 +17,7 @@ from .api import fix
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, StrictError, VerificationError
 from .finder import MAX_SPATIAL
 from .limits import PROFILES, Limits, limit_fields, profile
-from .loader import parse_input_shape
+from .loader import parse_input_range, parse_input_shape
 from .patterns import RULES
 from .planner import explain
 from .report import findings_text, verification_text, windows_svg
@@ -76,6 +76,8 @@ def limit_options(command):
               help="Write the findings and verification figures as JSON.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:d0,d1,...",
               help="Pin a graph input's shape before shape inference (repeatable).")
+@click.option("--input-range", "input_ranges", multiple=True, metavar="NAME:lo,hi",
+              help="Draw a graph input's random verification values from [lo, hi] (repeatable).")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime comparison.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="First seed of the random verification inputs.")
@@ -114,7 +116,7 @@ def limit_options(command):
 @click.option("-v", "--verbose", count=True, help="Print more.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
 @click.version_option(__version__, prog_name="poolfix")
-def command(model, output, in_place, dry_run, report_path, input_shapes, no_verify, seed, num_seeds,
+def command(model, output, in_place, dry_run, report_path, input_shapes, input_ranges, no_verify, seed, num_seeds,
             verify_memory_limit, atol, rtol, allow_approx, exact_special_values, explain_pairs, explain_svg,
             external_data, target_name, list_targets, list_patterns, patterns, skip_patterns, shape_only_pools,
             enforce_limits, strict, quiet, verbose, debug, **limit_values):
@@ -160,7 +162,8 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, no_veri
                      rtol=rtol, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
                      progress=progress, verify_memory_limit=verify_memory_limit * 2**20,
                      exact_special_values=exact_special_values, patterns=patterns, skip_patterns=skip_patterns,
-                     shape_only_pools=shape_only_pools)
+                     shape_only_pools=shape_only_pools,
+                     input_ranges=dict(parse_input_range(r) for r in input_ranges))
     except VerificationError as e:
         progress.done()
         if e.report is not None:

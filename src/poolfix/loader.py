@@ -42,6 +42,18 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, check_shape(shape, f"--input-shape {text!r}")
 
 
+def parse_input_range(text: str) -> tuple[str, tuple[float, float]]:
+    """Parse ``NAME:lo,hi`` (the range a graph input's random verification values are drawn from)."""
+    name, sep, bounds = text.rpartition(":")
+    try:
+        lo, hi = (float(b) for b in bounds.split(","))
+    except ValueError:
+        lo = hi = float("nan")
+    if not sep or not name or not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+        raise InputError(f"bad --input-range {text!r}: expected NAME:lo,hi with finite lo < hi, such as image:0,255")
+    return name, (lo, hi)
+
+
 def check_shape(shape, what: str) -> tuple[int, ...]:
     """A pinned shape: integers from 1 to int64's largest (bools and floats refused)."""
     if not isinstance(shape, (tuple, list)) or not shape:

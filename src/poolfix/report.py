@@ -55,8 +55,9 @@ def findings_text(findings: list[Finding], verbose: bool = False) -> str:
 def verification_text(report: VerificationReport) -> str:
     rows = [("check", "shape", "dtype", "max abs err", "max rel err", "tolerance", "result")]
     for c in report.checks:
+        scale = f" (max|ref| {c.scale:.3g})" if c.scale else ""
         rows.append((c.name, fmt_shape(c.shape), c.dtype, _num(c.max_abs), _num(c.max_rel),
-                     f"atol={c.atol:g} rtol={c.rtol:g}", c.verdict
+                     f"atol={c.atol:.3g} rtol={c.rtol:g}{scale}", c.verdict
                      + (f" ({c.note})" if c.note else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]

@@ -56,25 +56,31 @@ def elements(shape) -> int:
     return n
 
 
-def random_value(elem_type: int, shape, rng: np.random.Generator) -> np.ndarray:
-    """Uniform(-1, 1) floats, 0/1 booleans, small integers; unknown dims become 1."""
+def random_value(elem_type: int, shape, rng: np.random.Generator, value_range: tuple[float, float] | None = None
+                 ) -> np.ndarray:
+    """Uniform(-1, 1) floats, 0/1 booleans, small integers (0..2); ``value_range`` (lo, hi) replaces
+    the range, inclusive for integers. Unknown dims become 1."""
     dtype = helper.tensor_dtype_to_np_dtype(elem_type)
     dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
     if np.issubdtype(dtype, np.floating):
-        return rng.uniform(-1.0, 1.0, size=dims).astype(dtype)
+        lo, hi = value_range if value_range is not None else (-1.0, 1.0)
+        return rng.uniform(lo, hi, size=dims).astype(dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, size=dims).astype(np.bool_)
-    return rng.integers(0, 3, size=dims).astype(dtype)
+    lo, hi = (int(value_range[0]), int(value_range[1])) if value_range is not None else (0, 2)
+    return rng.integers(lo, hi + 1, size=dims).astype(dtype)
 
 
-def random_feeds(sess, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
-    """Random inputs for every input of an onnxruntime session; None when they would be too large."""
+def random_feeds(sess, rng: np.random.Generator, ranges: dict[str, tuple[float, float]] | None = None
+                 ) -> dict[str, np.ndarray] | None:
+    """Random inputs for every input of an onnxruntime session (``ranges``: per input name, the
+    range its values are drawn from); None when they would be too large."""
     if sum(elements(i.shape) for i in sess.get_inputs()) > MAX_INPUT_ELEMENTS:
         return None
     feeds = {}
     for i in sess.get_inputs():
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(ORT_TYPES.get(i.type, np.float32)))
-        feeds[i.name] = random_value(elem, i.shape or [], rng)
+        feeds[i.name] = random_value(elem, i.shape or [], rng, (ranges or {}).get(i.name))
     return feeds
 
 

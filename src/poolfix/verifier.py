@@ -41,6 +41,10 @@ DEFAULT_TOLERANCES = {
     TensorProto.DOUBLE: (1e-12, 1e-9),
 }
 DEFAULT_SEEDS = (0, 1)
+# an output's absolute tolerance grows with its magnitude: this many ulps of its largest value. A
+# rewrite changes summation order; the change is a few ulps of the values summed, and the layers after
+# the pool carry it at their own scale (logits of hundreds move by ~1e-4 where logits of 1 move by ~1e-7)
+SCALE_ULPS = {TensorProto.FLOAT: 16, TensorProto.FLOAT16: 4, TensorProto.DOUBLE: 64}
 DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes of intermediate tensors a verification may need (estimated)
 
 
@@ -78,6 +82,7 @@ class Check:
     passed: bool
     note: str = ""
     approx: bool = False  # involves a rewrite that is inexact by request (--allow-approx): reported, not failed
+    scale: float = 0.0  # max |reference| of an output whose atol grew with it (0: the dtype's atol as is)
 
     @property
     def verdict(self) -> str:
@@ -120,11 +125,25 @@ def _tolerance(elem_type: int, atol: float | None, rtol: float | None) -> tuple[
     return (a if atol is None else atol), (r if rtol is None else rtol)
 
 
+def scaled_atol(want: np.ndarray, elem_type: int, atol: float) -> tuple[float, float]:
+    """(atol, scale): the dtype's atol, or SCALE_ULPS ulps of the output's largest finite value if
+    that is more. Outputs of ordinary scale (|values| about 1 or less) keep the dtype's atol."""
+    finite = np.abs(want[np.isfinite(want)]) if want.size else want
+    scale = float(finite.max()) if finite.size else 0.0
+    ulps = SCALE_ULPS.get(elem_type, 0)
+    grown = ulps * float(np.finfo(want.dtype).eps) * scale if want.dtype.kind == "f" else 0.0
+    return (grown, scale) if grown > atol else (atol, 0.0)
+
+
 def compare(name: str, kind: str, got: np.ndarray, want: np.ndarray, elem_type: int,
-            atol: float | None, rtol: float | None, note: str = "") -> Check:
+            atol: float | None, rtol: float | None, note: str = "", scaled: bool = False) -> Check:
     """One comparison. Floats: |a-b| <= atol + rtol*|b|, where NaN against NaN and an infinity against
-    the same infinity agree. Everything else (integers, booleans, strings) must be equal."""
+    the same infinity agree. Everything else (integers, booleans, strings) must be equal. ``scaled``:
+    the default atol grows with the output's magnitude (:func:`scaled_atol`); an atol given stays."""
     a, r = _tolerance(elem_type, atol, rtol)
+    scale = 0.0
+    if scaled and atol is None and want.dtype.kind == "f" and got.shape == want.shape:
+        a, scale = scaled_atol(want, elem_type, a)
     dtype = str(want.dtype)
     if got.shape != want.shape:
         return Check(name, kind, list(want.shape), dtype, float("inf"), float("inf"), a, r, False,
@@ -135,12 +154,12 @@ def compare(name: str, kind: str, got: np.ndarray, want: np.ndarray, elem_type: 
         with np.errstate(invalid="ignore"):
             diff = np.where(agree, 0.0, np.abs(g64 - w64))
         diff = np.where(np.isnan(diff), np.inf, diff)  # NaN against a number, or inf against -inf
-        scale = np.where(np.isfinite(w64), np.abs(w64), 0.0)
-        rel = diff / np.maximum(scale, np.finfo(np.float64).tiny)
-        ok = bool(np.all(diff <= a + r * scale))
+        magnitude = np.where(np.isfinite(w64), np.abs(w64), 0.0)
+        rel = diff / np.maximum(magnitude, np.finfo(np.float64).tiny)
+        ok = bool(np.all(diff <= a + r * magnitude))
         max_abs = float(diff.max()) if diff.size else 0.0
         max_rel = float(rel.max()) if rel.size else 0.0
-        return Check(name, kind, list(want.shape), dtype, max_abs, max_rel, a, r, ok, note)
+        return Check(name, kind, list(want.shape), dtype, max_abs, max_rel, a, r, ok, note, scale=scale)
     same = got.dtype == want.dtype and bool(np.array_equal(got, want))
     wrong = 0 if same else int(np.sum(got != want)) if got.dtype == want.dtype else want.size
     return Check(name, kind, list(want.shape), dtype, 0.0 if same else float("inf"), 0.0 if same else float("inf"),
@@ -154,11 +173,11 @@ def _worse(a: Check | None, b: Check) -> Check:
     return a
 
 
-def _seed_feeds(sess, seeds) -> list[dict[str, np.ndarray]] | None:
+def _seed_feeds(sess, seeds, ranges=None) -> list[dict[str, np.ndarray]] | None:
     """One set of random inputs per seed; None when they would be too large to make up."""
     out = []
     for seed in seeds:
-        feeds = random_feeds(sess, np.random.default_rng(seed))
+        feeds = random_feeds(sess, np.random.default_rng(seed), ranges)
         if feeds is None:
             return None
         out.append(feeds)
@@ -166,7 +185,7 @@ def _seed_feeds(sess, seeds) -> list[dict[str, np.ndarray]] | None:
 
 
 def _end_to_end(original: ModelProto | Path, rewritten: ModelProto, report: VerificationReport, seeds,
-                atol, rtol, data_dir: Path | None) -> None:
+                atol, rtol, data_dir: Path | None, ranges=None) -> None:
     try:
         s0 = session(original, data_dir)
     except Exception as e:
@@ -185,7 +204,7 @@ def _end_to_end(original: ModelProto | Path, rewritten: ModelProto, report: Veri
         return
     outs = [o.name for o in s0.get_outputs()]
     worst: dict[str, Check] = {}
-    all_feeds = _seed_feeds(s0, seeds)
+    all_feeds = _seed_feeds(s0, seeds, ranges)
     if all_feeds is None:
         report.notes.append("end-to-end comparison skipped: its random inputs would be too large; "
                             "each rewrite was checked on its own")
@@ -206,7 +225,7 @@ def _end_to_end(original: ModelProto | Path, rewritten: ModelProto, report: Veri
         for name, g, w in zip(outs, got, want):
             g, w = np.asarray(g), np.asarray(w)
             elem = helper.np_dtype_to_tensor_dtype(w.dtype) if w.dtype.kind in "fc" else TensorProto.UNDEFINED
-            c = compare(f"output '{name}'", "output", g, w, elem, atol, rtol)
+            c = compare(f"output '{name}'", "output", g, w, elem, atol, rtol, scaled=True)
             worst[name] = _worse(worst.get(name), c)
     report.checks.extend(worst.values())
     report.end_to_end = True
@@ -316,7 +335,7 @@ def check_site(rw: Rewrite, seed: int, ir_version: int, atol=None, rtol=None) ->
 
 
 def _in_model(rewritten: ModelProto, rewrites: list[Rewrite], report: VerificationReport, seeds, atol, rtol,
-              data_dir: Path | None) -> None:
+              data_dir: Path | None, ranges=None) -> None:
     """Where the original cannot run: run the rewritten model with each site's input and output exposed
     as extra graph outputs, and compare each output with the numpy reference of its input."""
     mine = [rw for rw in rewrites if rw.in_main_graph]
@@ -343,7 +362,7 @@ def _in_model(rewritten: ModelProto, rewrites: list[Rewrite], report: Verificati
         return
     names = [o.name for o in sess.get_outputs()]
     worst: dict[int, Check] = {}
-    all_feeds = _seed_feeds(sess, seeds)
+    all_feeds = _seed_feeds(sess, seeds, ranges)
     if all_feeds is None:
         report.notes.append("in-model check skipped: random inputs would be too large")
         return
@@ -365,15 +384,17 @@ def _in_model(rewritten: ModelProto, rewrites: list[Rewrite], report: Verificati
 
 
 def verify(original: ModelProto | Path, rewritten: ModelProto, rewrites: list[Rewrite], *, seeds=DEFAULT_SEEDS,
-           atol: float | None = None, rtol: float | None = None, data_dir: Path | None = None) -> VerificationReport:
-    """Compare ``original`` (a model, or the path of an unchanged input) with ``rewritten``."""
+           atol: float | None = None, rtol: float | None = None, data_dir: Path | None = None,
+           input_ranges: dict[str, tuple[float, float]] | None = None) -> VerificationReport:
+    """Compare ``original`` (a model, or the path of an unchanged input) with ``rewritten``.
+    ``input_ranges``: per graph input, the range its random values are drawn from."""
     report = VerificationReport(seeds=list(seeds))
-    _end_to_end(original, rewritten, report, seeds, atol, rtol, data_dir)
+    _end_to_end(original, rewritten, report, seeds, atol, rtol, data_dir, input_ranges)
     if any(not rw.plan.exact for rw in rewrites):
         for c in report.checks:
             c.approx = True
     if not report.end_to_end:
-        _in_model(rewritten, rewrites, report, seeds, atol, rtol, data_dir)
+        _in_model(rewritten, rewrites, report, seeds, atol, rtol, data_dir, input_ranges)
     for rw in rewrites:
         special = check_special(rw, rewritten.ir_version)
         if special is not None:
