@@ -99,6 +99,54 @@ def bench_large(gb: float, repeat: int, work: Path) -> dict:
     }
 
 
+_TWO_SESSIONS = """
+import sys, numpy as np
+from poolfix.runtime import random_feeds, session
+for path in sys.argv[1:3]:  # one after the other, as poolfix's verifier runs them
+    s = session(__import__("pathlib").Path(path))
+    for seed in (0, 1):
+        s.run(None, random_feeds(s, np.random.default_rng(seed)))
+    del s
+"""
+
+
+def bench_inline(gb: float, repeat: int, work: Path) -> dict:
+    """The same head with its weights inline (one .onnx file, as PyTorch exports under 2 GB)."""
+    subprocess.run([sys.executable, __file__, "--make-big", str(work), "--gb", str(gb)], check=True)
+    subprocess.run([sys.executable, "-c", "import onnx,sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])",
+                    str(work / "big.onnx"), str(work / "inline.onnx")], check=True)
+    for f in ("big.onnx", "big.onnx.weights"):
+        (work / f).unlink()
+    src = work / "inline.onnx"
+    size = src.stat().st_size
+    env_path = str(ROOT / "src")
+    base = [sys.executable, "-c", "import onnx,sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])", str(src),
+            str(work / "base.onnx")]
+    tool = [sys.executable, "-m", "poolfix", str(src), "-o", str(work / "out.onnx"), "--no-verify", "-qq"]
+    verified = [sys.executable, "-m", "poolfix", str(src), "-o", str(work / "outv.onnx"), "-qq"]
+    sessions = [sys.executable, "-c", _TWO_SESSIONS, str(src), str(work / "out.onnx")]
+    runs: dict[str, list[tuple[float, int]]] = {"onnx": [], "poolfix": [], "verified": [], "sessions": []}
+    os.environ["PYTHONPATH"] = env_path
+    for _ in range(repeat):
+        runs["onnx"].append(measured(base))
+        runs["poolfix"].append(measured(tool))
+        runs["verified"].append(measured(verified))
+        runs["sessions"].append(measured(sessions))
+    med = {k: (statistics.median(t for t, _ in v), statistics.median(r for _, r in v)) for k, v in runs.items()}
+    return {
+        "model_bytes": size,
+        "onnx_load_save_s": med["onnx"][0], "onnx_load_save_rss": med["onnx"][1],
+        "poolfix_s": med["poolfix"][0], "poolfix_rss": med["poolfix"][1],
+        "verified_s": med["verified"][0], "verified_rss": med["verified"][1],
+        "two_sessions_s": med["sessions"][0], "two_sessions_rss": med["sessions"][1],
+        "time_ratio": med["poolfix"][0] / med["onnx"][0],
+        "verification_ratio": (med["verified"][0] - med["poolfix"][0]) / med["sessions"][0],
+        "rss_over_model_size": med["poolfix"][1] / size,
+        "verified_rss_over_model_size": med["verified"][1] / size,
+        "onnx_rss_over_model_size": med["onnx"][1] / size,
+    }
+
+
 def _self_rss() -> int:
     import resource
 
@@ -191,6 +239,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=None, help="where to generate the big model (needs 3x --gb)")
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--inline-gb", type=float, default=0.5, help="size of the inline-weights model (0: skip)")
     ap.add_argument("--quick", action="store_true", help="smoke run: no large model, small graphs (for the tests)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--make-big", type=Path, help=argparse.SUPPRESS)
@@ -213,6 +262,22 @@ def main() -> int:
         print(f"  time ratio poolfix / onnx.load+save: {r['time_ratio']:.2f}x (goal <= 1.3x)")
         print(f"  (peak RSS includes this script's own {r['parent_rss_at_fork'] / 2**20:.0f} MiB, which Linux "
               "carries into children)")
+    if args.inline_gb and not args.quick:
+        work = Path(tempfile.mkdtemp(dir=args.workdir, prefix="poolfix-bench-inline-"))
+        try:
+            r = report["inline"] = bench_inline(args.inline_gb, args.repeat, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        mib = r["model_bytes"] / 2**20
+        print(f"inline model, {mib:.0f} MiB in one .onnx file, median of {args.repeat}:")
+        print(f"  onnx.load+save: {r['onnx_load_save_s']:.2f} s, peak RSS {r['onnx_load_save_rss'] / 2**20:.0f} MiB "
+              f"({r['onnx_rss_over_model_size']:.2f}x model size)")
+        print(f"  poolfix --no-verify: {r['poolfix_s']:.2f} s, peak RSS {r['poolfix_rss'] / 2**20:.0f} MiB "
+              f"({r['rss_over_model_size']:.2f}x model size); time ratio {r['time_ratio']:.2f}x (goal <= 1.3x)")
+        print(f"  poolfix (verified): {r['verified_s']:.2f} s, peak RSS {r['verified_rss'] / 2**20:.0f} MiB "
+              f"({r['verified_rss_over_model_size']:.2f}x model size; goal <= 1.5x)")
+        print(f"  verification {r['verified_s'] - r['poolfix_s']:.2f} s vs two plain onnxruntime sessions "
+              f"{r['two_sessions_s']:.2f} s = {r['verification_ratio']:.2f}x")
     if args.quick:
         r = report["sites"] = bench_sites(args.repeat, QUICK_SITE_COUNTS, 1000)
     else:

@@ -34,6 +34,7 @@ class FixResult:
     verification: VerificationReport | None = None
     data_dir: Path | None = None  # where the model's external data lives, if it has any
     input_files: frozenset[Path] = frozenset()  # the input's model file and data files: never written
+    inline_refs: bool = False  # the input's inline weights were left in its file (written inline again)
 
     @property
     def rewritten(self) -> list[Finding]:
@@ -283,7 +284,8 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
                               patterns=patterns, skip_patterns=skip_patterns, shape_only_pools=shape_only_pools,
                               check=check)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
-    result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files)
+    result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files,
+                       inline_refs=loaded.inline_refs)
     if not rewrites:
         return result
     step("checking")

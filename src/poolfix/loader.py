@@ -218,6 +218,135 @@ def check_external_data(model: ModelProto, base_dir: Path) -> list[ExternalRef]:
     return refs
 
 
+# -- inline weights stay in their file: the wire format, scanned once
+# ModelProto.graph = 7; GraphProto.initializer = 5; TensorProto.raw_data = 9 (protobuf field numbers)
+_GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9
+SELF_REF_BYTES = 1 << 16  # inline raw data larger than this is left in the file, referenced by offset
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _fields(buf, start: int, end: int):
+    """(field number, wire type, field start, value start, value end) of each field in buf[start:end]."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+            yield number, wire, field_start, field_start, pos
+            continue
+        if wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            n, vstart = _varint(buf, pos)
+            pos = vstart + n
+            if pos > end:
+                raise ValueError("field runs past its message")
+            yield number, wire, field_start, vstart, pos
+            continue
+        else:
+            raise ValueError(f"wire type {wire}")
+        if pos > end:
+            raise ValueError("field runs past its message")
+        yield number, wire, field_start, field_start, pos
+
+
+def _message(number: int, content: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(content)) + content
+
+
+def light_bytes(buf) -> tuple[bytes, list[tuple[int, int, int]]]:
+    """The model's bytes with every main-graph initializer's large raw data left out, and for each
+    such initializer (index among the initializers, offset of its data in ``buf``, length)."""
+    refs: list[tuple[int, int, int]] = []
+    out = bytearray()
+    k = 0
+    for number, wire, fs, vs, ve in _fields(buf, 0, len(buf)):
+        if number != _GRAPH or wire != 2:
+            out += buf[fs:ve]
+            continue
+        graph = bytearray()
+        for gn, gw, gfs, gvs, gve in _fields(buf, vs, ve):
+            if gn != _INITIALIZER or gw != 2:
+                graph += buf[gfs:gve]
+                continue
+            tensor, skipped = bytearray(), None
+            for tn, tw, tfs, tvs, tve in _fields(buf, gvs, gve):
+                if tn == _RAW_DATA and tw == 2 and tve - tvs > SELF_REF_BYTES:
+                    skipped = (k, tvs, tve - tvs)
+                else:
+                    tensor += buf[tfs:tve]
+            graph += _message(_INITIALIZER, bytes(tensor)) if skipped else buf[gfs:gve]
+            if skipped:
+                refs.append(skipped)
+            k += 1
+        out += _message(_GRAPH, bytes(graph))
+    return bytes(out), refs
+
+
+def _parse_light(path: Path) -> ModelProto | None:
+    """The model at ``path`` with its large inline weights left in the file: each becomes an external
+    reference to the model file itself (location = its name, offset, length), so the weights are read
+    only where something needs the numbers, as external data is. None when there is nothing to leave
+    or the bytes are not a well-formed message (the normal parse then reports it)."""
+    import mmap
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < 4 * SELF_REF_BYTES:
+            return None
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
+            try:
+                light, refs = light_bytes(buf)
+            except (ValueError, IndexError):
+                return None
+    finally:
+        os.close(fd)
+    if not refs:
+        return None
+    model = ModelProto()
+    try:
+        model.ParseFromString(light)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+    inits = model.graph.initializer
+    for k, offset, length in refs:
+        t = inits[k]
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", path.name), ("offset", str(offset)), ("length", str(length))):
+            e = t.external_data.add()
+            e.key, e.value = key, value
+    return model
+
+
 def _parse(data: bytes, what: str) -> ModelProto:
     if not data:
         raise InputError(f"{what} is empty, not an ONNX model")
@@ -241,6 +370,7 @@ class Loaded:
     path: Path | None = None
     full_check_ok: bool = True  # whether the input itself passes check_model(full_check=True)
     data_files: frozenset[Path] = field(default_factory=frozenset)  # resolved, what external data reads
+    inline_refs: bool = False  # large inline weights were left in the model file, referenced by offset
 
     @property
     def files(self) -> frozenset[Path]:
@@ -248,7 +378,12 @@ class Loaded:
         return self.data_files | ({self.path.resolve()} if self.path is not None else set())
 
 
-def _read(path: Path) -> bytes:
+def _read_check(path: Path) -> None:
+    """The checks of :func:`_read` without the read (a FIFO must not block, /dev/zero must not be mapped)."""
+    _read(path, check_only=True)
+
+
+def _read(path: Path, check_only: bool = False) -> bytes:
     """The bytes of a regular file. A FIFO, a device (/dev/zero), a socket or a folder is refused
     before any read, so none can hang the run or fill its memory."""
     try:
@@ -269,6 +404,9 @@ def _read(path: Path) -> bytes:
         os.close(fd)
         raise InputError(f"{path}: {st.st_size} bytes is past protobuf's 2 GB limit, so it is not one "
                          "ONNX model file (weights that large live in external data)")
+    if check_only:
+        os.close(fd)
+        return b""
     with os.fdopen(fd, "rb") as f:
         try:
             return f.read()
@@ -285,13 +423,18 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
     model's folder.
     """
     path: Path | None = None
+    inline_refs = False
     if isinstance(source, ModelProto):
         model = copy_model(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         model = _parse(bytes(source), "input bytes")
     else:
         path = Path(source)
-        model = _parse(_read(path), str(path))
+        _read_check(path)
+        model = _parse_light(path)  # large inline weights stay in the file
+        inline_refs = model is not None
+        if model is None:
+            model = _parse(_read(path), str(path))
         data_dir = path.parent
     known = onnx.defs.onnx_opset_version()
     for o in model.opset_import:
@@ -320,7 +463,7 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
             check_model(model, base, full_check=True)
         except Exception:
             full_ok = False
-    return Loaded(model, base, path, full_ok, data_files)
+    return Loaded(model, base, path, full_ok, data_files, inline_refs)
 
 
 def _check_inline_sizes(model: ModelProto) -> None:
@@ -424,10 +567,13 @@ def weightless(model: ModelProto, keep_bytes: int = 4096) -> tuple[ModelProto, d
     copy_fields(model.graph, light.graph, skip=("initializer",))
     stubs = {}
     for i, t in enumerate(model.graph.initializer):
-        if t.ByteSize() <= keep_bytes or is_external(t):
+        size = tensor_nbytes(t) if t.data_type != TensorProto.STRING else None
+        if size is None or size <= keep_bytes or is_external(t):  # sized from dims: no bytes touched
             light.graph.initializer.append(t)
         else:
-            copy_fields(t, light.graph.initializer.add(), skip=_DATA_FIELDS)
+            stub = light.graph.initializer.add()
+            stub.name, stub.data_type, stub.doc_string = t.name, t.data_type, t.doc_string
+            stub.dims.extend(t.dims)
             stubs[i] = t
     return light, stubs
 

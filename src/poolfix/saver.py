@@ -45,17 +45,19 @@ import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
-from onnx import ModelProto, TensorProto
+from onnx import GraphProto, ModelProto, TensorProto
 
 from .errors import InputError
 from .loader import (
     PROTOBUF_LIMIT,
     check_external_data,
+    copy_fields,
     copy_model,
     external_tensors,
     is_external,
     tensor_nbytes,
     tensors_and_kinds,
+    varint,
     weightless,
 )
 
@@ -64,6 +66,7 @@ SIZE_THRESHOLD = 1024
 LAYOUTS = ("auto", "single", "keep", "inline")
 MAX_OPEN_FILES = 32
 _CHUNK = 16 * 2**20
+_GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
 _TMP = re.compile(r"^\.(?P<name>.+)\.poolfix-(?P<pid>\d+)-[0-9a-z_]+\.tmp$")
 
 
@@ -260,14 +263,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, plan: WritePlan | N
     return real
 
 
-def resolve_layout(model: ModelProto, layout: str, *, in_place: bool, has_external: bool) -> str:
+def resolve_layout(size: int, layout: str, *, in_place: bool, has_external: bool) -> str:
+    """The layout ``auto`` stands for, given the model's size in bytes (weights included)."""
     if layout not in LAYOUTS:
         raise InputError(f"unknown external data layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     if layout != "auto":
         return layout
     if has_external:
         return "keep" if in_place else "single"
-    return "single" if model.ByteSize() > INLINE_LIMIT else "inline"
+    return "single" if size > INLINE_LIMIT else "inline"
 
 
 def save(model, path: str | os.PathLike, *, external_data: str = "auto",
@@ -280,9 +284,11 @@ def save(model, path: str | os.PathLike, *, external_data: str = "auto",
     written. Returns the path written (links resolved).
     """
     inputs: frozenset[Path] = frozenset()
+    inline_input = False  # weights that were inline in the input, left in its file by the loader
     if not isinstance(model, ModelProto):  # a FixResult
         data_dir = data_dir if data_dir is not None else model.data_dir
         inputs = model.input_files
+        inline_input = model.inline_refs
         model = model.model
     ext = external_tensors(model)
     if ext and data_dir is None:
@@ -295,7 +301,8 @@ def save(model, path: str | os.PathLike, *, external_data: str = "auto",
     else:
         plan.inputs |= inputs
     real = plan.target(path, "model")
-    layout = resolve_layout(model, external_data, in_place=in_place, has_external=bool(ext))
+    size = model.ByteSize() + sum(r.nbytes for r in refs)
+    layout = resolve_layout(size, external_data, in_place=in_place, has_external=bool(ext) and not inline_input)
     if layout == "keep" and any(_same(r.path, real) for r in refs):
         layout = "single"  # the data lives inside the file the new model replaces: it must move first
     with _os_errors(path), Commit() as c:
@@ -330,14 +337,53 @@ def _read_ref(ref, files: _Files) -> bytes:
 
 
 def _inline(model: ModelProto, path: Path, c: Commit, refs) -> None:
-    if refs:
-        model = copy_model(model)
-        with _Files() as files:
-            for t, ref in zip(external_tensors(model), refs):  # the copy's tensors, in the same order
-                t.raw_data = _read_ref(ref, files)
-                t.data_location = TensorProto.DEFAULT
-                del t.external_data[:]
-    c.write(path, _model_bytes(model, path))
+    """Write the model with every weight inline. The main graph's initializers kept on disk are
+    streamed from their files into the output, field by field in protobuf's wire format (each one a
+    TensorProto whose raw_data is copied a chunk at a time), in their order: the weights are never
+    all in memory, and the output is the same message onnx.save would write, initializers last."""
+    if not refs:
+        c.write(path, _model_bytes(model, path))
+        c.commit(sweep_for=path)
+        return
+    work = copy_model(model)  # weightless where it matters: large weights are references
+    n_main = sum(is_external(t) for t in work.graph.initializer)
+    main_refs, other_refs = refs[:n_main], refs[n_main:]
+    with _Files() as files:  # small external tensors elsewhere (attributes, subgraphs, sparse) come inline
+        for t, ref in zip(external_tensors(work)[n_main:], other_refs):
+            t.raw_data = _read_ref(ref, files)
+            t.data_location = TensorProto.DEFAULT
+            del t.external_data[:]
+    inits = list(work.graph.initializer)
+    graph_rest = GraphProto()
+    copy_fields(work.graph, graph_rest, skip=("initializer",))
+    top = ModelProto()
+    copy_fields(work, top, skip=("graph",))
+    entries: list[tuple[bytes, object]] = []
+    pending = iter(main_refs)
+    for t in inits:
+        if is_external(t):
+            ref = next(pending)
+            meta = TensorProto()
+            copy_fields(t, meta, skip=("external_data", "data_location", "raw_data"))
+            head = meta.SerializeToString() + varint(_RAW_DATA << 3 | 2) + varint(ref.nbytes)
+            entries.append((varint(_INITIALIZER << 3 | 2) + varint(len(head) + ref.nbytes) + head, ref))
+        else:
+            b = t.SerializeToString()
+            entries.append((varint(_INITIALIZER << 3 | 2) + varint(len(b)) + b, None))
+    rest = graph_rest.SerializeToString()
+    graph_len = len(rest) + sum(len(head) + (ref.nbytes if ref is not None else 0) for head, ref in entries)
+    start = top.SerializeToString() + varint(_GRAPH << 3 | 2) + varint(graph_len)
+    if len(start) + graph_len > INLINE_LIMIT:
+        raise InputError(f"cannot write {str(path)!r}: the model is over 2 GB without external data; "
+                         "use --external-data single")
+    with c.open(path) as f, _Files() as files:
+        f.write(start)
+        f.write(rest)
+        for head, ref in entries:
+            f.write(head)
+            if ref is not None:
+                _copy_range(files.get(ref.path), f, ref.offset, ref.nbytes, ref.location)
+        _sync(f)
     c.commit(sweep_for=path)
 
 

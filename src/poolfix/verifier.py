@@ -186,12 +186,27 @@ def _seed_feeds(sess, seeds, ranges=None) -> list[dict[str, np.ndarray]] | None:
 
 def _end_to_end(original: ModelProto | Path, rewritten: ModelProto, report: VerificationReport, seeds,
                 atol, rtol, data_dir: Path | None, ranges=None) -> None:
+    """Both models on the same random inputs, one session at a time: the original runs every seed and
+    is released before the rewritten model loads, so a big model's weights are held once, not twice."""
     try:
         s0 = session(original, data_dir)
     except Exception as e:
         report.notes.append(f"end-to-end comparison skipped: the original does not run in onnxruntime "
                             f"({first_line(e)}); each rewrite was checked on its own")
         return
+    outs = [o.name for o in s0.get_outputs()]
+    all_feeds = _seed_feeds(s0, seeds, ranges)
+    if all_feeds is None:
+        report.notes.append("end-to-end comparison skipped: its random inputs would be too large; "
+                            "each rewrite was checked on its own")
+        return
+    try:
+        wants = [s0.run(outs, feeds) for feeds in all_feeds]
+    except Exception as e:
+        report.notes.append(f"end-to-end comparison skipped: the original fails on random inputs "
+                            f"({first_line(e)}); each rewrite was checked on its own")
+        return
+    del s0
     try:
         s1 = session(rewritten, data_dir)
     except Exception as e:
@@ -202,20 +217,8 @@ def _end_to_end(original: ModelProto | Path, rewritten: ModelProto, report: Veri
         report.checks.append(Check("rewritten model loads in onnxruntime", "output", [], "", float("inf"),
                                    float("inf"), 0, 0, False, first_line(e)))
         return
-    outs = [o.name for o in s0.get_outputs()]
     worst: dict[str, Check] = {}
-    all_feeds = _seed_feeds(s0, seeds, ranges)
-    if all_feeds is None:
-        report.notes.append("end-to-end comparison skipped: its random inputs would be too large; "
-                            "each rewrite was checked on its own")
-        return
-    for feeds in all_feeds:
-        try:
-            want = s0.run(outs, feeds)
-        except Exception as e:
-            report.notes.append(f"end-to-end comparison skipped: the original fails on random inputs "
-                                f"({first_line(e)}); each rewrite was checked on its own")
-            return
+    for feeds, want in zip(all_feeds, wants):
         try:
             got = s1.run(outs, feeds)
         except Exception as e:
