@@ -26,7 +26,8 @@ def weights(path):
 
 def test_the_loader_leaves_large_inline_weights_in_the_file(tmp_path):
     src = inline_model(tmp_path)
-    loaded = loader.load(src)
+    assert not loader.load(src).inline_refs  # the API's default: weights parsed as they are
+    loaded = loader.load(src, lazy_weights=True)
     assert loaded.inline_refs
     w = next(t for t in loaded.model.graph.initializer if t.name == "w")
     assert w.data_location == onnx.TensorProto.EXTERNAL and not w.raw_data
@@ -72,8 +73,13 @@ def test_inline_input_in_place(tmp_path):
 
 
 def test_inline_input_is_verified_in_place_of_its_file(tmp_path):
-    result = poolfix.fix(inline_model(tmp_path))
-    assert result.verification and result.verification.end_to_end
+    result = poolfix.fix(inline_model(tmp_path), lazy_weights=True)
+    assert result.inline_refs and result.verification and result.verification.end_to_end
+    poolfix.save(result, tmp_path / "o.onnx")
+    assert not data_files(tmp_path, "o.onnx")  # written inline, as it came
+    (tmp_path / "again").mkdir()
+    plain = poolfix.fix(inline_model(tmp_path / "again"))
+    assert not plain.inline_refs and plain.model.graph.initializer[0].raw_data  # the default: weights in memory
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage-tail", "flip-length"])

@@ -209,6 +209,7 @@ def fix(
     skip_patterns: tuple[str, ...] | list[str] = (),
     shape_only_pools: bool = False,
     input_ranges: dict[str, tuple[float, float]] | None = None,
+    lazy_weights: bool = False,
 ) -> FixResult:
     """Find and rewrite every global, reduction and adaptive pooling pattern; verify the result.
 
@@ -227,7 +228,10 @@ def fix(
     is a pool when the axes it reduces are spatial (:mod:`poolfix.roles`) and it is no normalization
     or softmax statistic; ``shape_only_pools`` decides by the axes alone (any of 2..rank-1).
     ``input_ranges`` (``{"image": (0, 255)}``): the range each graph input's random verification values
-    are drawn from, where the model expects other values than uniform(-1, 1).
+    are drawn from, where the model expects other values than uniform(-1, 1). ``lazy_weights``: a
+    path's large inline weights are never read into memory; ``FixResult.model`` then refers to them in
+    the input file (``FixResult.inline_refs``), and :func:`poolfix.save` writes them inline again. The
+    command line does this; keep the default where you use ``result.model`` yourself.
     """
     seeds = _check_seeds(seeds)
     if input_shapes is not None and not isinstance(input_shapes, dict):
@@ -240,7 +244,7 @@ def fix(
     try:
         return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits,
                     data_dir, progress, verify_memory_limit, exact_special_values, tuple(patterns),
-                    tuple(skip_patterns), shape_only_pools, dict(input_ranges or {}))
+                    tuple(skip_patterns), shape_only_pools, dict(input_ranges or {}), lazy_weights)
     except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
 
@@ -260,10 +264,10 @@ def _check_seeds(seeds) -> tuple[int, ...]:
 
 def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits, data_dir,
          progress, verify_memory_limit, exact_special_values, patterns, skip_patterns, shape_only_pools,
-         input_ranges) -> FixResult:
+         input_ranges, lazy_weights) -> FixResult:
     step = progress or (lambda _: None)
     step("loading")
-    loaded = loader.load(model_or_path, data_dir=data_dir)
+    loaded = loader.load(model_or_path, data_dir=data_dir, lazy_weights=lazy_weights)
     model = loaded.model
     if input_shapes:
         loader.pin_input_shapes(model, dict(input_shapes))

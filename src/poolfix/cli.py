@@ -163,7 +163,7 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, input_r
                      progress=progress, verify_memory_limit=verify_memory_limit * 2**20,
                      exact_special_values=exact_special_values, patterns=patterns, skip_patterns=skip_patterns,
                      shape_only_pools=shape_only_pools,
-                     input_ranges=dict(parse_input_range(r) for r in input_ranges))
+                     input_ranges=dict(parse_input_range(r) for r in input_ranges), lazy_weights=True)
     except VerificationError as e:
         progress.done()
         if e.report is not None:

@@ -415,12 +415,13 @@ def _read(path: Path, check_only: bool = False) -> bytes:
 
 
 def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.PathLike | None = None,
-         check: bool = True) -> Loaded:
+         check: bool = True, lazy_weights: bool = False) -> Loaded:
     """Read and check a model: a path, bytes, or a ModelProto (copied, never modified).
 
     External data is validated (inside the model's folder, present, long enough) but not read.
     ``data_dir`` says where external data lives for bytes or a ModelProto; for a path it is the
-    model's folder.
+    model's folder. ``lazy_weights``: a path's large inline weights stay in its file, as external
+    references to the file itself (``Loaded.inline_refs``); the model then needs that file.
     """
     path: Path | None = None
     inline_refs = False
@@ -431,7 +432,7 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
     else:
         path = Path(source)
         _read_check(path)
-        model = _parse_light(path)  # large inline weights stay in the file
+        model = _parse_light(path) if lazy_weights else None  # large inline weights stay in the file
         inline_refs = model is not None
         if model is None:
             model = _parse(_read(path), str(path))
