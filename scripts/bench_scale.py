@@ -64,14 +64,25 @@ def big_model(folder: Path, gb: float) -> Path:
 
 
 def measured(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of a child process."""
+    """Wall seconds and peak RSS (bytes) of a child process (which imports poolfix from this checkout)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(p.pid, 0)
     took = time.perf_counter() - t
     if status != 0:
         raise RuntimeError(f"{cmd} failed: {p.stderr.read().decode()[-500:]}")
     return took, usage.ru_maxrss * 1024
+
+
+def alternated(cmds: dict[str, list[str]], repeat: int) -> dict[str, tuple[float, int]]:
+    """Median wall seconds and median peak RSS of each command, run in turn ``repeat`` times (so that
+    drift on this noisy machine hits every command alike)."""
+    runs: dict[str, list[tuple[float, int]]] = {k: [] for k in cmds}
+    for _ in range(repeat):
+        for k, cmd in cmds.items():
+            runs[k].append(measured(cmd))
+    return {k: (statistics.median(t for t, _ in v), statistics.median(r for _, r in v)) for k, v in runs.items()}
 
 
 def bench_large(gb: float, repeat: int, work: Path) -> dict:
@@ -83,11 +94,7 @@ def bench_large(gb: float, repeat: int, work: Path) -> dict:
     base = [sys.executable, "-c", "import onnx,sys; m=onnx.load(sys.argv[1]); onnx.save(m, sys.argv[2], "
             "save_as_external_data=True, location='base.onnx.data')", str(src), str(work / "base.onnx")]
     tool = [sys.executable, "-m", "poolfix", str(src), "-o", str(work / "out.onnx"), "--no-verify", "-qq"]
-    runs: dict[str, list[tuple[float, int]]] = {"onnx": [], "poolfix": []}
-    for _ in range(repeat):
-        runs["onnx"].append(measured(base))
-        runs["poolfix"].append(measured(tool))
-    med = {k: (statistics.median(t for t, _ in v), statistics.median(r for _, r in v)) for k, v in runs.items()}
+    med = alternated({"onnx": base, "poolfix": tool}, repeat)
     return {
         "model_bytes": size,
         "onnx_load_save_s": med["onnx"][0], "onnx_load_save_rss": med["onnx"][1],
@@ -119,20 +126,12 @@ def bench_inline(gb: float, repeat: int, work: Path) -> dict:
         (work / f).unlink()
     src = work / "inline.onnx"
     size = src.stat().st_size
-    env_path = str(ROOT / "src")
     base = [sys.executable, "-c", "import onnx,sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])", str(src),
             str(work / "base.onnx")]
     tool = [sys.executable, "-m", "poolfix", str(src), "-o", str(work / "out.onnx"), "--no-verify", "-qq"]
     verified = [sys.executable, "-m", "poolfix", str(src), "-o", str(work / "outv.onnx"), "-qq"]
     sessions = [sys.executable, "-c", _TWO_SESSIONS, str(src), str(work / "out.onnx")]
-    runs: dict[str, list[tuple[float, int]]] = {"onnx": [], "poolfix": [], "verified": [], "sessions": []}
-    os.environ["PYTHONPATH"] = env_path
-    for _ in range(repeat):
-        runs["onnx"].append(measured(base))
-        runs["poolfix"].append(measured(tool))
-        runs["verified"].append(measured(verified))
-        runs["sessions"].append(measured(sessions))
-    med = {k: (statistics.median(t for t, _ in v), statistics.median(r for _, r in v)) for k, v in runs.items()}
+    med = alternated({"onnx": base, "poolfix": tool, "verified": verified, "sessions": sessions}, repeat)
     return {
         "model_bytes": size,
         "onnx_load_save_s": med["onnx"][0], "onnx_load_save_rss": med["onnx"][1],
