@@ -174,15 +174,15 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
     return rewrites, skips
 
 
-def _check_output(model: ModelProto, input_full_check_ok: bool, data_dir: Path | None) -> None:
+def _check_output(model: ModelProto, input_full_check_ok: bool) -> None:
     try:
-        loader.check_model(model, data_dir, full_check=True)
+        loader.check_model(model, full_check=True)
         return
     except Exception as e:
         err = e
     if not input_full_check_ok:  # the input already failed the full check: hold it to the plain one
         try:
-            loader.check_model(model, data_dir)
+            loader.check_model(model)
             return
         except Exception as e:
             err = e
@@ -293,7 +293,7 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
     if not rewrites:
         return result
     step("checking")
-    _check_output(model, loaded.full_check_ok, loaded.data_dir)
+    _check_output(model, loaded.full_check_ok)
     if verify:
         need = verifier.estimated_bytes(loader.infer_shapes(model))
         if need > verify_memory_limit:

@@ -456,12 +456,12 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
     full_ok = True
     if check:
         try:
-            check_model(model, base)
+            check_model(model)
         except Exception as e:
             text = " ".join(str(e).split())[:300] or type(e).__name__
             raise InputError(f"model fails the ONNX checker: {text}") from None
         try:
-            check_model(model, base, full_check=True)
+            check_model(model, full_check=True)
         except Exception:
             full_ok = False
     return Loaded(model, base, path, full_ok, data_files, inline_refs)
@@ -501,13 +501,12 @@ def _has_values(t: TensorProto) -> bool:
     return any(len(getattr(t, f)) for f in _DATA_FIELDS if f != "raw_data")
 
 
-def check_model(model: ModelProto, data_dir: Path | None = None, *, full_check: bool = False) -> None:
+def check_model(model: ModelProto, *, full_check: bool = False) -> None:
     """onnx.checker.check_model, without reading a weight or changing the working folder.
 
     The structural check runs on a copy whose external and large tensors are one-element scalars
     (their files and sizes are checked by :func:`check_external_data` and the loader); what
     ``full_check`` adds, strict shape inference, runs on a copy that keeps their real dims.
-    ``data_dir`` is accepted for symmetry with the loader and not needed.
     """
     onnx.checker.check_model(_scalar_copy(model))
     if full_check:
