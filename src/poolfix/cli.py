@@ -67,9 +67,13 @@ def limit_options(command):
 
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", required=False, type=click.Path(dir_okay=True, path_type=Path))
+@click.argument("models", nargs=-1, type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Where to write the result. Default: <stem>.poolfix.onnx beside the input.")
+@click.option("--output-dir", type=click.Path(path_type=Path),
+              help="Many models (files and folders, searched for *.onnx): write each under this folder at its "
+                   "relative path. With several models or a folder, -o names this folder too.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes for many models (default: CPUs).")
 @click.option("--in-place", is_flag=True, help="Overwrite the input model (atomically).")
 @click.option("--dry-run", is_flag=True, help="List every finding and its planned pool; write nothing.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
@@ -116,10 +120,10 @@ def limit_options(command):
 @click.option("-v", "--verbose", count=True, help="Print more.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
 @click.version_option(__version__, prog_name="poolfix")
-def command(model, output, in_place, dry_run, report_path, input_shapes, input_ranges, no_verify, seed, num_seeds,
-            verify_memory_limit, atol, rtol, allow_approx, exact_special_values, explain_pairs, explain_svg,
-            external_data, target_name, list_targets, list_patterns, patterns, skip_patterns, shape_only_pools,
-            enforce_limits, strict, quiet, verbose, debug, **limit_values):
+def command(models, output, output_dir, jobs, in_place, dry_run, report_path, input_shapes, input_ranges, no_verify,
+            seed, num_seeds, verify_memory_limit, atol, rtol, allow_approx, exact_special_values, explain_pairs,
+            explain_svg, external_data, target_name, list_targets, list_patterns, patterns, skip_patterns,
+            shape_only_pools, enforce_limits, strict, quiet, verbose, debug, **limit_values):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
     level = 1 + verbose - quiet
@@ -139,6 +143,20 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, input_r
     if explain_svg is not None and not pairs:
         raise InputError("--explain-svg needs at least one --explain IN:OUT")
     svg = windows_svg(pairs).encode() if explain_svg is not None else None
+    if len(models) > 1 or output_dir is not None or any(m.is_dir() for m in models):
+        if in_place or dry_run or svg is not None:
+            raise InputError("--in-place, --dry-run and --explain-svg take one model, not many")
+        if output is not None and output_dir is not None:
+            raise InputError("-o/--output and --output-dir exclude each other")
+        folder = output_dir or output
+        if folder is None:
+            raise InputError("many models need an output folder: -o OUTDIR or --output-dir OUTDIR")
+        options = _fix_options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol,
+                               rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
+                               shape_only_pools, enforce_limits, limit_values)
+        _batch(list(models), folder, jobs, options, external_data, strict, report_path, say, level)
+        return
+    model = models[0] if models else None
     if model is None:
         if svg is not None:
             atomic_write_bytes(explain_svg, svg, what="SVG")
@@ -149,21 +167,15 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, input_r
     if in_place and output is not None:
         raise InputError("--in-place and -o/--output exclude each other")
     target = None if dry_run else model if in_place else (output or _default_output(model))
-    pins = dict(parse_input_shape(s) for s in input_shapes)
-    limits = _limits(target_name, **limit_values)
-    if enforce_limits and not limits.active:
-        raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
+    options = _fix_options(input_shapes, input_ranges, no_verify or dry_run, seed, num_seeds, verify_memory_limit,
+                           atol, rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
+                           shape_only_pools, enforce_limits, limit_values)
+    limits = options["limits"]
     # every write, checked against the input model before the work; again with its data files after
     _plan([model], in_place, target, report_path, explain_svg)
-    seeds = list(range(seed, seed + num_seeds))
     progress = Progress(show=level >= 1 and sys.stderr.isatty(), timings=level >= 2)
     try:
-        result = fix(model, input_shapes=pins, verify=not (no_verify or dry_run), seeds=seeds, atol=atol,
-                     rtol=rtol, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
-                     progress=progress, verify_memory_limit=verify_memory_limit * 2**20,
-                     exact_special_values=exact_special_values, patterns=patterns, skip_patterns=skip_patterns,
-                     shape_only_pools=shape_only_pools,
-                     input_ranges=dict(parse_input_range(r) for r in input_ranges), lazy_weights=True)
+        result = fix(model, progress=progress, **options)
     except VerificationError as e:
         progress.done()
         if e.report is not None:
@@ -212,6 +224,56 @@ def command(model, output, in_place, dry_run, report_path, input_shapes, input_r
     n_not = len(result.not_pools)
     others = f", {n_not} reduction(s) that are not pools" if n_not else ""
     say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were{others}, {verdict}", 0)
+
+
+def _fix_options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol, rtol,
+                 allow_approx, exact_special_values, target_name, patterns, skip_patterns, shape_only_pools,
+                 enforce_limits, limit_values) -> dict:
+    """The command line's options as poolfix.fix's keyword arguments (one model or many)."""
+    limits = _limits(target_name, **limit_values)
+    if enforce_limits and not limits.active:
+        raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
+    return {"input_shapes": dict(parse_input_shape(s) for s in input_shapes), "verify": not no_verify,
+            "seeds": list(range(seed, seed + num_seeds)), "atol": atol, "rtol": rtol, "allow_approx": allow_approx,
+            "limits": limits, "enforce_limits": enforce_limits, "verify_memory_limit": verify_memory_limit * 2**20,
+            "exact_special_values": exact_special_values, "patterns": patterns, "skip_patterns": skip_patterns,
+            "shape_only_pools": shape_only_pools, "input_ranges": dict(parse_input_range(r) for r in input_ranges),
+            "lazy_weights": True}
+
+
+def _batch(models: list[Path], folder: Path, jobs: int | None, options: dict, external_data: str, strict: bool,
+           report_path: Path | None, say, level: int) -> None:
+    """Many models: a progress line (terminal) or a line per model, the summary table, the worst exit code."""
+    from . import batch
+
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output folder {str(folder)!r} is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    work = batch.collect(models, folder)
+    plan = WritePlan([j.model for j in work])
+    if report_path is not None:
+        plan.add(report_path, "report")
+    tty = level >= 1 and sys.stderr.isatty()
+
+    def done(o, k: int, n: int) -> None:
+        if tty:
+            click.echo(f"\r\033[Kpoolfix: {k}/{n} models", err=True, nl=False)
+        elif level >= 1:
+            click.echo(f"[{k}/{n}] {o.model}: " + (f"wrote {o.output}" if o.output else f"exit {o.exit_code}: "
+                                                    f"{o.message}"), err=True)
+
+    started = time.perf_counter()
+    outcomes = batch.fix_many(work, options, workers=jobs, external_data=external_data, strict=strict, on_done=done)
+    if tty:
+        click.echo("\r\033[K", err=True, nl=False)
+    say(batch.summary_text(outcomes, time.perf_counter() - started), 0)
+    if report_path is not None:
+        data = batch.to_dict(outcomes, output_dir=str(folder), limits=options["limits"].describe())
+        atomic_write_bytes(report_path, (json.dumps(data, indent=2, default=str) + "\n").encode(), plan, "report")
+    codes = [o.exit_code for o in outcomes]
+    if batch.EXIT_INTERRUPTED in codes:
+        sys.exit(batch.EXIT_INTERRUPTED)
+    sys.exit(batch.worst(codes))
 
 
 def _limits(target: str | None, **options) -> Limits:
