@@ -48,7 +48,7 @@ def test_bad_files(tmp_path, name):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["{tmp}/missing.onnx"], "no such file"),
-    (["{tmp}"], "is a directory"),
+    (["{tmp}"], "many models need an output folder"),  # a folder is a batch of models
     (["{model}", "-o", "{tmp}/no/such/dir/out.onnx"], "does not exist"),
     (["{model}", "-o", "{tmp}"], "is a directory"),
     (["{model}", "-o", "/proc/poolfix-out.onnx"], "cannot write"),
