@@ -57,3 +57,25 @@ def test_failed_write_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
 def test_save_into_missing_folder_is_an_input_error(tmp_path):
     with pytest.raises(poolfix.InputError, match="does not exist"):
         poolfix.save(onnx.load(MODELS / "se_block.onnx"), tmp_path / "nope" / "o.onnx")
+
+
+def test_fix_many_and_the_cli_option_names(tmp_path):
+    import shutil
+
+    import poolfix
+    from poolfix.batch import worst
+
+    shutil.copytree(MODELS, tmp_path / "zoo")
+    (tmp_path / "zoo" / "bad.onnx").write_bytes(b"junk")
+    outcomes = poolfix.fix_many([tmp_path / "zoo"], tmp_path / "out", jobs=2, target="rknn", max_stride=4)
+    assert worst(o.exit_code for o in outcomes) == 2
+    good = [o for o in outcomes if o.exit_code == 0]
+    assert len(good) == len(outcomes) - 1 and all(o.output for o in good)
+    r = poolfix.fix(MODELS / "resnet_head.onnx", target="ethos-u", max_kernel=3)  # 7x7 avg, no pads: no cascade
+    assert not r.rewritten and "max kernel 3" in r.skipped[0].reason  # the option reached the planner
+    import pytest
+
+    with pytest.raises(poolfix.InputError, match="unknown option"):
+        poolfix.fix(MODELS / "resnet_head.onnx", max_kernal=3)
+    with pytest.raises(poolfix.InputError, match="unknown target"):
+        poolfix.fix(MODELS / "resnet_head.onnx", target="nope")

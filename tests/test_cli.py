@@ -237,3 +237,16 @@ def test_pattern_and_skip_pattern_switch_rule_families(tmp_path):
     assert "ReduceMean" in kept and "GlobalAveragePool" not in kept
     code, _, err = cli(path, "--pattern", "nope")
     assert code == 2 and "unknown pattern 'nope'" in err and "global-pool" in err
+
+
+def test_help_groups_every_option():
+    code, out, _ = cli("--help")
+    assert code == 0
+    heads = [line.rstrip(":") for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert heads[:5] == ["Input and output", "Verification", "Patterns and plans", "Limits and targets",
+                         "Output control"]
+    from poolfix.cli import command
+
+    for p in command.params:  # every option is listed once
+        flag = max(p.opts, key=len)
+        assert out.count(flag + " ") + out.count(flag + "\n") >= 1, flag

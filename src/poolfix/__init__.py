@@ -5,7 +5,7 @@
     >>> poolfix.save(result, "model.poolfix.onnx")  # the input's files are never written
 """
 
-from .api import FixResult, fix, plan_site
+from .api import FixResult, fix, fix_many, plan_site
 from .errors import InputError, PoolfixError, VerificationError
 from .planner import AdaptivePlan, explain, plan_adaptive, plan_axis
 from .pools import AxisPool, Pool
@@ -27,6 +27,7 @@ __all__ = [
     "VerificationReport",
     "explain",
     "fix",
+    "fix_many",
     "plan_adaptive",
     "plan_axis",
     "plan_site",

@@ -210,6 +210,8 @@ def fix(
     shape_only_pools: bool = False,
     input_ranges: dict[str, tuple[float, float]] | None = None,
     lazy_weights: bool = False,
+    target: str | None = None,
+    **limit_options,
 ) -> FixResult:
     """Find and rewrite every global, reduction and adaptive pooling pattern; verify the result.
 
@@ -231,8 +233,11 @@ def fix(
     are drawn from, where the model expects other values than uniform(-1, 1). ``lazy_weights``: a
     path's large inline weights are never read into memory; ``FixResult.model`` then refers to them in
     the input file (``FixResult.inline_refs``), and :func:`poolfix.save` writes them inline again. The
-    command line does this; keep the default where you use ``result.model`` yourself.
+    command line does this; keep the default where you use ``result.model`` yourself. ``target`` and
+    the :class:`~poolfix.limits.Limits` fields (``max_kernel=8``, ``no_pads=True``, ...) are the command
+    line's limit options under the same names, laid over ``limits``.
     """
+    limits = _limits(limits, target, limit_options)
     seeds = _check_seeds(seeds)
     if input_shapes is not None and not isinstance(input_shapes, dict):
         raise InputError("input_shapes must be a dict of input name -> shape")
@@ -247,6 +252,39 @@ def fix(
                     tuple(skip_patterns), shape_only_pools, dict(input_ranges or {}), lazy_weights)
     except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
+
+
+def _limits(limits: Limits | None, target: str | None, options: dict) -> Limits | None:
+    from dataclasses import fields
+
+    from .limits import profile
+
+    known = {f.name for f in fields(Limits)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"unknown option(s) {', '.join(unknown)}; the limit options are {', '.join(sorted(known))}")
+    if target is None and not options:
+        return limits
+    try:
+        base = profile(target).limits if target is not None else (limits or Limits())
+        return base.merged(**options)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def fix_many(paths, output_dir: str | os.PathLike, *, jobs: int | None = None, external_data: str = "auto",
+             strict: bool = False, **options):
+    """Fix every model in ``paths`` (files, and folders searched for ``*.onnx``) into ``output_dir`` at
+    their relative paths, ``jobs`` worker processes at a time, with :func:`fix`'s options. Returns one
+    :class:`~poolfix.batch.Outcome` per model; a model's failure is in its outcome, never raised.
+    ``poolfix.batch.worst(o.exit_code for o in outcomes)`` is what the command line exits with."""
+    from . import batch
+
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    work = batch.collect([Path(p) for p in paths], folder)
+    options.setdefault("lazy_weights", True)
+    return batch.fix_many(work, options, workers=jobs, external_data=external_data, strict=strict)
 
 
 def _check_seeds(seeds) -> tuple[int, ...]:

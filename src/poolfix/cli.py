@@ -50,6 +50,35 @@ def _default_output(path: Path) -> Path:
     return path.with_name(f"{path.stem}.poolfix.onnx" if path.suffix == ".onnx" else f"{path.name}.poolfix.onnx")
 
 
+HELP_GROUPS = {
+    "Input and output": ["output", "output_dir", "jobs", "in_place", "dry_run", "report_path", "input_shapes",
+                         "external_data"],
+    "Verification": ["no_verify", "input_ranges", "seed", "num_seeds", "verify_memory_limit", "atol", "rtol",
+                     "exact_special_values"],
+    "Patterns and plans": ["patterns", "skip_patterns", "shape_only_pools", "allow_approx", "list_patterns",
+                           "explain_pairs", "explain_svg"],
+    "Limits and targets": ["target_name", "list_targets", "enforce_limits"],  # + one option per Limits field
+    "Output control": ["strict", "quiet", "verbose", "debug", "version", "help"],
+}
+
+
+class GroupedCommand(click.Command):
+    """--help lists the options in groups (HELP_GROUPS), as Polygraphy and onnxslim do."""
+
+    def format_options(self, ctx, formatter):
+        where = {name: group for group, names in HELP_GROUPS.items() for name in names}
+        where.update({f.name: "Limits and targets" for f in limit_fields()})
+        rows: dict[str, list] = {g: [] for g in HELP_GROUPS}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows[where.get(param.name, "Output control")].append(record)
+        for group, records in rows.items():
+            if records:
+                with formatter.section(group):
+                    formatter.write_dl(records)
+
+
 def limit_options(command):
     """One option per :class:`~poolfix.limits.Limits` field, named after it; unset options are None, so
     that a --target profile's value stands unless the option is given."""
@@ -66,7 +95,7 @@ def limit_options(command):
     return command
 
 
-@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=GroupedCommand, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("models", nargs=-1, type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Where to write the result. Default: <stem>.poolfix.onnx beside the input.")

@@ -1,0 +1,44 @@
+"""poolfix.graphsurgeon.fix_graph with the real onnx-graphsurgeon, on the fixtures."""
+
+import numpy as np
+import onnx
+import pytest
+from helpers import MODELS, external_data_model, op_types, random_feeds, run
+
+import poolfix
+from poolfix.graphsurgeon import fix_graph
+
+gs = pytest.importorskip("onnx_graphsurgeon")  # in the test extra; skipped only where it is not installed
+
+FIXTURES = sorted(p.name for p in MODELS.glob("*.onnx"))
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fix_graph_rewrites_in_place_and_matches(name):
+    m = onnx.load(MODELS / name)
+    graph = gs.import_onnx(m)
+    same_object = graph
+    result = fix_graph(graph)
+    assert graph is same_object
+    assert result.rewritten and result.verification
+    out = gs.export_onnx(graph, ir_version=m.ir_version)
+    assert not {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"} & set(op_types(out)) or name in (
+        "cbam_block.onnx",)  # CBAM's channel reductions are no pools and stay
+    feeds = random_feeds(m)
+    for a, b in zip(run(m, feeds), run(out, feeds)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_a_graph_from_a_model_loaded_without_its_external_data(tmp_path):
+    src = external_data_model(tmp_path)
+    graph = gs.import_onnx(onnx.load(src, load_external_data=False))
+    result = fix_graph(graph, data_dir=tmp_path)
+    assert result.rewritten and result.verification.end_to_end
+    assert "GlobalAveragePool" not in [n.op for n in graph.nodes]
+    with pytest.raises(poolfix.InputError, match="data_dir"):
+        fix_graph(gs.import_onnx(onnx.load(src, load_external_data=False)))
+
+
+def test_fix_graph_refuses_what_is_not_a_graph():
+    with pytest.raises(poolfix.InputError, match="onnx_graphsurgeon Graph"):
+        fix_graph(onnx.load(MODELS / "se_block.onnx"))
