@@ -286,7 +286,8 @@ def _batch(models: list[Path], folder: Path, jobs: int | None, options: dict, ex
 
     def done(o, k: int, n: int) -> None:
         if tty:
-            click.echo(f"\r\033[Kpoolfix: {k}/{n} models", err=True, nl=False)
+            bar = "#" * (30 * k // n) + "." * (30 - 30 * k // n)
+            click.echo(f"\r\033[Kpoolfix [{bar}] {k}/{n} models", err=True, nl=False)
         elif level >= 1:
             click.echo(f"[{k}/{n}] {o.model}: " + (f"wrote {o.output}" if o.output else f"exit {o.exit_code}: "
                                                     f"{o.message}"), err=True)
