@@ -30,6 +30,8 @@ Exit codes:
   2  bad input or usage: not a model, bad option value, unwritable output
   3  verification failed: the rewritten model differs; nothing was written
   4  --strict and a pattern was left (no exact rewrite within the limits, unknown shapes, ...)
+  130  interrupted (Ctrl-C, SIGTERM); temp files removed, earlier outputs left as they were
+Many models: the worst of the models' codes, in the order 1, 3, 2, 4, 0.
 """
 
 
