@@ -116,9 +116,9 @@ def test_report_names_the_limits(tmp_path):
 
 
 def test_explicit_options_override_a_profile():
-    from poolfix.cli import _limits
+    from poolfix.api import resolve_limits
 
-    lim = _limits("ethos-u", max_stride=8, max_kernel=None)
+    lim = resolve_limits(None, "ethos-u", {"max_stride": 8, "max_kernel": None})
     assert lim.max_stride == 8 and lim.max_kernel == 256 and lim.no_pads
 
 

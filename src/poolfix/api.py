@@ -237,7 +237,7 @@ def fix(
     the :class:`~poolfix.limits.Limits` fields (``max_kernel=8``, ``no_pads=True``, ...) are the command
     line's limit options under the same names, laid over ``limits``.
     """
-    limits = _limits(limits, target, limit_options)
+    limits = resolve_limits(limits, target, limit_options)
     seeds = _check_seeds(seeds)
     if input_shapes is not None and not isinstance(input_shapes, dict):
         raise InputError("input_shapes must be a dict of input name -> shape")
@@ -254,7 +254,9 @@ def fix(
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
 
 
-def _limits(limits: Limits | None, target: str | None, options: dict) -> Limits | None:
+def resolve_limits(limits: Limits | None, target: str | None, options: dict) -> Limits | None:
+    """``limits`` (or the ``target`` profile's) with the named limit options laid over them; options that
+    are None leave a limit as it is. Unknown targets and option names are InputError."""
     from dataclasses import fields
 
     from .limits import profile

@@ -13,10 +13,10 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .api import fix
+from .api import fix, resolve_limits
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, StrictError, VerificationError
 from .finder import MAX_SPATIAL
-from .limits import PROFILES, Limits, limit_fields, profile
+from .limits import PROFILES, Limits, limit_fields
 from .loader import parse_input_range, parse_input_shape
 from .patterns import RULES
 from .planner import explain
@@ -261,7 +261,7 @@ def _fix_options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_
                  allow_approx, exact_special_values, target_name, patterns, skip_patterns, shape_only_pools,
                  enforce_limits, limit_values) -> dict:
     """The command line's options as poolfix.fix's keyword arguments (one model or many)."""
-    limits = _limits(target_name, **limit_values)
+    limits = resolve_limits(None, target_name, limit_values) or Limits()
     if enforce_limits and not limits.active:
         raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
     return {"input_shapes": dict(parse_input_shape(s) for s in input_shapes), "verify": not no_verify,
@@ -306,16 +306,6 @@ def _batch(models: list[Path], folder: Path, jobs: int | None, options: dict, ex
     if batch.EXIT_INTERRUPTED in codes:
         sys.exit(batch.EXIT_INTERRUPTED)
     sys.exit(batch.worst(codes))
-
-
-def _limits(target: str | None, **options) -> Limits:
-    base = Limits()
-    if target is not None:
-        try:
-            base = profile(target).limits
-        except ValueError as e:
-            raise InputError(str(e)) from None
-    return base.merged(**options)
 
 
 def _targets_text() -> str:
