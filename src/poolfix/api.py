@@ -103,14 +103,16 @@ def _skip_finding(sk: Skip) -> Finding:
 def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | None = None,
             enforce_limits: bool = False, exact_special_values: bool = False,
             data_dir: Path | None = None, patterns=(), skip_patterns=(),
-            shape_only_pools: bool = False, check: dict | None = None) -> tuple[list[Rewrite], list[Skip]]:
+            shape_only_pools: bool = False, check: dict | None = None,
+            inferred: ModelProto | None = None) -> tuple[list[Rewrite], list[Skip]]:
     """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
 
     ``limits`` apply to every pool emitted; with ``enforce_limits`` also to pools already there.
     ``exact_special_values``: leave a site whose rewrite differs from the original on NaN or infinities.
     ``patterns`` / ``skip_patterns``: rule names to use only / to leave out (``--list-patterns``).
     ``check`` (seeds, atol, rtol): run each site's own check before splicing it in; a site that fails is
-    left, with the measured error as its reason, and the rest goes on.
+    left, with the measured error as its reason, and the rest goes on. ``inferred``: ``model`` after
+    shape inference, where the caller has it already (the first round then skips its own).
     """
     try:
         rules = select(patterns, skip_patterns)
@@ -122,8 +124,9 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
     names = Names(model)
     rewrites: list[Rewrite] = []
     skips: list[Skip] = []
-    for _ in range(MAX_ROUNDS):
-        inferred = loader.infer_shapes(model)
+    for round_ in range(MAX_ROUNDS):
+        if round_ or inferred is None:
+            inferred = loader.infer_shapes(model)
         skips = []
         progress = False
         for scope in reversed(scopes(model, inferred, data_dir)):  # inner bodies before the graphs holding them
@@ -323,10 +326,11 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
         original = loaded.path if loaded.path is not None and not input_shapes else loader.copy_model(model)
     step("finding and rewriting")
     check = {"seeds": tuple(seeds), "atol": atol, "rtol": rtol} if verify else None
+    inferred = loader.infer_shapes(model)  # for the first round, and for verification's memory estimate
     rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
                               exact_special_values=exact_special_values, data_dir=loaded.data_dir,
                               patterns=patterns, skip_patterns=skip_patterns, shape_only_pools=shape_only_pools,
-                              check=check)
+                              check=check, inferred=inferred)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
     result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files,
                        inline_refs=loaded.inline_refs)
@@ -335,7 +339,7 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
     step("checking")
     _check_output(model, loaded.full_check_ok)
     if verify:
-        need = verifier.estimated_bytes(loader.infer_shapes(model))
+        need = verifier.estimated_bytes(inferred)  # the original's tensors: a rewrite makes no larger ones
         if need > verify_memory_limit:
             raise InputError(f"verification would make about {need / 2**20:.0f} MiB of tensors (estimated from "
                              f"shapes), past the limit of {verify_memory_limit / 2**20:.0f} MiB; "
