@@ -160,6 +160,7 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                         continue
                 if exact_special_values:
                     special = verifier.check_special(rw, model.ir_version)
+                    rw = replace(rw, special=special)
                     if special is not None and not special.passed:
                         skips.append(Skip(found.pattern, found.label, found.op_name,
                                           f"differs from the original on special values ({special.note}); "

@@ -74,6 +74,7 @@ class Rewrite:
     initializers: tuple[TensorProto, ...] = ()
     original: ModelProto | None = None  # the replaced pattern alone (input site.x), where it can stand alone
     check: object = None  # the site's own check (verifier.Check), when it ran before the splice
+    special: object = None  # its special-value check (verifier.Check), likewise
 
     @property
     def op_types(self) -> list[str]:
