@@ -311,25 +311,21 @@ def light_bytes(buf) -> tuple[bytes, list[tuple[int, int, int]]]:
     return bytes(out), refs
 
 
-def _parse_light(path: Path) -> ModelProto | None:
+def _parse_light(path: Path, fd: int) -> ModelProto | None:
     """The model at ``path`` with its large inline weights left in the file: each becomes an external
     reference to the model file itself (location = its name, offset, length), so the weights are read
     only where something needs the numbers, as external data is. None when there is nothing to leave
-    or the bytes are not a well-formed message (the normal parse then reports it)."""
+    or the bytes are not a well-formed message (the normal parse then reports it). ``fd``: the file,
+    open (:func:`_open_regular`)."""
     import mmap
 
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size < 4 * SELF_REF_BYTES:
+    if os.fstat(fd).st_size < 4 * SELF_REF_BYTES:
+        return None
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
+        try:
+            light, refs = light_bytes(buf)
+        except (ValueError, IndexError):
             return None
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
-            try:
-                light, refs = light_bytes(buf)
-            except (ValueError, IndexError):
-                return None
-    finally:
-        os.close(fd)
     if not refs:
         return None
     model = ModelProto()
@@ -378,14 +374,9 @@ class Loaded:
         return self.data_files | ({self.path.resolve()} if self.path is not None else set())
 
 
-def _read_check(path: Path) -> None:
-    """The checks of :func:`_read` without the read (a FIFO must not block, /dev/zero must not be mapped)."""
-    _read(path, check_only=True)
-
-
-def _read(path: Path, check_only: bool = False) -> bytes:
-    """The bytes of a regular file. A FIFO, a device (/dev/zero), a socket or a folder is refused
-    before any read, so none can hang the run or fill its memory."""
+def _open_regular(path: Path) -> int:
+    """An open descriptor of a regular file. A FIFO, a device (/dev/zero), a socket or a folder is
+    refused before any read, so none can hang the run or fill its memory."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
     except FileNotFoundError:
@@ -404,14 +395,16 @@ def _read(path: Path, check_only: bool = False) -> bytes:
         os.close(fd)
         raise InputError(f"{path}: {st.st_size} bytes is past protobuf's 2 GB limit, so it is not one "
                          "ONNX model file (weights that large live in external data)")
-    if check_only:
-        os.close(fd)
-        return b""
-    with os.fdopen(fd, "rb") as f:
-        try:
+    return fd
+
+
+def _read(path: Path, fd: int) -> bytes:
+    """The whole file behind ``fd`` (left open: the caller closes it)."""
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
             return f.read()
-        except OSError as e:
-            raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.PathLike | None = None,
@@ -431,11 +424,14 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
         model = _parse(bytes(source), "input bytes")
     else:
         path = Path(source)
-        _read_check(path)
-        model = _parse_light(path) if lazy_weights else None  # large inline weights stay in the file
-        inline_refs = model is not None
-        if model is None:
-            model = _parse(_read(path), str(path))
+        fd = _open_regular(path)
+        try:
+            model = _parse_light(path, fd) if lazy_weights else None  # large inline weights stay in the file
+            inline_refs = model is not None
+            if model is None:
+                model = _parse(_read(path, fd), str(path))
+        finally:
+            os.close(fd)
         data_dir = path.parent
     known = onnx.defs.onnx_opset_version()
     for o in model.opset_import:
