@@ -1,0 +1,74 @@
+"""Runs inside the rknn venv (.engines/rknn/venv): one ONNX model through rknn-toolkit2.
+
+Usage: python rknn_worker.py JOB.json  (written by scripts/engines/run.py). Loads the model, builds it
+for the target platform (fp16, no quantization), runs it on the x86 simulator with the inputs in
+the job's .npz, and writes RESULT.json (and the outputs as .npz) for run.py to read. The compiler's
+own log is captured at the file-descriptor level (its C++ core writes there) and parsed: the
+"Network Layer Information Table" gives each layer's target (NPU/CPU) and cycle estimate; "E RKNN"
+lines are compiler errors even when build() returns 0 (REGTASK overflows do).
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+LAYER = re.compile(r"RKNN: \[[^\]]*\]\s+(\d+)\s+(\S+)\s+(\S+)\s+(NPU|CPU)\s+.*?\s(\d+)/(\d+)/(\d+)\s")
+
+
+def main(job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    result = {"load": None, "build": None, "runs": False, "layers": [], "errors": [], "toolchain": None}
+    log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (fds 1 and 2 point at it until the end)
+    saved = os.dup(1), os.dup(2)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        import rknn
+        from rknn.api import RKNN
+
+        result["toolchain"] = f"rknn-toolkit2 {getattr(rknn, '__version__', '2.5.0')}"
+        r = RKNN(verbose=True)
+        r.config(target_platform=job["platform"])
+        result["load"] = r.load_onnx(model=job["model"])
+        if result["load"] == 0:
+            result["build"] = r.build(do_quantization=False)
+        if result["build"] == 0 and job.get("run", True) and r.init_runtime() == 0:
+            data = np.load(job["inputs"])
+            feeds = [data[k] for k in job["input_names"]]
+            fmts = ["nchw" if f.ndim == 4 else None for f in feeds]
+            out = r.inference(inputs=feeds, data_format=fmts)
+            if out is not None:
+                np.savez(job["outputs"], *[np.asarray(o, dtype=np.float32) for o in out])
+                result["runs"] = True
+        r.release()
+    except BaseException as e:  # the toolkit raises ValueError carrying its own traceback
+        result["errors"].append(str(e).strip().splitlines()[-1][:300] if str(e).strip()
+                                else type(e).__name__)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+    log.seek(0)
+    text = log.read().decode("utf-8", "replace")
+    for line in text.splitlines():
+        m = LAYER.search(line)
+        if m and m.group(2) not in ("InputOperator", "OutputOperator"):
+            result["layers"].append({"id": int(m.group(1)), "op": m.group(2), "target": m.group(4),
+                                     "cycles": int(m.group(7))})
+        if re.search(r"(^|\s)E RKNN:|\x1b\[1;31mE\x1b\[0m|^E ", line):
+            clean = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+            if clean not in result["errors"]:
+                result["errors"].append(clean[:300])
+    with open(job["log"], "w") as f:
+        f.write(text)
+    Path(job["result"]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
