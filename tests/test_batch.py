@@ -57,10 +57,9 @@ def test_a_failed_verification_is_exit_3_over_bad_input(zoo, tmp_path, monkeypat
 
     real_node = rewriter.Emitter.pool_node
 
-    def wrong(self, x, y, pool, what):  # AveragePool emitted as MaxPool
-        if self.op == "AveragePool":
-            self.op = "MaxPool"
-        real_node(self, x, y, pool, what)
+    def wrong(self, x, y, pool, what, mode=None):  # AveragePool emitted as MaxPool
+        mode = mode or self.site.mode
+        real_node(self, x, y, pool, what, "max" if mode == "avg" else mode)
 
     real_checks = verifier.site_checks
 

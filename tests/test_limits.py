@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import MODELS, assert_same_outputs, attrs, op_types, random_feeds, run, single
+from onnx import numpy_helper
 from test_cli import cli
 
 import poolfix
@@ -84,15 +85,19 @@ def test_every_profile_on_the_fixtures(name, fixture):
         assert result.verification
 
 
-def test_rknn_rules_out_count_include_pad_0_so_the_exact_alternative_is_used():
+def test_rknn_rules_out_count_include_pad_0_so_the_pool_counts_pads_and_one_mul_corrects_it():
     from test_adaptive import aten_model
 
     m = aten_model("adaptive_avg_pool2d", [1, 3, 8, 8], [3, 3])  # the single pool needs pads, cip=0
     plain = poolfix.fix(m)
     assert any(attrs(n).get("count_include_pad") == 0 and "pads" in attrs(n) for n in plain.model.graph.node)
     rknn = poolfix.fix(m, limits=PROFILES["rknn"].limits)
-    assert pools_keep(rknn.model, PROFILES["rknn"].limits) and "Gather" in op_types(rknn.model)
-    assert rknn.verification
+    assert pools_keep(rknn.model, PROFILES["rknn"].limits) and op_types(rknn.model) == ["AveragePool", "Mul"]
+    (pool,) = [n for n in rknn.model.graph.node if n.op_type == "AveragePool"]
+    assert attrs(pool)["count_include_pad"] == 1 and attrs(pool)["pads"] == [1, 1, 1, 1]
+    correction = numpy_helper.to_array(rknn.model.graph.initializer[0])
+    assert np.allclose(correction[0, 0], np.outer([4 / 3, 1, 4 / 3], [4 / 3, 1, 4 / 3]))
+    assert rknn.verification and all(c.passed for c in rknn.verification.checks)
 
 
 def test_existing_pools_are_left_unless_enforced(tmp_path):

@@ -19,10 +19,9 @@ def broken_planner(monkeypatch):
     """Emit MaxPool where AveragePool belongs: the shapes stay right, the numbers do not."""
     real = rewriter.Emitter.pool_node
 
-    def wrong(self, x, y, pool, what):
-        if self.op == "AveragePool":
-            self.op = "MaxPool"
-        real(self, x, y, pool, what)
+    def wrong(self, x, y, pool, what, mode=None):
+        mode = mode or self.site.mode
+        real(self, x, y, pool, what, "max" if mode == "avg" else mode)
 
     monkeypatch.setattr(rewriter.Emitter, "pool_node", wrong)
 
@@ -128,9 +127,9 @@ def test_a_kernel_off_by_one_still_fails(monkeypatch, blind_site_checks):
 
     real = rewriter.Emitter.pool_node
 
-    def off_by_one(self, x, y, pool, what):  # one row short, same output shape: the subtle wrong rewrite
+    def off_by_one(self, x, y, pool, what, mode=None):  # one row short, same output shape: the subtle wrong rewrite
         k = (pool.kernel[0] - 1, *pool.kernel[1:])
-        real(self, x, y, Pool(k, (pool.kernel[0], *pool.strides[1:]), pool.pads, pool.count_include_pad), what)
+        real(self, x, y, Pool(k, (pool.kernel[0], *pool.strides[1:]), pool.pads, pool.count_include_pad), what, mode)
 
     monkeypatch.setattr(rewriter.Emitter, "pool_node", off_by_one)
     with pytest.raises(poolfix.VerificationError) as e:

@@ -74,8 +74,9 @@ def ort_outputs(model_path: Path, feeds) -> list[np.ndarray] | None:
         return None
 
 
-def max_error(ref: list[np.ndarray] | None, got: list[np.ndarray]) -> float | None:
-    """Largest |engine - onnxruntime| over outputs matched by shape (NCHW or the engine's NHWC)."""
+def max_error(ref: list[np.ndarray] | None, got: list[np.ndarray], nhwc_first: bool = False) -> float | None:
+    """Largest |engine - onnxruntime| over outputs matched by shape: NCHW, or NHWC (tried first for
+    engines that work channels-last, where both can match, e.g. 1x3x3x3)."""
     if ref is None or not got:
         return None
     worst = 0.0
@@ -85,11 +86,11 @@ def max_error(ref: list[np.ndarray] | None, got: list[np.ndarray]) -> float | No
         nhwc = np.transpose(r, [0, *range(2, r.ndim), 1]) if r.ndim >= 3 else r
         match = None
         for g in pool:
-            if g.shape == r.shape:
-                match = (g, r)
-                break
-            if g.shape == nhwc.shape:
-                match = (g, nhwc)
+            for want in ((nhwc, r) if nhwc_first else (r, nhwc)):
+                if g.shape == want.shape:
+                    match = (g, want)
+                    break
+            if match is not None:
                 break
             if g.size == r.size:
                 match = (g.reshape(r.shape), r)
@@ -131,7 +132,7 @@ def run_engine(engine: str, model: Path, work: Path, timeout: int) -> dict:
     if res.get("runs") and (work / "out.npz").exists():
         z = np.load(work / "out.npz")
         got = [z[k] for k in z.files]
-    res["max_err"] = max_error(ort_outputs(model, feeds), got)
+    res["max_err"] = max_error(ort_outputs(model, feeds), got, nhwc_first=engine == "ethos-u")
     return res
 
 

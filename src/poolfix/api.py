@@ -10,12 +10,15 @@ from pathlib import Path
 from onnx import ModelProto
 
 from . import loader, verifier
-from .cascade import NoCascade
+from .cascade import NoCascade, stage_breaks
 from .errors import InputError, InternalError, VerificationError
 from .finder import find
 from .graphs import scopes
-from .limits import Limits
+from .limits import Limits, Profile
+from .opset import convert as convert_opset
+from .opset import default_opset
 from .patterns import Context, Site, Skip, select
+from .patterns.existing_pool import pool_of
 from .planner import AdaptivePlan, plan_adaptive
 from .report import Finding, to_dict
 from .rewriter import Names, Rewrite, emit, splice
@@ -35,6 +38,7 @@ class FixResult:
     data_dir: Path | None = None  # where the model's external data lives, if it has any
     input_files: frozenset[Path] = frozenset()  # the input's model file and data files: never written
     inline_refs: bool = False  # the input's inline weights were left in its file (written inline again)
+    converted: tuple[int, int] | None = None  # (from, to) where the opset was converted down
 
     @property
     def rewritten(self) -> list[Finding]:
@@ -52,7 +56,7 @@ class FixResult:
 
     @property
     def changed(self) -> bool:
-        return bool(self.rewrites)
+        return bool(self.rewrites) or self.converted is not None
 
     def to_dict(self, **extra) -> dict:
         return to_dict(self.findings, self.verification, **extra)
@@ -66,22 +70,75 @@ def plan_site(site: Site, opset: int, *, allow_approx: bool = False, allow_pads:
     return plan_adaptive(site.in_spatial, site.out_spatial, allow_pads=allow_pads, approx=allow_approx)
 
 
-def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx: bool, limits: Limits | None):
-    """Plan and emit a site within ``limits``: where a padded single pool cannot be cascaded within
-    them, the plan without pads (the exact alternative) is tried. Raises NoCascade or ValueError."""
-    def attempt(plan: AdaptivePlan):
+def off_npu(nodes, limits: Limits | None, profile: Profile | None) -> int:
+    """How many of ``nodes`` the target runs off its NPU, as its profile knows: ops it places on the
+    CPU, and pools that break its limits."""
+    if profile is None or profile.npu_ops is None:
+        return 0
+    n = 0
+    for node in nodes:
+        if node.op_type == "Constant":
+            continue
+        if not profile.on_npu(node.op_type):
+            n += 1
+        elif node.op_type in ("AveragePool", "MaxPool", "LpPool") and limits is not None:
+            pool = pool_of(node)
+            mode = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}[node.op_type]
+            if pool is not None and stage_breaks(mode, pool, limits):
+                n += 1
+    return n
+
+
+def _score(nodes, limits, profile) -> tuple[int, int]:
+    """What candidates are ranked by: ops off the NPU, then node count (smaller is better)."""
+    return off_npu(nodes, limits, profile), sum(n.op_type != "Constant" for n in nodes)
+
+
+def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx: bool, limits: Limits | None,
+          profile: Profile | None = None):
+    """Plan and emit a site. Without limits: the plan. Within ``limits``: every exact candidate (the
+    plan with pads and without, each with Gather- and Slice-picked windows) is built, and the one with
+    the fewest ops off the target's NPU, then the fewest nodes, wins. Raises NoCascade or ValueError."""
+    def attempt(plan: AdaptivePlan, style: str = "gather"):
         if plan.gathers and not use_initializers and scope.opset < 9:
             raise ValueError(f"the exact plan needs int64 indices, which opset {scope.opset} Constant nodes "
                              "cannot hold in this IR version")
-        return (plan, *emit(site, plan, scope.opset, names, initializers=use_initializers, limits=limits))
+        return (plan, *emit(site, plan, scope.opset, names, initializers=use_initializers, limits=limits,
+                            style=style))
 
     plan = plan_site(site, scope.opset, allow_approx=allow_approx)
-    if plan.pool is not None and plan.pool.padded and site.target is None and limits is not None:
-        try:
-            return attempt(plan)
-        except NoCascade:
-            plan = plan_site(site, scope.opset, allow_approx=allow_approx, allow_pads=False)
-    return attempt(plan)
+    if limits is None:
+        return attempt(plan)
+    plans = [plan]
+    if plan.pool is not None and plan.pool.padded and site.target is None:
+        plans.append(plan_site(site, scope.opset, allow_approx=allow_approx, allow_pads=False))
+    candidates, errors = [], []
+    for p in plans:
+        for style in ("gather", "slice"):
+            try:
+                candidates.append(attempt(p, style))
+            except NoCascade as e:
+                errors.append(e)
+    if not candidates:
+        raise errors[0]
+    return min(candidates, key=lambda c: _score(c[1], limits, profile))  # the first of equals: plan order
+
+
+def _better_left(site: Site, scope, nodes, limits, profile) -> str | None:
+    """Why the site stays as it is: it runs on the target's NPU already, and the best exact rewrite is
+    no better on the NPU and has more nodes. None: rewrite it."""
+    if profile is None or profile.npu_ops is None:
+        return None
+    old = [scope.body.node[i] for i in site.replaces]
+    if site.target is not None:  # an existing pool that breaks the limits is off the NPU by definition
+        return None
+    if any(n.domain not in ("", "ai.onnx") or n.op_type not in profile.npu_ops for n in old):
+        return None  # only ops the probe saw on the NPU count as staying there
+    before, after = _score(old, None, profile), _score(nodes, limits, profile)
+    if before[0] == 0 and before < after:
+        return (f"already runs on the {profile.name} NPU ({', '.join(n.op_type for n in old)}); the best exact "
+                f"rewrite has {after[1]} nodes, {after[0]} off the NPU")
+    return None
 
 
 def _finding(rw: Rewrite, ir_version: int, seed: int) -> Finding:
@@ -104,7 +161,7 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
             enforce_limits: bool = False, exact_special_values: bool = False,
             data_dir: Path | None = None, patterns=(), skip_patterns=(),
             shape_only_pools: bool = False, check: dict | None = None,
-            inferred: ModelProto | None = None) -> tuple[list[Rewrite], list[Skip]]:
+            inferred: ModelProto | None = None, profile: Profile | None = None) -> tuple[list[Rewrite], list[Skip]]:
     """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
 
     ``limits`` apply to every pool emitted; with ``enforce_limits`` also to pools already there.
@@ -113,6 +170,8 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
     ``check`` (seeds, atol, rtol): run each site's own check before splicing it in; a site that fails is
     left, with the measured error as its reason, and the rest goes on. ``inferred``: ``model`` after
     shape inference, where the caller has it already (the first round then skips its own).
+    ``profile``: the target, whose NPU placement chooses among exact constructions (and leaves a site
+    that already runs on its NPU where every rewrite would do worse).
     """
     try:
         rules = select(patterns, skip_patterns)
@@ -137,10 +196,14 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                     skips.append(found)
                     continue
                 try:
-                    plan, nodes, inits = _emit(found, scope, names, use_initializers, allow_approx, limits)
+                    plan, nodes, inits = _emit(found, scope, names, use_initializers, allow_approx, limits, profile)
                 except (NoCascade, ValueError) as e:
                     why = f"no exact rewrite within the limits: {e}" if isinstance(e, NoCascade) else str(e)
                     skips.append(Skip(found.pattern, found.label, found.op_name, why))
+                    continue
+                stay = _better_left(found, scope, nodes, limits, profile)
+                if stay:
+                    skips.append(Skip(found.pattern, found.label, found.op_name, stay))
                     continue
                 original = None  # what the special-value check and cascades compare with: max and pools only
                 if found.mode == "max" or found.target is not None:
@@ -215,6 +278,7 @@ def fix(
     input_ranges: dict[str, tuple[float, float]] | None = None,
     lazy_weights: bool = False,
     target: str | None = None,
+    opset: int | None = None,
     **limit_options,
 ) -> FixResult:
     """Find and rewrite every global, reduction and adaptive pooling pattern; verify the result.
@@ -239,9 +303,17 @@ def fix(
     the input file (``FixResult.inline_refs``), and :func:`poolfix.save` writes them inline again. The
     command line does this; keep the default where you use ``result.model`` yourself. ``target`` and
     the :class:`~poolfix.limits.Limits` fields (``max_kernel=8``, ``no_pads=True``, ...) are the command
-    line's limit options under the same names, laid over ``limits``.
+    line's limit options under the same names, laid over ``limits``. A probed target also says which
+    ops its compiler runs on the NPU (each site gets the exact construction with the fewest ops off
+    it) and the highest opset it loads: a newer model is converted down first (``onnx.version_converter``)
+    and verified against the original with the rest; ``opset`` asks for that conversion by itself.
     """
     limits = resolve_limits(limits, target, limit_options)
+    prof = _profile(target)
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
+        raise InputError(f"opset must be a positive integer, got {opset!r}")
+    if opset is None and prof is not None:
+        opset = prof.max_opset
     seeds = _check_seeds(seeds)
     if input_shapes is not None and not isinstance(input_shapes, dict):
         raise InputError("input_shapes must be a dict of input name -> shape")
@@ -253,9 +325,20 @@ def fix(
     try:
         return _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits,
                     data_dir, progress, verify_memory_limit, exact_special_values, tuple(patterns),
-                    tuple(skip_patterns), shape_only_pools, dict(input_ranges or {}), lazy_weights)
+                    tuple(skip_patterns), shape_only_pools, dict(input_ranges or {}), lazy_weights, prof, opset)
     except UnicodeDecodeError:  # protobuf parses invalid UTF-8 in string fields and fails on reading them
         raise InputError("the model holds a text field that is not valid UTF-8 (a corrupt file?)") from None
+
+
+def _profile(target: str | None):
+    if target is None:
+        return None
+    from .limits import profile
+
+    try:
+        return profile(target)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def resolve_limits(limits: Limits | None, target: str | None, options: dict) -> Limits | None:
@@ -308,7 +391,7 @@ def _check_seeds(seeds) -> tuple[int, ...]:
 
 def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, limits, enforce_limits, data_dir,
          progress, verify_memory_limit, exact_special_values, patterns, skip_patterns, shape_only_pools,
-         input_ranges, lazy_weights) -> FixResult:
+         input_ranges, lazy_weights, prof=None, opset=None) -> FixResult:
     step = progress or (lambda _: None)
     step("loading")
     loaded = loader.load(model_or_path, data_dir=data_dir, lazy_weights=lazy_weights)
@@ -325,17 +408,25 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
     original: ModelProto | Path | None = None
     if verify:  # onnxruntime reads an unpinned input from its file; otherwise keep a copy
         original = loaded.path if loaded.path is not None and not input_shapes else loader.copy_model(model)
+    converted = None
+    if opset is not None:
+        before = default_opset(model)
+        step("converting opset")
+        down = convert_opset(model, opset)
+        if down is not None:
+            model = down
+            converted = (before, opset)
     step("finding and rewriting")
     check = {"seeds": tuple(seeds), "atol": atol, "rtol": rtol} if verify else None
     inferred = loader.infer_shapes(model)  # for the first round, and for verification's memory estimate
     rewrites, skips = rewrite(model, allow_approx=allow_approx, limits=limits, enforce_limits=enforce_limits,
                               exact_special_values=exact_special_values, data_dir=loaded.data_dir,
                               patterns=patterns, skip_patterns=skip_patterns, shape_only_pools=shape_only_pools,
-                              check=check, inferred=inferred)
+                              check=check, inferred=inferred, profile=prof)
     findings = [_finding(rw, model.ir_version, seeds[0]) for rw in rewrites] + [_skip_finding(s) for s in skips]
     result = FixResult(model, findings, rewrites, data_dir=loaded.data_dir, input_files=loaded.files,
-                       inline_refs=loaded.inline_refs)
-    if not rewrites:
+                       inline_refs=loaded.inline_refs, converted=converted)
+    if not result.changed:
         return result
     step("checking")
     _check_output(model, loaded.full_check_ok)

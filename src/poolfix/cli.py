@@ -59,7 +59,7 @@ HELP_GROUPS = {
                      "exact_special_values"],
     "Patterns and plans": ["patterns", "skip_patterns", "shape_only_pools", "allow_approx", "list_patterns",
                            "explain_pairs", "explain_svg"],
-    "Limits and targets": ["target_name", "list_targets", "enforce_limits"],  # + one option per Limits field
+    "Limits and targets": ["target_name", "list_targets", "enforce_limits", "opset"],  # + one option per Limits field
     "Output control": ["strict", "quiet", "verbose", "debug", "version", "help"],
 }
 
@@ -135,6 +135,9 @@ def limit_options(command):
                    "keep (the input's data file names), inline.")
 @click.option("--target", "target_name", metavar="NAME",
               help="Apply a toolchain's cited pooling limits (--list-targets).")
+@click.option("--opset", type=click.IntRange(7), default=None, metavar="N",
+              help="Convert the model down to opset N first (a --target's own highest opset applies without "
+                   "it); verified with the rest.")
 @click.option("--list-targets", is_flag=True, help="Show the target profiles, their limits and sources.")
 @click.option("--list-patterns", is_flag=True, help="Show the pattern rules, in the order they are tried.")
 @click.option("--pattern", "patterns", multiple=True, metavar="NAME",
@@ -154,7 +157,7 @@ def limit_options(command):
 def command(models, output, output_dir, jobs, in_place, dry_run, report_path, input_shapes, input_ranges, no_verify,
             seed, num_seeds, verify_memory_limit, atol, rtol, allow_approx, exact_special_values, explain_pairs,
             explain_svg, external_data, target_name, list_targets, list_patterns, patterns, skip_patterns,
-            shape_only_pools, enforce_limits, strict, quiet, verbose, debug, **limit_values):
+            shape_only_pools, enforce_limits, strict, quiet, verbose, debug, opset, **limit_values):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
     level = 1 + verbose - quiet
@@ -184,7 +187,7 @@ def command(models, output, output_dir, jobs, in_place, dry_run, report_path, in
             raise InputError("many models need an output folder: -o OUTDIR or --output-dir OUTDIR")
         options = _fix_options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol,
                                rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
-                               shape_only_pools, enforce_limits, limit_values)
+                               shape_only_pools, enforce_limits, limit_values, opset)
         _batch(list(models), folder, jobs, options, external_data, strict, report_path, say, level)
         return
     model = models[0] if models else None
@@ -200,8 +203,8 @@ def command(models, output, output_dir, jobs, in_place, dry_run, report_path, in
     target = None if dry_run else model if in_place else (output or _default_output(model))
     options = _fix_options(input_shapes, input_ranges, no_verify or dry_run, seed, num_seeds, verify_memory_limit,
                            atol, rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
-                           shape_only_pools, enforce_limits, limit_values)
-    limits = options["limits"]
+                           shape_only_pools, enforce_limits, limit_values, opset)
+    limits = resolve_limits(None, target_name, limit_values) or Limits()
     # every write, checked against the input model before the work; again with its data files after
     _plan([model], in_place, target, report_path, explain_svg)
     progress = Progress(show=level >= 1 and sys.stderr.isatty(), timings=level >= 2)
@@ -254,19 +257,23 @@ def command(models, output, output_dir, jobs, in_place, dry_run, report_path, in
         verdict += f"; {n_approx} APPROXIMATE by request (--allow-approx)"
     n_not = len(result.not_pools)
     others = f", {n_not} reduction(s) that are not pools" if n_not else ""
+    if result.converted is not None:
+        a, b = result.converted
+        verdict = f"opset {a} -> {b} by onnx.version_converter, " + verdict
     say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were{others}, {verdict}", 0)
 
 
 def _fix_options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol, rtol,
                  allow_approx, exact_special_values, target_name, patterns, skip_patterns, shape_only_pools,
-                 enforce_limits, limit_values) -> dict:
+                 enforce_limits, limit_values, opset=None) -> dict:
     """The command line's options as poolfix.fix's keyword arguments (one model or many)."""
     limits = resolve_limits(None, target_name, limit_values) or Limits()
     if enforce_limits and not limits.active:
         raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
     return {"input_shapes": dict(parse_input_shape(s) for s in input_shapes), "verify": not no_verify,
             "seeds": list(range(seed, seed + num_seeds)), "atol": atol, "rtol": rtol, "allow_approx": allow_approx,
-            "limits": limits, "enforce_limits": enforce_limits, "verify_memory_limit": verify_memory_limit * 2**20,
+            "target": target_name, **{k: v for k, v in limit_values.items() if v is not None},
+            "enforce_limits": enforce_limits, "opset": opset, "verify_memory_limit": verify_memory_limit * 2**20,
             "exact_special_values": exact_special_values, "patterns": patterns, "skip_patterns": skip_patterns,
             "shape_only_pools": shape_only_pools, "input_ranges": dict(parse_input_range(r) for r in input_ranges),
             "lazy_weights": True}
@@ -300,7 +307,9 @@ def _batch(models: list[Path], folder: Path, jobs: int | None, options: dict, ex
         click.echo("\r\033[K", err=True, nl=False)
     say(batch.summary_text(outcomes, time.perf_counter() - started), 0)
     if report_path is not None:
-        data = batch.to_dict(outcomes, output_dir=str(folder), limits=options["limits"].describe())
+        names = {f.name for f in limit_fields()}
+        limits = resolve_limits(None, options["target"], {k: v for k, v in options.items() if k in names})
+        data = batch.to_dict(outcomes, output_dir=str(folder), limits=(limits or Limits()).describe())
         atomic_write_bytes(report_path, (json.dumps(data, indent=2, default=str) + "\n").encode(), plan, "report")
     codes = [o.exit_code for o in outcomes]
     if batch.EXIT_INTERRUPTED in codes:

@@ -67,14 +67,44 @@ def limit_fields() -> tuple[Field, ...]:
 
 @dataclass(frozen=True)
 class Profile:
+    """A target: pool limits, plus (for probed targets) which ops its compiler keeps on the NPU and
+    the highest opset it loads. ``npu_ops`` None: placement unknown, every op counts as on the NPU."""
+
     name: str
     limits: Limits
     source: str
     notes: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    npu_ops: frozenset[str] | None = None
+    probed_ops: frozenset[str] = frozenset()  # ops the probe checked: those not in npu_ops run on the CPU
+    max_opset: int | None = None
+    toolchain: str = ""
+    probed: str = ""  # the date of the probe
+
+    def on_npu(self, op_type: str) -> bool:
+        """Whether the target runs ``op_type`` on its NPU, as far as the probe knows (unprobed ops: yes)."""
+        return self.npu_ops is None or op_type not in self.probed_ops or op_type in self.npu_ops
 
 
-PROFILES = {
+PROBED_OPS = frozenset({"AveragePool", "MaxPool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
+                        "ReduceMax", "Gather", "GatherND", "Slice", "Reshape", "Transpose", "Concat", "Mul"})
+
+
+def _probed(name: str, source: str, notes: str, fallback: Profile) -> Profile:
+    """A profile from src/poolfix/probed.py (made by scripts/engines/probe.py), or ``fallback``."""
+    try:
+        from .probed import PROBED
+    except ImportError:  # pragma: no cover - the generated file ships with the package
+        return fallback
+    d = PROBED.get(name)
+    if d is None:
+        return fallback
+    return Profile(name, Limits(**d["limits"]), f"probed on {d['toolchain']}, {d['probed']} "
+                   f"(scripts/engines/probe.py); {source}", notes, npu_ops=frozenset(d["npu_ops"]),
+                   probed_ops=PROBED_OPS, max_opset=d["max_opset"], toolchain=d["toolchain"], probed=d["probed"])
+
+
+_DOCUMENTED = {
     p.name: p
     for p in (
         Profile(
@@ -103,6 +133,17 @@ PROFILES = {
             "2D windows only on that API; no stride or pad limits are given there, so none are set",
         ),
     )
+}
+
+PROFILES = {
+    "rknn": _probed("rknn", "rk3588, fp16 build on the x86 simulator",
+                    "each limit is the largest probed value the compiler keeps on the NPU without a REGTASK "
+                    "error; ops not on the NPU (GatherND, ReduceMax, LpPool, Slice with steps) are avoided",
+                    _DOCUMENTED["rknn"]),
+    "ethos-u": _probed("ethos-u", "onnx2tf int8 TFLite compiled by Vela (default core) for ethos-u55-128",
+                       "placement read from Vela's per-layer report; Gather and GatherND run on the CPU",
+                       _DOCUMENTED["ethos-u"]),
+    "ascend-mindie-rt": _DOCUMENTED["ascend-mindie-rt"],
 }
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
-from .cascade import plan_cascade
+from .cascade import NoCascade, plan_cascade
 from .errors import InternalError
 from .graphs import Scope, names_used, subgraphs
 from .limits import Limits
@@ -24,7 +24,7 @@ from .patterns import Site
 from .patterns.base import Reshape, Squeeze, TailStep, Transpose
 from .planner import AdaptivePlan, GatherAxis
 from .pools import Pool
-from .windows import pool_output_size
+from .windows import Window, pool_output_size, pool_windows
 
 _POOL_OPS = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}
 
@@ -85,17 +85,25 @@ class Emitter:
     """The nodes (and constant tensors) that compute ``site.output`` from ``site.x`` as ``plan`` says.
 
     ``initializers``: whether constants may be initializers (else ``Constant`` nodes). With
-    ``limits``, every pool that breaks them becomes an exact cascade (:mod:`poolfix.cascade`), or
-    :class:`~poolfix.cascade.NoCascade` is raised.
+    ``limits``, every pool that breaks them becomes an exact cascade (:mod:`poolfix.cascade`) or, where
+    none exists, another exact construction (below), or :class:`~poolfix.cascade.NoCascade` is raised.
+
+    Constructions under limits, each exact: an LpPool the target lacks as Pow + AveragePool + Mul
+    (+ Sqrt); a padded ``count_include_pad=0`` average the target runs only with 1 as that pool times
+    one constant correction tensor (kernel area / true count); a stride above the limit as the pool
+    at an allowed stride that divides it, subsampled. ``style`` says how to pick windows: ``"gather"``
+    (one Gather) or ``"slice"`` (one Slice per window, a pool each, one Concat: for targets that run
+    Gather on their CPU). Windows of two lengths whose strided pools break the limits become stride-1
+    pools per length and one Gather at the window starts (``gather``) or sliced windows (``slice``).
     """
 
     def __init__(self, site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, style: str = "gather"):
         self.site, self.plan, self.opset, self.names = site, plan, opset, names
         self.initializers = initializers
+        self.style = style
         self.limits = limits if limits is not None and limits.active else None
         self.base = f"{site.node.name or site.node.op_type}_poolfix"
-        self.op = _POOL_OPS[site.mode]
         self.rank = len(site.in_spatial)
         self.nodes: list[NodeProto] = []
         self.tensors: list[TensorProto] = []
@@ -117,41 +125,171 @@ class Emitter:
             self.nodes.append(helper.make_node("Constant", [], [out], name=self.fresh(f"{what}_const"), value=tensor))
         return out
 
-    def pool_node(self, x: str, y: str, pool: Pool, what: str) -> None:
+    def pool_node(self, x: str, y: str, pool: Pool, what: str, mode: str | None = None) -> None:
         """One AveragePool/MaxPool/LpPool node, exactly ``pool``."""
+        mode = mode or self.site.mode
         attrs: dict = {"kernel_shape": list(pool.kernel), "strides": list(pool.strides)}
         if pool.padded:
             attrs["pads"] = list(pool.pads)
         force_cip = self.limits is not None and self.limits.avg_count_include_pad == "1"
-        if self.site.mode == "avg" and (pool.padded or force_cip):  # unpadded, the value changes nothing
+        if mode == "avg" and (pool.padded or force_cip):  # unpadded, the value changes nothing
             attrs["count_include_pad"] = pool.count_include_pad if pool.padded else 1
         if pool.ceil_mode:
             attrs["ceil_mode"] = 1
-        if self.site.mode == "lp":
+        if mode == "lp":
             attrs["p"] = int(self.site.p) if self.opset >= 2 else float(self.site.p)
-        self.node(self.op, [x], y, what, **attrs)
+        self.node(_POOL_OPS[mode], [x], y, what, **attrs)
 
-    def pool(self, x: str, y: str, spatial, pool: Pool, what: str) -> None:
-        """One pool, or its cascade within the limits."""
-        if self.limits is None:
-            self.pool_node(x, y, pool, what)
+    def float_const(self, values, what: str) -> str:
+        return self.const(values, what, helper.tensor_dtype_to_np_dtype(self.site.elem_type))
+
+    def pool(self, x: str, y: str, spatial, pool: Pool, what: str, mode: str | None = None) -> None:
+        """One pool, or its cascade within the limits, or another exact construction (class docstring)."""
+        mode = mode or self.site.mode
+        lim = self.limits
+        if lim is None:
+            self.pool_node(x, y, pool, what, mode)
             return
-        cascade = plan_cascade(self.site.mode, tuple(spatial), pool.kernel, pool.strides, pool.pads,
+        if mode == "lp" and lim.no_lp_pool:
+            self.lp_as_average(x, y, spatial, pool, what)
+            return
+        if mode == "avg" and pool.padded and pool.count_include_pad == 0 and lim.avg_count_include_pad == "1":
+            self.corrected_average(x, y, spatial, pool, what)
+            return
+        try:
+            self.cascade(x, y, spatial, pool, what, mode)
+            return
+        except NoCascade as e:
+            why = e
+        cap = lim.max_stride
+        wide = [a for a, s in enumerate(pool.strides) if cap is not None and s > cap]
+        if not wide:
+            raise why
+        self.subsampled(x, y, spatial, pool, wide[0], what, mode)
+
+    def cascade(self, x: str, y: str, spatial, pool: Pool, what: str, mode: str) -> None:
+        cascade = plan_cascade(mode, tuple(spatial), pool.kernel, pool.strides, pool.pads,
                                pool.count_include_pad, self.limits)
         cur, last = x, len(cascade.stages) - 1
         for i, stage in enumerate(cascade.stages):
             out = y if i == last and cascade.scale == 1 else self.fresh(f"{what}_stage{i}")
-            self.pool_node(cur, out, stage, f"{what}_stage{i}")
+            self.pool_node(cur, out, stage, f"{what}_stage{i}", mode)
             cur = out
         if cascade.scale != 1:  # zero-padded average: rescale to the true window size
-            factor = self.const(float(cascade.scale), f"{what}_rescale",
-                                helper.tensor_dtype_to_np_dtype(self.site.elem_type))
-            self.node("Mul", [cur, factor], y, f"{what}_rescale")
+            self.node("Mul", [cur, self.float_const(float(cascade.scale), f"{what}_rescale")], y, f"{what}_rescale")
+
+    def lp_as_average(self, x: str, y: str, spatial, pool: Pool, what: str) -> None:
+        """LpPool (p 1 or 2) for a target without one: |x| or x*x, an average counting pads (LpPool's
+        pads are zeros, which add nothing to the sum), times the kernel area, then Sqrt for p=2."""
+        p = int(self.site.p)
+        if p not in (1, 2):
+            raise NoCascade(f"the target has no LpPool, and p={p} has no exact average form here")
+        powered = self.fresh(f"{what}_pow")
+        if p == 1:
+            self.node("Abs", [x], powered, f"{what}_abs")
+        else:
+            self.node("Mul", [x, x], powered, f"{what}_square")
+        avg = self.fresh(f"{what}_mean")
+        counted = Pool(pool.kernel, pool.strides, pool.pads, 1 if pool.padded else 0, pool.ceil_mode)
+        if pool.ceil_mode:
+            raise NoCascade("the target has no LpPool, and a ceil_mode LpPool has no exact average form here")
+        self.pool(powered, avg, spatial, counted, f"{what}_avg", "avg")
+        area = float(pool.area)
+        if p == 1:
+            self.node("Mul", [avg, self.float_const(area, f"{what}_area")], y, f"{what}_sum")
+        else:
+            total = self.fresh(f"{what}_sum")
+            self.node("Mul", [avg, self.float_const(area, f"{what}_area")], total, f"{what}_sum")
+            self.node("Sqrt", [total], y, f"{what}_root")
+
+    def corrected_average(self, x: str, y: str, spatial, pool: Pool, what: str) -> None:
+        """A padded average with count_include_pad=0, for a target that keeps only =1 pools on its NPU:
+        the same pool counting pads, times one constant tensor (kernel area / true count per output)."""
+        counted = Pool(pool.kernel, pool.strides, pool.pads, 1, pool.ceil_mode)
+        if pool.ceil_mode:
+            raise NoCascade("count_include_pad=0 with ceil_mode has no constant correction here")
+        rank = pool.rank
+        factors = []
+        for a in range(rank):
+            wins = pool_windows(spatial[a], pool.kernel[a], pool.strides[a], pool.pads[a], pool.pads[a + rank])
+            factors.append(np.array([pool.kernel[a] / (e - b) for b, e in wins], dtype=np.float64))
+        corr = factors[0]
+        for f in factors[1:]:
+            corr = np.multiply.outer(corr, f)
+        pooled = self.fresh(f"{what}_counted")
+        self.pool(x, pooled, spatial, counted, f"{what}_counted", "avg")
+        shape = (1, 1, *corr.shape)
+        self.node("Mul", [pooled, self.float_const(corr.reshape(shape), f"{what}_correction")], y,
+                  f"{what}_correction")
+
+    def subsampled(self, x: str, y: str, spatial, pool: Pool, axis: int, what: str, mode: str) -> None:
+        """A stride above the limit along ``axis``: the pool at the largest allowed stride that divides it,
+        then every (stride/that)-th output (one Gather); or, in ``slice`` style, each window sliced
+        out and pooled on its own (one output each, so the stride no longer matters), then Concat."""
+        s, cap, rank = pool.strides[axis], self.limits.max_stride, pool.rank  # type: ignore[union-attr]
+        n = spatial[axis]
+        pb, pe = pool.pads[axis], pool.pads[axis + rank]
+        windows = pool_windows(n, pool.kernel[axis], s, pb, pe, pool.ceil_mode)
+        if self.style == "slice":
+            if mode == "avg" and (pb or pe) and pool.count_include_pad:
+                raise NoCascade("sliced windows cannot count pads")
+            rest = Pool(pool.kernel, pool.strides, _set_pads(pool.pads, axis, 0, 0), pool.count_include_pad,
+                        pool.ceil_mode)
+            self.sliced_windows(x, y, spatial, axis, windows, rest, what, mode)
+            return
+        g = max(d for d in range(1, cap + 1) if s % d == 0)
+        step = s // g
+        strides = list(pool.strides)
+        strides[axis] = g
+        dense = Pool(pool.kernel, tuple(strides), pool.pads, pool.count_include_pad, pool.ceil_mode)
+        tmp = self.fresh(f"{what}_dense")
+        self.pool(x, tmp, spatial, dense, f"{what}_dense", mode)
+        idx = self.const(list(range(0, (len(windows) - 1) * step + 1, step)), f"{what}_every{step}")
+        self.node("Gather", [tmp, idx], y, f"{what}_subsample", axis=2 + axis)
+
+    def sliced_windows(self, x: str, y: str, spatial, axis: int, windows: list[Window], rest: Pool, what: str,
+                       mode: str) -> None:
+        """Each window along ``axis`` sliced out and pooled whole (``rest`` on the other axes), then Concat."""
+        parts = []
+        for i, (b, e) in enumerate(windows):
+            piece = self.fresh(f"{what}_slice{i}")
+            self.slice(x, piece, axis, b, e, f"{what}_slice{i}")
+            kernel, strides = list(rest.kernel), list(rest.strides)
+            kernel[axis], strides[axis] = e - b, 1
+            here = list(spatial)
+            here[axis] = e - b
+            out = self.fresh(f"{what}_window{i}")
+            if kernel[axis] == 1 and all(k == 1 for k in kernel) and not rest.padded:
+                out = piece
+            else:
+                self.pool(piece, out, here, Pool(tuple(kernel), tuple(strides), rest.pads, rest.count_include_pad,
+                                                 rest.ceil_mode), f"{what}_window{i}", mode)
+            parts.append(out)
+        if len(parts) == 1:
+            self.node("Identity", parts, y, f"{what}_one")
+        else:
+            self.node("Concat", parts, y, f"{what}_concat", axis=2 + axis)
+
+    def slice(self, x: str, y: str, axis: int, begin: int, end: int, what: str) -> None:
+        if self.opset >= 10:
+            self.node("Slice", [x, self.const([begin], f"{what}_starts"), self.const([end], f"{what}_ends"),
+                                self.const([2 + axis], f"{what}_axes")], y, what)
+        else:
+            self.node("Slice", [x], y, what, starts=[begin], ends=[end], axes=[2 + axis])
 
     # -- constructions, each (x, y) -> nodes
 
     def gather_before_pool(self, g: GatherAxis, x: str, y: str) -> None:
-        """One window length along this axis: lay its windows end to end for the pool to reduce."""
+        """One window length along this axis: lay its windows end to end for the pool to reduce
+        (``slice`` style: each window sliced out, laid end to end by one Concat)."""
+        if self.limits is not None and self.style == "slice":
+            parts = []
+            for i, (b, e) in enumerate(g.windows()):
+                piece = self.fresh(f"win{g.axis}_{i}")
+                self.slice(x, piece, g.axis, b, e, f"win{g.axis}_{i}")
+                parts.append(piece)
+            self.node("Concat", parts, y, f"win{g.axis}_concat", axis=2 + g.axis)
+            return
         (c,) = g.classes
         idx = self.const(list(c.indices), f"index{g.axis}")
         self.node("Gather", [x, idx], y, f"gather{g.axis}", axis=2 + g.axis)
@@ -161,7 +299,42 @@ class Emitter:
 
     def gathered_windows(self, g: GatherAxis, x: str, y: str, spatial) -> None:
         """Two window lengths: per length a Gather of its windows and a pool with stride = length,
-        then Concat + Gather back into output order."""
+        then Concat + Gather back into output order. Where those pools break the limits: per length a
+        stride-1 pool over the whole axis and one Gather at the window starts (``gather`` style), or
+        each window sliced out and pooled (``slice`` style)."""
+        if self.limits is not None and self.style == "slice":
+            self.sliced_windows(x, y, spatial, g.axis, g.windows(), _identity(self.rank), f"win{g.axis}",
+                                self.site.mode)
+            return
+        mark = len(self.nodes), len(self.tensors)
+        try:
+            self._gathered_windows(g, x, y, spatial)
+        except NoCascade:
+            if self.limits is None:
+                raise
+            del self.nodes[mark[0]:], self.tensors[mark[1]:]
+            self.strided_starts(g, x, y, spatial)
+
+    def strided_starts(self, g: GatherAxis, x: str, y: str, spatial) -> None:
+        parts, offsets, total = [], {}, 0
+        n = spatial[g.axis]
+        for c in g.classes:
+            kernel = [1] * self.rank
+            kernel[g.axis] = c.kernel
+            out = self.fresh(f"dense{g.axis}_k{c.kernel}")
+            self.pool(x, out, spatial, Pool(tuple(kernel), (1,) * self.rank, (0,) * (2 * self.rank)),
+                      f"dense{g.axis}_k{c.kernel}")
+            offsets[c.kernel] = total
+            total += n - c.kernel + 1
+            parts.append(out)
+        cat = parts[0]
+        if len(parts) > 1:
+            cat = self.fresh(f"dense{g.axis}")
+            self.node("Concat", parts, cat, f"dense{g.axis}", axis=2 + g.axis)
+        picks = [offsets[e - b] + b for b, e in g.windows()]
+        self.node("Gather", [cat, self.const(picks, f"starts{g.axis}")], y, f"starts{g.axis}", axis=2 + g.axis)
+
+    def _gathered_windows(self, g: GatherAxis, x: str, y: str, spatial) -> None:
         axis = 2 + g.axis
         parts = []
         for c in g.classes:
@@ -249,10 +422,21 @@ class Emitter:
         return self.nodes, self.tensors
 
 
+def _set_pads(pads: tuple[int, ...], axis: int, begin: int, end: int) -> tuple[int, ...]:
+    rank = len(pads) // 2
+    out = list(pads)
+    out[axis], out[axis + rank] = begin, end
+    return tuple(out)
+
+
+def _identity(rank: int) -> Pool:
+    return Pool((1,) * rank, (1,) * rank, (0,) * (2 * rank))
+
+
 def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True,
-         limits: Limits | None = None) -> tuple[list[NodeProto], list[TensorProto]]:
+         limits: Limits | None = None, style: str = "gather") -> tuple[list[NodeProto], list[TensorProto]]:
     """The nodes and constant tensors for one site: :class:`Emitter` at work."""
-    return Emitter(site, plan, opset, names, initializers=initializers, limits=limits).emit()
+    return Emitter(site, plan, opset, names, initializers=initializers, limits=limits, style=style).emit()
 
 
 Edit = tuple[tuple[int, ...], list[NodeProto]]  # (indices of the nodes replaced, the nodes replacing them)

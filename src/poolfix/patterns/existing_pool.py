@@ -19,6 +19,18 @@ NAME = "pool-limits"
 _MODES = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}
 
 
+def pool_of(node: NodeProto) -> Pool | None:
+    """The pool a pool node computes, from its attributes (None where they do not fit together)."""
+    kernel = [int(k) for k in attr(node, "kernel_shape", [])]
+    rank = len(kernel)
+    strides = [int(s) for s in attr(node, "strides", [1] * rank)]
+    pads = [int(p) for p in attr(node, "pads", [0] * (2 * rank))]
+    if not rank or len(strides) != rank or len(pads) != 2 * rank:
+        return None
+    return Pool(tuple(kernel), tuple(strides), tuple(pads), int(attr(node, "count_include_pad", 0)),
+                bool(attr(node, "ceil_mode", 0)))
+
+
 def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     limits = ctx.enforce
     if limits is None or not is_op(node, *_MODES):  # runs only under --enforce-limits

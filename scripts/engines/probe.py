@@ -1,0 +1,259 @@
+"""Probe what an NPU compiler does with each pooling form and each helper op, and write a profile.
+
+    python scripts/engines/probe.py rknn            # writes scripts/engines/probes/rknn.json
+    python scripts/engines/probe.py rknn --write    # ... and regenerates src/poolfix/probed.py
+
+Each probe is a one-op ONNX model (made here with onnx.helper) run through the engine's worker
+(run.py). Its outcome is what the compiler did with the probed op: ``refused`` (load or build
+failed), ``crash`` (the compiler process died), ``register`` (it built but logged a REGTASK
+register overflow), ``CPU`` or ``NPU`` (the op's placement in the compiler's own report), with
+the compiler's cycle estimate. Probes cover kernel, stride, pads, count_include_pad and ceil_mode;
+1D, 2D and 3D; average, max and Lp; and Gather, GatherND, Slice (with and without steps),
+Reshape, Transpose, Concat and Mul; and the highest opset the toolchain loads.
+
+``--write`` turns every probe file in probes/ into src/poolfix/probed.py, the data limits.py
+builds its ``rknn`` and ``ethos-u`` profiles from (with the toolchain version and the date).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pprint
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).parent))
+import run as harness  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PROBED_PY = HERE.parents[1] / "src" / "poolfix" / "probed.py"
+OPSET, IR = 17, 8
+
+
+def model(op: str, in_shape, out_shape, attrs=None, inits=(), extra_inputs=(), opset=OPSET) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape) if out_shape else None)
+    node = helper.make_node(op, ["x", *extra_inputs], ["y"], name=f"probe_{op}", **(attrs or {}))
+    g = helper.make_graph([node], "probe", [x], [y], initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = IR
+    return onnx.shape_inference.infer_shapes(m)
+
+
+def pool(kind: str, shape, kernel, strides, pads=None, cip=None, ceil=False, p=None) -> onnx.ModelProto:
+    op = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}[kind]
+    attrs = {"kernel_shape": list(kernel), "strides": list(strides)}
+    if pads:
+        attrs["pads"] = list(pads)
+    if cip is not None:
+        attrs["count_include_pad"] = cip
+    if ceil:
+        attrs["ceil_mode"] = 1
+    if p is not None:
+        attrs["p"] = p
+    return model(op, shape, None, attrs)
+
+
+def const(name, values, dtype=np.int64):
+    return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
+
+
+def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
+    """(name, what it tests, model) for every probe."""
+    out = []
+    S = (1, 8, 64, 64)
+    for kind in ("avg", "max"):
+        for k in (2, 3, 8, 16, 22, 32, 64):
+            out.append((f"{kind}2d_kernel{k}", {"op": kind, "rank": 2, "kernel": k, "stride": 1},
+                        pool(kind, S, (k, k), (1, 1))))
+        for s in (2, 3, 4, 7, 8, 9, 16, 21, 32):
+            out.append((f"{kind}2d_stride{s}", {"op": kind, "rank": 2, "kernel": s, "stride": s},
+                        pool(kind, S, (s, s), (s, s))))
+        for p in (1, 2, 4, 7, 8, 10):
+            cips = (0, 1) if kind == "avg" else (None,)
+            for cip in cips:
+                out.append((f"{kind}2d_pad{p}" + (f"_cip{cip}" if cip is not None else ""),
+                            {"op": kind, "rank": 2, "kernel": 2 * p + 1, "stride": 1, "pad": p, "cip": cip},
+                            pool(kind, S, (2 * p + 1,) * 2, (1, 1), (p,) * 4, cip)))
+        for cip in ((0, 1) if kind == "avg" else (None,)):
+            out.append((f"{kind}2d_ceil" + (f"_cip{cip}" if cip is not None else ""),
+                        {"op": kind, "rank": 2, "kernel": 3, "stride": 2, "ceil": True, "cip": cip},
+                        pool(kind, S, (3, 3), (2, 2), cip=cip, ceil=True)))
+        out.append((f"{kind}1d", {"op": kind, "rank": 1, "kernel": 2, "stride": 2}, pool(kind, (1, 8, 64), (2,), (2,))))
+        out.append((f"{kind}3d", {"op": kind, "rank": 3, "kernel": 2, "stride": 2},
+                    pool(kind, (1, 4, 8, 16, 16), (2, 2, 2), (2, 2, 2))))
+        for k in (128, 256, 300):
+            big = (1, 4, 300, 300)
+            out.append((f"{kind}2d_height{k}", {"op": kind, "rank": 2, "kernel_h": k, "stride": 1},
+                        pool(kind, big, (k, 1), (1, 1))))
+            out.append((f"{kind}2d_width{k}", {"op": kind, "rank": 2, "kernel_w": k, "stride": 1},
+                        pool(kind, big, (1, k), (1, 1))))
+    out.append(("lp2d", {"op": "lp", "rank": 2, "kernel": 2, "stride": 2}, pool("lp", S, (2, 2), (2, 2), p=2)))
+    out.append(("gap", {"op": "GlobalAveragePool"}, model("GlobalAveragePool", S, (1, 8, 1, 1))))
+    out.append(("gmp", {"op": "GlobalMaxPool"}, model("GlobalMaxPool", S, (1, 8, 1, 1))))
+    out.append(("reducemean", {"op": "ReduceMean"},
+                model("ReduceMean", S, (1, 8, 1, 1), {"axes": [2, 3]}, opset=17)))
+    out.append(("reducemax", {"op": "ReduceMax"}, model("ReduceMax", S, (1, 8, 1, 1), {"axes": [2, 3]})))
+    out.append(("gather", {"op": "Gather"}, model("Gather", S, None, {"axis": 2}, [const("i", [0, 3, 6])], ["i"])))
+    out.append(("gathernd", {"op": "GatherND"},
+                model("GatherND", S, None, {"batch_dims": 0}, [const("i", [[0, 1, 2], [0, 3, 4]])], ["i"])))
+    out.append(("slice", {"op": "Slice"}, model("Slice", S, None, None,
+                                               [const("st", [3]), const("en", [40]), const("ax", [2])],
+                                               ["st", "en", "ax"])))
+    out.append(("slice_steps", {"op": "Slice", "steps": True},
+                model("Slice", S, None, None, [const("st", [0]), const("en", [64]), const("ax", [2]),
+                                               const("sp", [3])], ["st", "en", "ax", "sp"])))
+    out.append(("reshape", {"op": "Reshape"}, model("Reshape", S, (1, 8, 4096), None, [const("s", [1, 8, 4096])],
+                                                    ["s"])))
+    out.append(("transpose", {"op": "Transpose"}, model("Transpose", S, None, {"perm": [0, 2, 3, 1]})))
+    out.append(("concat", {"op": "Concat"}, model("Concat", S, None, {"axis": 2}, [const("c", np.ones((1, 8, 4, 64)),
+                                                                                          np.float32)], ["c"])))
+    out.append(("mul", {"op": "Mul"}, model("Mul", S, None, None, [const("c", np.full((1, 1, 64, 64), 1.5),
+                                                                         np.float32)], ["c"])))
+    for v in range(13, 22):
+        m = pool("avg", (1, 8, 16, 16), (2, 2), (2, 2))
+        m.opset_import[0].version = v
+        m.ir_version = 10 if v >= 21 else 9 if v >= 19 else IR
+        out.append((f"opset{v}", {"opset": v}, m))
+    return out
+
+
+def outcome(res: dict, op_hint: str) -> dict:
+    if any(e.startswith("crash") for e in res.get("errors", [])):
+        return {"outcome": "crash", "errors": res["errors"][:2]}
+    if res.get("load") != 0 or res.get("build") != 0:
+        return {"outcome": "refused", "errors": res.get("errors", [])[:2]}
+    if any("REGTASK" in e for e in res.get("errors", [])):
+        return {"outcome": "register", "errors": [e for e in res["errors"] if "REGTASK" in e][:1]}
+    layers = [la for la in res.get("layers", []) if la["op"] not in ("InputOperator", "OutputOperator")]
+    hint = op_hint.lower()
+    mine = [la for la in layers if hint in la["op"].lower()] or layers
+    placement = "CPU" if any(la["target"] != "NPU" for la in mine) else "NPU"
+    cycles = res.get("cycles") if res.get("cycles") is not None else sum(la.get("cycles", 0) for la in layers)
+    return {"outcome": placement, "cycles": cycles, "layers": [(la["op"], la["target"]) for la in layers]}
+
+
+HINTS = {"avg": "pool", "max": "pool", "lp": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool",
+         "ReduceMean": "mean", "ReduceMax": "max", "GatherND": "gather", "Gather": "gather", "Slice": "slice",
+         "Reshape": "", "Transpose": "transpose", "Concat": "concat", "Mul": "mul"}
+
+
+def run_probes(engine: str, only: str | None) -> dict:
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="probe_") as tmp:
+        for name, what, m in probes():
+            if only and only not in name:
+                continue
+            work = Path(tmp) / name
+            work.mkdir()
+            path = work / f"{name}.onnx"
+            onnx.save(m, path)
+            res = harness.run_engine(engine, path, work, timeout=600)
+            hint = "" if "opset" in what else HINTS.get(what.get("op", ""), "")
+            results[name] = {**what, **outcome(res, hint)}
+            print(f"{name:<24} {results[name]['outcome']:<9} {results[name].get('cycles', '')}", flush=True)
+            toolchain = res.get("toolchain")
+            if toolchain:
+                results.setdefault("_toolchain", toolchain)
+    return results
+
+
+def derive(engine: str, data: dict) -> dict:
+    """A profile from probe results: each limit is the largest probed value still placed on the NPU."""
+    r = {k: v for k, v in data["probes"].items()}
+
+    def npu(name):
+        return r.get(name, {}).get("outcome") == "NPU"
+
+    def largest(prefix, values, kinds=("avg", "max")):
+        ok = None
+        for v in values:
+            if all(npu(f"{k}2d_{prefix}{v}") for k in kinds):
+                ok = v
+            else:
+                return ok, v
+        return None, None  # every probed value stays on the NPU: no limit found
+
+    stride, first_bad_stride = largest("stride", (2, 3, 4, 7, 8, 9, 16, 21, 32))
+    kernel, _ = largest("kernel", (2, 3, 8, 16, 22, 32, 64))
+    height, _ = largest("height", (128, 256, 300))
+    pad_ok = [p for p in (1, 2, 4, 7, 8, 10) if npu(f"max2d_pad{p}") and (npu(f"avg2d_pad{p}_cip0")
+                                                                        or npu(f"avg2d_pad{p}_cip1"))]
+    cip0 = npu("avg2d_pad1_cip0")
+    cip1 = npu("avg2d_pad1_cip1")
+    limits = {
+        "max_stride": stride if first_bad_stride is not None else None,
+        "max_kernel": kernel if kernel is not None else height,
+        "max_pad": (max(pad_ok) if pad_ok and max(pad_ok) < 10 else None) if pad_ok else None,
+        "no_pads": not pad_ok,
+        "avg_count_include_pad": "any" if cip0 and cip1 else "1" if cip1 else "0" if cip0 else "any",
+        "no_ceil_mode": not npu("max2d_ceil"),
+        "no_lp_pool": not npu("lp2d"),
+    }
+    ops = {"AveragePool": npu("avg2d_stride2"), "MaxPool": npu("max2d_stride2"), "LpPool": npu("lp2d"),
+           "GlobalAveragePool": npu("gap"), "GlobalMaxPool": npu("gmp"), "ReduceMean": npu("reducemean"),
+           "ReduceMax": npu("reducemax"), "Gather": npu("gather"), "GatherND": npu("gathernd"),
+           "Slice": npu("slice"), "Reshape": npu("reshape"), "Transpose": npu("transpose"),
+           "Concat": npu("concat"), "Mul": npu("mul")}
+    opsets = [int(k[5:]) for k, v in r.items() if k.startswith("opset") and v.get("outcome") in ("NPU", "CPU")]
+    return {
+        "limits": limits,
+        "npu_ops": sorted(k for k, v in ops.items() if v),
+        "slice_steps_on_npu": npu("slice_steps"),
+        "max_pool_3d_on_npu": npu("max3d"),
+        "avg_pool_3d_on_npu": npu("avg3d"),
+        "max_opset": max(opsets) if opsets else None,
+        "toolchain": data["toolchain"],
+        "probed": data["date"],
+        "outcomes": {k: v["outcome"] for k, v in sorted(r.items())},
+    }
+
+
+def write_probed() -> None:
+    profiles = {}
+    for path in sorted((HERE / "probes").glob("*.json")):
+        data = json.loads(path.read_text())
+        profiles[data["engine"]] = derive(data["engine"], data)
+    text = ('"""Target profiles derived from probing the real compilers: GENERATED by\n'
+            '``python scripts/engines/probe.py ENGINE --write`` from scripts/engines/probes/*.json. Do not edit."""\n\n'
+            f"PROBED = {pprint.pformat(profiles, width=110, sort_dicts=True)}\n")
+    PROBED_PY.write_text(text)
+    print(f"wrote {PROBED_PY}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("engine", choices=sorted(harness.ENGINES))
+    ap.add_argument("--only", help="run only probes whose name contains this")
+    ap.add_argument("--write", action="store_true", help="regenerate src/poolfix/probed.py from probes/*.json")
+    ap.add_argument("--no-run", action="store_true", help="with --write: only regenerate from the saved probes")
+    args = ap.parse_args(argv)
+    if not args.no_run:
+        if not harness.installed(args.engine):
+            print(f"{args.engine} is not installed: python scripts/engines/setup_env.py {args.engine}", file=sys.stderr)
+            return 2
+        res = run_probes(args.engine, args.only)
+        toolchain = res.pop("_toolchain", None)
+        out = HERE / "probes" / f"{args.engine}.json"
+        out.parent.mkdir(exist_ok=True)
+        if args.only and out.exists():  # a partial run updates the saved probes
+            old = json.loads(out.read_text())
+            old["probes"].update(res)
+            res = old["probes"]
+        out.write_text(json.dumps({"engine": args.engine, "toolchain": toolchain,
+                                   "date": datetime.date.today().isoformat(), "probes": res}, indent=1))
+        print(f"wrote {out}")
+    if args.write:
+        write_probed()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

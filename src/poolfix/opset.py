@@ -1,0 +1,77 @@
+"""Opset down-conversion for targets whose compiler loads only older opsets (rknn-toolkit2 2.5.0:
+"Unsupport onnx opset 20, need <= 19!").
+
+:func:`convert` wraps ``onnx.version_converter`` and repairs what it leaves behind: it keeps
+attributes the older schema does not know (``noop_with_empty_axes`` on ReduceMean-18 -> 17), which
+the checker refuses. Such an attribute is dropped where it holds the value the older operator
+behaves as anyway (its default), and refused otherwise. The IR version is never raised. Whatever
+cannot be converted is one line (:class:`~poolfix.errors.InputError`); the model is left as it was.
+"""
+
+from __future__ import annotations
+
+from onnx import AttributeProto, ModelProto, defs, helper, version_converter
+
+from .errors import InputError
+from .graphs import subgraphs
+
+
+def default_opset(model: ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return o.version
+    return 1
+
+
+def _nodes(graph):
+    for n in graph.node:
+        yield n
+        for _, g in subgraphs(n):
+            yield from _nodes(g)
+
+
+def _default_value(schema, name: str):
+    a = schema.attributes.get(name)
+    if a is None or (not a.default_value.name and a.default_value.type == AttributeProto.UNDEFINED):
+        return None
+    return helper.get_attribute_value(a.default_value)
+
+
+def _repair(model: ModelProto, source: int, target: int) -> None:
+    for n in _nodes(model.graph):
+        if n.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            old = defs.get_schema(n.op_type, target)
+        except defs.SchemaError:
+            raise InputError(f"cannot convert to opset {target}: {n.op_type} does not exist there") from None
+        new = defs.get_schema(n.op_type, source)
+        for a in list(n.attribute):
+            if a.name in old.attributes:
+                continue
+            value = helper.get_attribute_value(a)
+            if value != _default_value(new, a.name):
+                raise InputError(f"cannot convert to opset {target}: node {n.name or n.op_type!r} sets "
+                                 f"{a.name}={value!r}, which {n.op_type}-{old.since_version} cannot express")
+            n.attribute.remove(a)
+
+
+def convert(model: ModelProto, target: int) -> ModelProto | None:
+    """``model`` converted down to default-domain opset ``target``; None if it is there already."""
+    source = default_opset(model)
+    if source <= target:
+        return None
+    if target < 7:
+        raise InputError(f"--opset {target}: poolfix converts down to opset 7 at the lowest")
+    for f in model.functions:
+        if any(o.domain in ("", "ai.onnx") and o.version > target for o in f.opset_import):
+            raise InputError(f"cannot convert to opset {target}: model-local function {f.name!r} imports opset "
+                             f"{source} and onnx's converter does not convert functions")
+    try:
+        out = version_converter.convert_version(model, target)
+    except Exception as e:
+        first = " ".join(str(e).split())[:200] or type(e).__name__
+        raise InputError(f"cannot convert from opset {source} to {target} (onnx.version_converter: {first})") from None
+    _repair(out, source, target)
+    out.ir_version = min(out.ir_version, model.ir_version)  # never raise the user's IR version
+    return out
