@@ -30,7 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).parent))
-import run as harness  # noqa: E402
+import run as harness
 
 HERE = Path(__file__).resolve().parent
 PROBED_PY = HERE.parents[1] / "src" / "poolfix" / "probed.py"

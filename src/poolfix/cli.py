@@ -322,6 +322,11 @@ def _targets_text() -> str:
     for p in PROFILES.values():
         lines.append(f"{p.name}: {p.limits.describe()}")
         lines.append(f"    source: {p.source}")
+        if p.max_opset is not None:
+            lines.append(f"    max opset {p.max_opset}; toolchain {p.toolchain}, probed {p.probed}")
+        if p.npu_ops is not None:
+            lines.append(f"    NPU ops: {', '.join(sorted(p.npu_ops))}; on the CPU: "
+                         f"{', '.join(sorted(p.probed_ops - p.npu_ops)) or 'none probed'}")
         if p.notes:
             lines.append(f"    note: {p.notes}")
     return "\n".join(lines)

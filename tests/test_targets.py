@@ -1,0 +1,162 @@
+"""Constructions a probed target needs, the choice among them, the probed profiles and opset conversion.
+
+Every model here is checked twice: poolfix's own verification (onnxruntime against the original or
+each site against the numpy reference) and, for adaptive sites, against reference.adaptive_pool."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+from helpers import MODELS, attrs, model, op_types, run, single, vi
+from onnx import helper as h
+from test_adaptive import aten_model
+from test_cli import cli
+
+import poolfix
+from poolfix.limits import PROFILES, Limits, Profile
+from poolfix.opset import convert, default_opset
+from poolfix.reference import adaptive_pool
+
+RKNN = PROFILES["rknn"]
+NO_GATHER = replace(RKNN, name="no-gather", npu_ops=RKNN.npu_ops - {"Gather"})
+
+
+def fixed(m, prof: Profile, **kw):
+    """poolfix.fix under a profile object (the API takes a target name; tests also use made-up ones)."""
+    from poolfix import api
+
+    old = api._profile
+    api._profile = lambda name: prof
+    try:
+        return poolfix.fix(m, target="rknn", **{f: getattr(prof.limits, f) for f in ("max_stride",)}, **kw)
+    finally:
+        api._profile = old
+
+
+def exact(result, op, shape, size):
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    got = run(result.model, {"x": x})[0]
+    want = adaptive_pool(x, size, "avg" if "avg" in op else "max")
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    assert all(c.passed for c in result.verification.checks if c.kind != "special")  # ORT's -inf quirk: reported
+
+
+def pools(m):
+    return [n for n in m.graph.node if n.op_type in ("AveragePool", "MaxPool")]
+
+
+@pytest.mark.parametrize("op", ["adaptive_avg_pool2d", "adaptive_max_pool2d"])
+def test_a_stride_over_the_limit_is_pooled_at_a_dividing_stride_and_subsampled(op):
+    m = aten_model(op, [1, 2, 64, 64], [3, 3])  # single pool k22 s21: stride 21 > 8
+    r = poolfix.fix(m, target="rknn")
+    assert {s for p in pools(r.model) for s in attrs(p)["strides"]} <= set(range(1, 9))
+    assert "Gather" in op_types(r.model) and not r.skipped
+    exact(r, op, [1, 2, 64, 64], [3, 3])
+
+
+def test_where_gather_is_off_the_npu_windows_are_sliced_pooled_and_concatenated():
+    m = aten_model("adaptive_avg_pool2d", [1, 2, 64, 64], [3, 3])
+    r = fixed(m, NO_GATHER)
+    types = op_types(r.model)
+    assert "Gather" not in types and "Slice" in types and "Concat" in types
+    assert {s for p in pools(r.model) for s in attrs(p)["strides"]} <= set(range(1, 9))
+    exact(r, "avg", [1, 2, 64, 64], [3, 3])
+
+
+@pytest.mark.parametrize("op", ["adaptive_avg_pool2d", "adaptive_max_pool2d"])
+def test_two_window_lengths_past_the_stride_limit_become_stride1_pools_and_one_gather(op):
+    m = aten_model(op, [1, 2, 64, 64], [6, 6])  # windows of 11 and 12: prime strides 11 > 8
+    r = poolfix.fix(m, target="rknn")
+    assert not r.skipped
+    assert all(max(attrs(p)["strides"]) <= 8 for p in pools(r.model))
+    assert "GatherND" not in op_types(r.model)
+    exact(r, op, [1, 2, 64, 64], [6, 6])
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_pool_on_a_target_without_one_is_an_average_of_powers(p):
+    m = single("GlobalLpPool", [1, 3, 5, 7], p=p, out_shape=[1, 3, 1, 1])
+    r = poolfix.fix(m, target="rknn")
+    types = op_types(r.model)
+    assert "LpPool" not in types and "AveragePool" in types and ("Sqrt" in types) == (p == 2)
+    x = np.random.default_rng(0).standard_normal([1, 3, 5, 7]).astype(np.float32)
+    want = (np.abs(x) ** p).sum(axis=(2, 3), keepdims=True) ** (1 / p)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], want, rtol=1e-5)
+
+
+def test_a_reduction_already_on_the_npu_stays_where_every_rewrite_is_worse():
+    ethos_like = Profile("ethos-like", Limits(max_kernel=256, max_stride=8), "test",
+                         npu_ops=frozenset({"ReduceMean", "AveragePool", "Reshape"}),
+                         probed_ops=frozenset({"ReduceMean", "AveragePool", "Reshape", "Gather"}))
+    m = single("ReduceMean", [1, 4, 300, 300], axes=[2, 3], out_shape=[1, 4, 1, 1])
+    from poolfix import api
+
+    old = api._profile
+    api._profile = lambda name: ethos_like
+    try:
+        r = poolfix.fix(m, target="rknn", max_kernel=256, max_stride=8)
+    finally:
+        api._profile = old
+    assert not r.changed and "already runs on the ethos-like NPU" in r.skipped[0].reason
+    plain = poolfix.fix(m)  # without a target it is a pool, as always
+    assert op_types(plain.model) == ["AveragePool"]
+
+
+def test_a_global_pool_that_fits_is_still_rewritten_under_a_target():
+    r = poolfix.fix(single("GlobalAveragePool", [1, 3, 8, 8], out_shape=[1, 3, 1, 1]), target="rknn")
+    assert op_types(r.model) == ["AveragePool"]
+
+
+def test_the_rknn_profile_is_probed_with_its_toolchain_date_npu_ops_and_opset():
+    assert RKNN.toolchain.startswith("rknn-toolkit2 2.5.0") and RKNN.probed
+    assert RKNN.max_opset == 19 and RKNN.limits.max_stride == 8
+    assert "Gather" in RKNN.npu_ops and "GatherND" not in RKNN.npu_ops and not RKNN.on_npu("GatherND")
+    code, out, _ = cli("--list-targets")
+    assert code == 0 and "rknn-toolkit2 2.5.0" in out and "max opset 19" in out and "NPU ops:" in out
+
+
+# -- opset
+
+
+def test_a_target_converts_a_newer_model_down_and_verifies_it(tmp_path):
+    src = MODELS / "torch" / "psp.dynamo.onnx"
+    out = tmp_path / "o.onnx"
+    code, text, _ = cli(src, "-o", out, "--target", "rknn")
+    assert code == 0 and "opset 20 -> 19" in text and "verified" in text
+    m = onnx.load(out)
+    assert default_opset(m) == 19 and m.ir_version == onnx.load(src).ir_version
+    assert "GatherND" not in op_types(m)
+
+
+def test_opset_asks_for_the_conversion_alone_and_repairs_reduce_attributes(tmp_path):
+    out = tmp_path / "o.onnx"
+    code, text, _ = cli(MODELS / "torch" / "se.dynamo.onnx", "-o", out, "--opset", "17")
+    assert code == 0 and "opset 20 -> 17" in text
+    m = onnx.load(out)
+    onnx.checker.check_model(m, full_check=True)
+    assert not any(a.name == "noop_with_empty_axes" for n in m.graph.node for a in n.attribute)
+
+
+def test_without_target_or_opset_the_opset_is_kept(tmp_path):
+    out = tmp_path / "o.onnx"
+    assert cli(MODELS / "torch" / "se.dynamo.onnx", "-o", out)[0] == 0
+    assert default_opset(onnx.load(out)) == 20
+
+
+def test_an_opset_the_converter_cannot_reach_is_one_line_exit_2(tmp_path):
+    out = tmp_path / "o.onnx"
+    code, _, err = cli(MODELS / "torch" / "se.dynamo.onnx", "-o", out, "--opset", "11")
+    assert code == 2 and "cannot convert from opset 20 to 11" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_an_attribute_the_older_schema_cannot_express_is_refused():
+    nodes = [h.make_node("ReduceMean", ["x", "axes"], ["y"], noop_with_empty_axes=1, keepdims=1)]
+    m = model(nodes, [vi("x", [1, 2, 4, 4])], [vi("y", None)], opset=18,
+              initializers=[onnx.numpy_helper.from_array(np.array([2, 3], np.int64), "axes")])
+    with pytest.raises(poolfix.PoolfixError, match="noop_with_empty_axes=1"):
+        convert(m, 17)
+    assert convert(m, 18) is None
