@@ -177,6 +177,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def totals(rows: list[dict]) -> str:
+    """Per variant: models that build and run, pooling layers on the NPU, REGTASK errors and crashes."""
+    lines = [f"{'variant':<8} {'build+run':>10} {'pool layers on NPU':>19} {'REGTASK':>8} {'crash':>6} {'refused':>8}"]
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == name]
+        ok = sum(r["summary"]["builds"] and r["summary"]["runs"] for r in mine)
+        pn = sum(r["summary"]["pool_npu"] for r in mine)
+        pl = sum(r["summary"]["pool_layers"] for r in mine)
+        reg = sum(any("REGTASK" in e for e in r["summary"]["errors"]) for r in mine)
+        crash = sum(any(e.startswith("crash") for e in r["summary"]["errors"]) for r in mine)
+        refused = sum(not r["summary"]["builds"] for r in mine)
+        share = f"{pn}/{pl} ({100 * pn / pl:.0f}%)" if pl else "-"
+        lines.append(f"{name:<8} {ok:>5}/{len(mine):<4} {share:>19} {reg:>8} {crash:>6} {refused:>8}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="+", type=Path)
@@ -217,6 +233,8 @@ def main(argv=None) -> int:
     print()
     print(f"engine: {args.engine} ({toolchain})")
     print(table(rows))
+    print()
+    print(totals(rows))
     if args.json:
         args.json.write_text(json.dumps({"engine": args.engine, "toolchain": toolchain, "rows": rows}, indent=1))
     return 0

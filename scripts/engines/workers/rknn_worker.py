@@ -34,13 +34,14 @@ def main(job_path: str) -> None:
         result["toolchain"] = f"rknn-toolkit2 {getattr(rknn, '__version__', '2.5.0')}"
         r = RKNN(verbose=True)
         r.config(target_platform=job["platform"])
-        result["load"] = r.load_onnx(model=job["model"])
+        data = np.load(job["inputs"])
+        feeds = [data[k] for k in job["input_names"]]
+        result["load"] = r.load_onnx(model=job["model"], inputs=list(job["input_names"]),
+                                     input_size_list=[list(f.shape) for f in feeds])
         if result["load"] == 0:
             result["build"] = r.build(do_quantization=False)
         if result["build"] == 0 and job.get("run", True) and r.init_runtime() == 0:
-            data = np.load(job["inputs"])
-            feeds = [data[k] for k in job["input_names"]]
-            fmts = ["nchw" if f.ndim == 4 else None for f in feeds]
+            fmts = ["nchw"] * len(feeds)
             out = r.inference(inputs=feeds, data_format=fmts)
             if out is not None:
                 np.savez(job["outputs"], *[np.asarray(o, dtype=np.float32) for o in out])
