@@ -96,7 +96,7 @@ def max_error(ref: list[np.ndarray] | None, got: list[np.ndarray], nhwc_first: b
                 match = (g.reshape(r.shape), r)
         if match is None:
             return None
-        pool.remove(match[0]) if any(g is match[0] for g in pool) else None
+        pool = [g for g in pool if g is not match[0]]
         worst = max(worst, float(np.max(np.abs(match[0].astype(np.float32) - match[1]))) if r.size else 0.0)
     return worst
 
