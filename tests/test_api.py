@@ -71,8 +71,10 @@ def test_fix_many_and_the_cli_option_names(tmp_path):
     assert worst(o.exit_code for o in outcomes) == 2
     good = [o for o in outcomes if o.exit_code == 0]
     assert len(good) == len(outcomes) - 1 and all(o.output for o in good)
-    r = poolfix.fix(MODELS / "resnet_head.onnx", target="ethos-u", max_kernel=3)  # 7x7 avg, no pads: no cascade
-    assert not r.rewritten and "max kernel 3" in r.skipped[0].reason  # the option reached the planner
+    r = poolfix.fix(MODELS / "resnet_head.onnx", target="ethos-u", max_kernel=3)  # 7x7 avg: padded cascade
+    assert [f.emitted for f in r.rewritten] == [["AveragePool", "AveragePool", "Mul"]]  # the option reached it
+    r = poolfix.fix(MODELS / "resnet_head.onnx", target="ethos-u", max_kernel=3, no_pads=True)  # no cascade
+    assert not r.rewritten and "max kernel 3" in r.skipped[0].reason
     import pytest
 
     with pytest.raises(poolfix.InputError, match="unknown option"):

@@ -103,12 +103,24 @@ def test_rknn_rules_out_count_include_pad_0_so_the_pool_counts_pads_and_one_mul_
 def test_existing_pools_are_left_unless_enforced(tmp_path):
     p = tmp_path / "m.onnx"
     shutil.copy(MODELS / "torch" / "max2d_9x11to1.ts.onnx", p)
-    code, out, _ = cli(p, "--target", "ethos-u", "--dry-run")
+    code, out, _ = cli(p, "--max-kernel", "4", "--dry-run")
     assert code == 0 and "0 to rewrite" in out
-    code, out, _ = cli(p, "--target", "ethos-u", "--enforce-limits")
+    code, out, _ = cli(p, "--max-kernel", "4", "--enforce-limits")
     assert code == 0 and "1 rewritten" in out
     out_model = onnx.load(tmp_path / "m.poolfix.onnx")
-    assert pools_keep(out_model, PROFILES["ethos-u"].limits) == 3
+    assert pools_keep(out_model, Limits(max_kernel=4)) == 2
+
+
+def test_a_single_output_pool_past_the_stride_limit_gets_stride_1_not_a_cascade(tmp_path):
+    p = tmp_path / "m.onnx"
+    shutil.copy(MODELS / "torch" / "max2d_9x11to1.ts.onnx", p)  # MaxPool 9x11, strides 9x11: one window
+    code, out, _ = cli(p, "--max-stride", "3", "--enforce-limits", "-v")
+    assert code == 0 and "1 rewritten" in out and "the same pool with stride 1" in out
+    (node,) = onnx.load(tmp_path / "m.poolfix.onnx").graph.node
+    attrs = {a.name: list(a.ints) for a in node.attribute}
+    assert node.op_type == "MaxPool" and attrs["kernel_shape"] == [9, 11] and attrs["strides"] == [1, 1]
+    code, out, _ = cli(p, "--target", "ethos-u", "--enforce-limits", "--dry-run")  # no stride limit: left
+    assert code == 0 and "0 to rewrite" in out
 
 
 def test_report_names_the_limits(tmp_path):
@@ -123,8 +135,8 @@ def test_report_names_the_limits(tmp_path):
 def test_explicit_options_override_a_profile():
     from poolfix.api import resolve_limits
 
-    lim = resolve_limits(None, "ethos-u", {"max_stride": 8, "max_kernel": None})
-    assert lim.max_stride == 8 and lim.max_kernel == 256 and lim.no_pads
+    lim = resolve_limits(None, "ethos-u", {"max_stride": 3, "max_kernel": None, "no_pads": True})
+    assert lim.max_stride == 3 and lim.max_kernel == PROFILES["ethos-u"].limits.max_kernel and lim.no_pads
 
 
 def test_list_targets_names_sources():

@@ -16,7 +16,7 @@ from test_adaptive import aten_model
 from test_cli import cli
 
 import poolfix
-from poolfix.limits import PROFILES, Limits, Profile
+from poolfix.limits import PROFILES, Profile
 from poolfix.opset import convert, default_opset
 from poolfix.reference import adaptive_pool
 
@@ -88,19 +88,13 @@ def test_lp_pool_on_a_target_without_one_is_an_average_of_powers(p):
 
 
 def test_a_reduction_already_on_the_npu_stays_where_every_rewrite_is_worse():
-    ethos_like = Profile("ethos-like", Limits(max_kernel=256, max_stride=8), "test",
-                         npu_ops=frozenset({"ReduceMean", "AveragePool", "Reshape"}),
-                         probed_ops=frozenset({"ReduceMean", "AveragePool", "Reshape", "Gather"}))
+    # Vela runs a MEAN over 300x300 on the NPU; a pool of height 300 it cannot (probed: height <= 256)
+    assert PROFILES["ethos-u"].on_npu("ReduceMean") and PROFILES["ethos-u"].limits.max_kernel == 256
     m = single("ReduceMean", [1, 4, 300, 300], axes=[2, 3], out_shape=[1, 4, 1, 1])
-    from poolfix import api
-
-    old = api._profile
-    api._profile = lambda name: ethos_like
-    try:
-        r = poolfix.fix(m, target="rknn", max_kernel=256, max_stride=8)
-    finally:
-        api._profile = old
-    assert not r.changed and "already runs on the ethos-like NPU" in r.skipped[0].reason
+    r = poolfix.fix(m, target="ethos-u")
+    assert not r.changed and "already runs on the ethos-u NPU" in r.skipped[0].reason
+    r = poolfix.fix(m, target="ethos-u", max_kernel=100)  # limits by hand: the probe no longer speaks for them
+    assert r.changed and set(op_types(r.model)) == {"AveragePool"}
     plain = poolfix.fix(m)  # without a target it is a pool, as always
     assert op_types(plain.model) == ["AveragePool"]
 
@@ -108,6 +102,78 @@ def test_a_reduction_already_on_the_npu_stays_where_every_rewrite_is_worse():
 def test_a_global_pool_that_fits_is_still_rewritten_under_a_target():
     r = poolfix.fix(single("GlobalAveragePool", [1, 3, 8, 8], out_shape=[1, 3, 1, 1]), target="rknn")
     assert op_types(r.model) == ["AveragePool"]
+
+
+# -- 3D pools where the target runs 2D pools only (rknn aborts on 3D MaxPool, Vela runs 3D pools on the CPU)
+
+
+def pool_ranks(m):
+    return {len(attrs(n)["kernel_shape"]) for n in m.graph.node if n.op_type.endswith("Pool")}
+
+
+@pytest.mark.parametrize("op", ["adaptive_avg_pool3d", "adaptive_max_pool3d"])
+@pytest.mark.parametrize("target", ["rknn", "ethos-u"])
+def test_a_3d_adaptive_pool_becomes_2d_pools_with_literal_reshapes(op, target):
+    shape = [2, 6, 7, 9, 10]  # batch 2, channels past the site check's usual few
+    m = aten_model(op, shape, [3, 4, 5])
+    r = poolfix.fix(m, target=target)
+    assert PROFILES[target].limits.max_pool_dims == 2 and not r.skipped
+    assert pool_ranks(r.model) == {2} and r.rewritten[0].emitted.count("Reshape") == 3
+    for t in r.model.graph.initializer:  # the channel count is literal, the batch inferred
+        if "shape" in t.name:
+            shape_values = onnx.numpy_helper.to_array(t).tolist()
+            assert shape_values[0] == -1 and shape_values[1] in (6, 18) and 0 not in shape_values
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], adaptive_pool(x, [3, 4, 5], op.split("_")[1]), atol=2e-6)
+
+
+@pytest.mark.parametrize("op,extra", [
+    ("AveragePool", dict(pads=[1, 0, 1, 2, 1, 0], count_include_pad=0)),
+    ("AveragePool", dict(pads=[1, 0, 1, 2, 1, 0], count_include_pad=1)),
+    ("MaxPool", dict(pads=[1, 1, 0, 1, 0, 1])),
+    ("LpPool", dict(p=2, pads=[1, 0, 0, 0, 1, 0])),
+    ("AveragePool", dict(kernel_shape=[1, 3, 2], strides=[1, 2, 2])),  # no depth pool: one reshape fewer
+    ("MaxPool", dict(kernel_shape=[3, 1, 1], strides=[2, 1, 1])),  # no plane pool
+])
+def test_a_3d_pool_split_into_depth_and_plane_pools_is_exact(op, extra):
+    attrs_ = dict(kernel_shape=[3, 3, 2], strides=[2, 2, 2]) | extra
+    m = single(op, [2, 5, 7, 8, 9], **attrs_)
+    r = poolfix.fix(m, max_pool_dims=2, enforce_limits=True)
+    assert pool_ranks(r.model) == {2} and len(r.rewritten) == 1
+    x = np.random.default_rng(5).standard_normal([2, 5, 7, 8, 9]).astype(np.float32)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], run(m, {"x": x})[0], atol=2e-6, rtol=1e-5)
+
+
+def test_a_3d_split_with_unknown_channels_copies_batch_and_channels():
+    m = single("MaxPool", ["n", "c", 6, 6, 6], kernel_shape=[2, 2, 2], strides=[2, 2, 2])
+    r = poolfix.fix(m, max_pool_dims=2, enforce_limits=True)
+    assert pool_ranks(r.model) == {2}
+    shapes = [onnx.numpy_helper.to_array(t).tolist() for t in r.model.graph.initializer]
+    assert [0, 0, 6, 36] in shapes and [0, -1, 6, 6] in shapes and [0, -1, 3, 3, 3] in shapes
+    x = np.random.default_rng(6).standard_normal([3, 7, 6, 6, 6]).astype(np.float32)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], run(m, {"x": x})[0])
+
+
+def test_the_ethos_u_profile_is_probed_from_vela():
+    e = PROFILES["ethos-u"]
+    assert "ethos-u-vela 5.2.0" in e.toolchain and e.probed and e.max_opset == 21
+    assert e.limits.max_stride is None and e.limits.max_kernel == 256 and e.limits.max_pad == 2
+    assert not e.on_npu("Gather") and not e.on_npu("GatherND") and e.on_npu("Slice") and e.on_npu("ReduceMean")
+
+
+@pytest.mark.parametrize("target", ["rknn", "ethos-u"])
+def test_no_fixture_site_is_left_off_the_npu_under_a_probed_target(target):
+    from poolfix.api import off_npu
+
+    prof = PROFILES[target]
+    for path in sorted(MODELS.glob("*.onnx")) + sorted((MODELS / "torch").glob("*.onnx")):
+        r = poolfix.fix(path, target=target, enforce_limits=True, verify=False)
+        for s in r.skipped:  # left only where the original already runs on the NPU
+            assert "already runs on the" in s.reason, (path.name, s.reason)
+        # off the NPU afterwards: only reductions that are no pools (CBAM's channel max on rknn)
+        kept = sum(not prof.on_npu(f.op) for f in r.findings if f.status == "not a pool")
+        graphs = [r.model.graph] + [a.g for n in r.model.graph.node for a in n.attribute if a.g.node]
+        assert sum(off_npu(g.node, prof.limits, prof) for g in graphs) == kept, path.name
 
 
 def test_the_rknn_profile_is_probed_with_its_toolchain_date_npu_ops_and_opset():

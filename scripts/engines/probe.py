@@ -196,6 +196,8 @@ def derive(data: dict) -> dict:
         "avg_count_include_pad": "any" if cip0 and cip1 else "1" if cip1 else "0" if cip0 else "any",
         "no_ceil_mode": not npu("max2d_ceil"),
         "no_lp_pool": not npu("lp2d"),
+        # one limit for both modes: rknn runs 3D average pools but aborts on 3D max pools
+        "max_pool_dims": None if npu("max3d") and npu("avg3d") else 2,
     }
     ops = {"AveragePool": npu("avg2d_stride2"), "MaxPool": npu("max2d_stride2"), "LpPool": npu("lp2d"),
            "GlobalAveragePool": npu("gap"), "GlobalMaxPool": npu("gmp"), "ReduceMean": npu("reducemean"),

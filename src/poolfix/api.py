@@ -127,8 +127,8 @@ def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx:
 def _better_left(site: Site, scope, nodes, limits, profile) -> str | None:
     """Why the site stays as it is: it runs on the target's NPU already, and the best exact rewrite is
     no better on the NPU and has more nodes. None: rewrite it."""
-    if profile is None or profile.npu_ops is None:
-        return None
+    if profile is None or profile.npu_ops is None or limits != profile.limits:
+        return None  # limits set by hand: the probe's placement does not speak for them
     old = [scope.body.node[i] for i in site.replaces]
     if site.target is not None:  # an existing pool that breaks the limits is off the NPU by definition
         return None
@@ -196,7 +196,8 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                     skips.append(found)
                     continue
                 try:
-                    plan, nodes, inits = _emit(found, scope, names, use_initializers, allow_approx, limits, profile)
+                    plan, nodes, inits, literal = _emit(found, scope, names, use_initializers, allow_approx, limits,
+                                                        profile)
                 except (NoCascade, ValueError) as e:
                     why = f"no exact rewrite within the limits: {e}" if isinstance(e, NoCascade) else str(e)
                     skips.append(Skip(found.pattern, found.label, found.op_name, why))
@@ -210,7 +211,8 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                     part = scope.part_model(list(found.replaces), found.x, found.x_free_shape(), found.elem_type,
                                             found.output)
                     original = None if isinstance(part, str) else part
-                rw = Rewrite(found, plan, tuple(nodes), scope.opset, scope.is_main, tuple(inits), original)
+                rw = Rewrite(found, plan, tuple(nodes), scope.opset, scope.is_main, tuple(inits), original,
+                             literal_channels=literal)
                 if check is not None and rw.plan.exact:
                     rw = replace(rw, check=verifier.site_checks(rw, check["seeds"], model.ir_version, check["atol"],
                                                                 check["rtol"]))

@@ -242,6 +242,8 @@ def stage_breaks(mode: str, stage: Pool, lim: Limits) -> str | None:
     if stage.ceil_mode and lim.no_ceil_mode:
         return "ceil_mode is not allowed"
     rank = len(stage.kernel)
+    if rank > _lim(lim.max_pool_dims):
+        return f"{rank}D pool > max pool dims {lim.max_pool_dims}"
     for ax in range(rank):
         why = _fits(mode, stage.kernel[ax], stage.strides[ax], stage.pads[ax], stage.pads[ax + rank],
                     stage.count_include_pad, lim)

@@ -27,12 +27,15 @@ class Limits:
     avg_count_include_pad: str = _limit("any", "What AveragePool's count_include_pad may be.", choices=CIP_CHOICES)
     no_ceil_mode: bool = _limit(False, "Emit no pools with ceil_mode=1.")
     no_lp_pool: bool = _limit(False, "Emit no LpPool (the target has none).")
+    max_pool_dims: int | None = _limit(None, "Most spatial dims one pool may have (2: 3D pools become 2D + 1D).", 2)
 
     def __post_init__(self):
         for f in ("max_kernel", "max_kernel_area", "max_stride"):
             v = getattr(self, f)
             if v is not None and v < 1:
                 raise ValueError(f"{f} must be >= 1, got {v}")
+        if self.max_pool_dims is not None and self.max_pool_dims < 2:
+            raise ValueError(f"max_pool_dims must be >= 2, got {self.max_pool_dims}")
         if self.max_pad is not None and self.max_pad < 0:
             raise ValueError(f"max_pad must be >= 0, got {self.max_pad}")
         if self.avg_count_include_pad not in CIP_CHOICES:

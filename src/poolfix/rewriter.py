@@ -75,6 +75,7 @@ class Rewrite:
     original: ModelProto | None = None  # the replaced pattern alone (input site.x), where it can stand alone
     check: object = None  # the site's own check (verifier.Check), when it ran before the splice
     special: object = None  # its special-value check (verifier.Check), likewise
+    literal_channels: bool = False  # the nodes hold the channel count: site checks use every channel
 
     @property
     def op_types(self) -> list[str]:
@@ -107,6 +108,7 @@ class Emitter:
         self.rank = len(site.in_spatial)
         self.nodes: list[NodeProto] = []
         self.tensors: list[TensorProto] = []
+        self.literal_channels = False  # a Reshape holds the channel count: check with every channel
 
     # -- building blocks
 
@@ -156,6 +158,9 @@ class Emitter:
         if mode == "avg" and pool.padded and pool.count_include_pad == 0 and lim.avg_count_include_pad == "1":
             self.corrected_average(x, y, spatial, pool, what)
             return
+        if lim.max_pool_dims is not None and pool.rank > lim.max_pool_dims:
+            self.split_pool(x, y, spatial, pool, what, mode)
+            return
         try:
             self.cascade(x, y, spatial, pool, what, mode)
             return
@@ -177,6 +182,45 @@ class Emitter:
             cur = out
         if cascade.scale != 1:  # zero-padded average: rescale to the true window size
             self.node("Mul", [cur, self.float_const(float(cascade.scale), f"{what}_rescale")], y, f"{what}_rescale")
+
+    def split_pool(self, x: str, y: str, spatial, pool: Pool, what: str, mode: str) -> None:
+        """A 3D pool for a target whose pools have at most two spatial dims: the depth pool on
+        ``[N, C, D, H*W]``, then the height-width pool on ``[N, C*D', H, W]``, each a 2D pool, reshaped
+        between them. Exact: a box window is a depth window of height-width windows, and max, sum and
+        true counts (average with or without counted pads) all factor along axes. Reshape shapes are
+        literal but for the batch (-1: any batch runs); with channels unknown, 0 copies N and C."""
+        if pool.rank != 3:
+            raise NoCascade(f"a {pool.rank}D pool cannot be split into 2D pools here")
+        (d, h, w), (kd, kh, kw), (sd, sh, sw) = spatial, pool.kernel, pool.strides
+        pdb, phb, pwb, pde, phe, pwe = pool.pads
+        depth = Pool((kd, 1), (sd, 1), (pdb, 0, pde, 0), pool.count_include_pad, pool.ceil_mode)
+        plane = Pool((kh, kw), (sh, sw), (phb, pwb, phe, pwe), pool.count_include_pad, pool.ceil_mode)
+        d2 = pool_output_size(d, kd, sd, pdb, pde, pool.ceil_mode)
+        h2 = pool_output_size(h, kh, sh, phb, phe, pool.ceil_mode)
+        w2 = pool_output_size(w, kw, sw, pwb, pwe, pool.ceil_mode)
+        c = self.site.in_shape[1]
+        if c is not None:
+            self.literal_channels = True
+        cur = x
+        if not depth.is_identity:
+            flat = self.fresh(f"{what}_dhw")
+            self.reshape_to(cur, flat, [-1, c, d, h * w] if c else [0, 0, d, h * w], f"{what}_dhw")
+            cur = self.fresh(f"{what}_depth")
+            self.pool(flat, cur, (d, h * w), depth, f"{what}_depth", mode)
+        else:
+            d2 = d
+        if not plane.is_identity:
+            planes = self.fresh(f"{what}_planes")
+            self.reshape_to(cur, planes, [-1, c * d2, h, w] if c else [0, -1, h, w], f"{what}_planes")
+            cur = self.fresh(f"{what}_plane")
+            self.pool(planes, cur, (h, w), plane, f"{what}_plane", mode)
+        self.reshape_to(cur, y, [-1, c, d2, h2, w2] if c else [0, -1, d2, h2, w2], f"{what}_ndhw")
+
+    def reshape_to(self, x: str, y: str, shape: list[int], what: str) -> None:
+        if self.opset >= 5:
+            self.node("Reshape", [x, self.const(shape, f"{what}_shape")], y, what)
+        else:
+            self.node("Reshape", [x], y, what, shape=shape)
 
     def lp_as_average(self, x: str, y: str, spatial, pool: Pool, what: str) -> None:
         """LpPool (p 1 or 2) for a target without one: |x| or x*x, an average counting pads (LpPool's
@@ -364,10 +408,8 @@ class Emitter:
     def reshape(self, step: Reshape, x: str, y: str) -> None:
         if not self.initializers and self.opset < 9 and step.squeeze_axes is not None:  # no int64 Constant yet
             self.node("Squeeze", [x], y, "squeeze", axes=list(step.squeeze_axes))
-        elif self.opset >= 5:
-            self.node("Reshape", [x, self.const(list(step.shape), "shape")], y, "reshape")
         else:
-            self.node("Reshape", [x], y, "reshape", shape=list(step.shape))
+            self.reshape_to(x, y, list(step.shape), "reshape")
 
     def squeeze(self, step: Squeeze, x: str, y: str) -> None:
         if self.opset >= 13:
@@ -434,9 +476,12 @@ def _identity(rank: int) -> Pool:
 
 
 def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True,
-         limits: Limits | None = None, style: str = "gather") -> tuple[list[NodeProto], list[TensorProto]]:
-    """The nodes and constant tensors for one site: :class:`Emitter` at work."""
-    return Emitter(site, plan, opset, names, initializers=initializers, limits=limits, style=style).emit()
+         limits: Limits | None = None, style: str = "gather") -> tuple[list[NodeProto], list[TensorProto], bool]:
+    """The nodes and constant tensors for one site (:class:`Emitter` at work), and whether they hold
+    the channel count (:attr:`Emitter.literal_channels`)."""
+    e = Emitter(site, plan, opset, names, initializers=initializers, limits=limits, style=style)
+    nodes, tensors = e.emit()
+    return nodes, tensors, e.literal_channels
 
 
 Edit = tuple[tuple[int, ...], list[NodeProto]]  # (indices of the nodes replaced, the nodes replacing them)

@@ -266,7 +266,7 @@ def check_special(rw: Rewrite, ir_version: int) -> Check | None:
     site = rw.site
     if site.mode != "max" or not rw.plan.exact or site.elem_type not in DEFAULT_TOLERANCES:
         return None
-    channels = min(site.in_shape[1] or SITE_CHANNELS, SITE_CHANNELS)
+    channels = _site_channels(rw)
     x = _in_x_layout(site, special_input(site.elem_type, channels, site.in_spatial, np.random.default_rng(0)))
     if elements(x.shape) > MAX_INPUT_ELEMENTS:
         return None
@@ -315,14 +315,21 @@ def site_model(rw: Rewrite, x_shape, ir_version: int) -> ModelProto:
                            rw.initializers)
 
 
+def _site_channels(rw: Rewrite) -> int:
+    """Channels to check a site with: a few, as the replacement's windows depend on the spatial dims
+    only (with batch 1), unless its Reshapes hold the model's channel count."""
+    c = rw.site.in_shape[1]
+    if c is None:
+        return SITE_CHANNELS
+    return c if rw.literal_channels else min(c, SITE_CHANNELS)
+
+
 def check_site(rw: Rewrite, seed: int, ir_version: int, atol=None, rtol=None) -> Check | None:
     """The replacement alone against the reference on a random input; None when the input would be
     too large to make up."""
     site = rw.site
     rng = np.random.default_rng(seed)
-    # batch 1 and a few channels: the replacement's windows depend on the spatial dims only
-    channels = site.in_shape[1] if site.in_shape[1] is not None else SITE_CHANNELS
-    shape = [1, min(channels, SITE_CHANNELS), *site.in_spatial]
+    shape = [1, _site_channels(rw), *site.in_spatial]
     if elements(shape) > MAX_INPUT_ELEMENTS:
         return None
     x = _in_x_layout(site, random_value(site.elem_type, shape, rng))

@@ -7,6 +7,8 @@ left alone, as is one with auto_pad, dilations, ceil_mode or a read indices outp
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from onnx import NodeProto
 
 from ..cascade import stage_breaks
@@ -66,8 +68,14 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
                 for a, (n, k, s) in enumerate(zip(size_in, kernel, strides)))
     if any(o < 1 for o in out):
         return skip(NAME, scope, node, label, "the pool has no output windows")
+    notes = [f"breaks the limits: {why}"]
+    # along an axis with one output window the stride is never used: stride 1 is the same pool
+    single = replace(stage, strides=tuple(1 if o == 1 else s for o, s in zip(out, strides)))
+    if single != stage and stage_breaks(mode, single, limits) is None:
+        stage = single
+        notes.append("one output window per axis past the limit: the same pool with stride 1, not a cascade")
     return node_site(NAME, node, scope, label, info, mode, out, p=int(attr(node, "p", 2)),
-                     notes=(f"breaks the limits: {why}",), target=stage)
+                     notes=tuple(notes), target=stage)
 
 
 RULE = Rule(NAME, match, "AveragePool/MaxPool/LpPool already in the model that break the limits -> exact "
