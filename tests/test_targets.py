@@ -87,16 +87,35 @@ def test_lp_pool_on_a_target_without_one_is_an_average_of_powers(p):
     np.testing.assert_allclose(run(r.model, {"x": x})[0], want, rtol=1e-5)
 
 
-def test_a_reduction_already_on_the_npu_stays_where_every_rewrite_is_worse():
+def test_a_reduction_already_on_the_npu_stays_where_every_rewrite_is_worse(monkeypatch):
     # Vela runs a MEAN over 300x300 on the NPU; a pool of height 300 it cannot (probed: height <= 256)
     assert PROFILES["ethos-u"].on_npu("ReduceMean") and PROFILES["ethos-u"].limits.max_kernel == 256
     m = single("ReduceMean", [1, 4, 300, 300], axes=[2, 3], out_shape=[1, 4, 1, 1])
+    monkeypatch.setitem(PROFILES, "ethos-u", replace(PROFILES["ethos-u"], costs=None))  # ranked by nodes
     r = poolfix.fix(m, target="ethos-u")
     assert not r.changed and "already runs on the ethos-u NPU" in r.skipped[0].reason
     r = poolfix.fix(m, target="ethos-u", max_kernel=100)  # limits by hand: the probe no longer speaks for them
     assert r.changed and set(op_types(r.model)) == {"AveragePool"}
     plain = poolfix.fix(m)  # without a target it is a pool, as always
     assert op_types(plain.model) == ["AveragePool"]
+
+
+def test_the_cost_estimate_ranks_what_the_target_places_equally():
+    from poolfix.costs import estimate
+
+    e = PROFILES["ethos-u"]
+    m = single("ReduceMean", [1, 4, 300, 300], axes=[2, 3], out_shape=[1, 4, 1, 1])
+    r = poolfix.fix(m, target="ethos-u")  # Vela's MEAN costs more per element than its pools: cascade
+    assert op_types(r.model) == ["AveragePool", "AveragePool"] and not r.skipped
+    assert all(max(attrs(p)["kernel_shape"]) <= 256 for p in pools(r.model))
+    assert estimate(r.model, e.costs) < estimate(m, e.costs)
+    # stride 4 and up run one operation per output row on Vela: a stride-2 pair is cheaper than one stride-4 pool
+    one = single("AveragePool", [1, 8, 64, 64], kernel_shape=[4, 4], strides=[4, 4])
+    two = model([h.make_node("AveragePool", ["x"], ["t"], kernel_shape=[2, 2], strides=[2, 2]),
+                 h.make_node("AveragePool", ["t"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+                [vi("x", [1, 8, 64, 64])], [vi("y", None)])
+    assert estimate(two, e.costs) < estimate(one, e.costs)
+    assert PROFILES["rknn"].costs is None  # its simulator reports no cycles for small pools: nodes decide
 
 
 def test_a_global_pool_that_fits_is_still_rewritten_under_a_target():

@@ -165,6 +165,37 @@ def run_probes(engine: str, only: str | None) -> dict:
     return results
 
 
+def derive_costs(r: dict) -> dict:
+    """Cycles per unit of work, from the probes where the compiler gave an estimate (0 or none: not
+    recorded). Pools: per output element x kernel area, by stride (1: the stride-1 kernel probes);
+    global pools and reductions: per input element; other ops: per output element."""
+    def cycles(name):
+        p = r.get(name, {})
+        return p["cycles"] if p.get("outcome") == "NPU" and p.get("cycles") else None
+
+    c, n = 8, 64  # the probes' channels and spatial size
+    pools = {}
+    for kind in ("avg", "max"):
+        rates = {}
+        ones = sorted(cycles(f"{kind}2d_kernel{k}") / (c * (n - k + 1) ** 2 * k * k)
+                      for k in (2, 3, 8, 16, 22, 32) if cycles(f"{kind}2d_kernel{k}"))
+        if ones:
+            rates[1] = round(ones[len(ones) // 2], 4)
+        for s in (2, 3, 4, 7, 8, 9, 16, 21, 32):
+            if cycles(f"{kind}2d_stride{s}"):
+                rates[s] = round(cycles(f"{kind}2d_stride{s}") / (c * (n // s) ** 2 * s * s), 4)
+        if rates:
+            pools[kind] = rates
+    per_elem = {"GlobalAveragePool": ("gap", c * n * n), "GlobalMaxPool": ("gmp", c * n * n),
+                "ReduceMean": ("reducemean", c * n * n), "ReduceMax": ("reducemax", c * n * n),
+                "Gather": ("gather", c * 3 * n), "Slice": ("slice", c * 37 * n), "Concat": ("concat", c * 68 * n),
+                "Reshape": ("reshape", c * n * n), "Transpose": ("transpose", c * n * n), "Mul": ("mul", c * n * n)}
+    ops = {op: round(cycles(name) / elems, 4) for op, (name, elems) in per_elem.items() if cycles(name)}
+    if any(not {1, 2} <= set(pools.get(kind, {})) for kind in ("avg", "max")):
+        return {}  # too few estimates to rank by (rknn's simulator reports no cycles for small pools)
+    return {"pool": pools, "op": ops}
+
+
 def derive(data: dict) -> dict:
     """A profile from probe results: each limit is the largest probed value still placed on the NPU."""
     r = data["probes"]
@@ -212,6 +243,7 @@ def derive(data: dict) -> dict:
         "max_pool_3d_on_npu": npu("max3d"),
         "avg_pool_3d_on_npu": npu("avg3d"),
         "max_opset": max(opsets) if opsets else None,
+        "costs": derive_costs(r),
         "toolchain": data["toolchain"],
         "probed": data["date"],
         "outcomes": {k: v["outcome"] for k, v in sorted(r.items())},

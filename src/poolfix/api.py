@@ -11,6 +11,7 @@ from onnx import ModelProto
 
 from . import loader, verifier
 from .cascade import NoCascade, stage_breaks
+from .costs import estimate, with_input_shape
 from .errors import InputError, InternalError, VerificationError
 from .finder import find
 from .graphs import scopes
@@ -22,6 +23,7 @@ from .patterns.existing_pool import pool_of
 from .planner import AdaptivePlan, plan_adaptive
 from .report import Finding, to_dict
 from .rewriter import Names, Rewrite, emit, splice
+from .runtime import one_graph_model
 from .verifier import DEFAULT_MEMORY_LIMIT, DEFAULT_SEEDS, VerificationReport
 
 MAX_ROUNDS = 4  # a rewrite can make shapes known downstream; each round re-infers once
@@ -89,9 +91,22 @@ def off_npu(nodes, limits: Limits | None, profile: Profile | None) -> int:
     return n
 
 
-def _score(nodes, limits, profile) -> tuple[int, int]:
-    """What candidates are ranked by: ops off the NPU, then node count (smaller is better)."""
-    return off_npu(nodes, limits, profile), sum(n.op_type != "Constant" for n in nodes)
+def _score(nodes, limits, profile, cost: float | None = None) -> tuple:
+    """What candidates are ranked by: ops off the NPU, then the target's cost estimate (where every
+    candidate has one: ``cost``), then node count (smaller is better)."""
+    return off_npu(nodes, limits, profile), cost or 0.0, sum(n.op_type != "Constant" for n in nodes)
+
+
+IR_FOR_SHAPES = 8  # candidates are shape-inferred as IR 8 models: any opset poolfix emits loads there
+
+
+def _cost(site: Site, scope, nodes, tensors, profile: Profile | None) -> float | None:
+    """The target's estimated cycles for a candidate (poolfix.costs); None without rates."""
+    if profile is None or not profile.costs:
+        return None
+    m = one_graph_model(nodes, site.x, site.elem_type, site.x_shape, site.output, scope.opset, IR_FOR_SHAPES,
+                        tensors)
+    return estimate(with_input_shape(m, site.x_shape), profile.costs)
 
 
 def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx: bool, limits: Limits | None,
@@ -121,12 +136,17 @@ def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx:
                 errors.append(e)
     if not candidates:
         raise errors[0]
-    return min(candidates, key=lambda c: _score(c[1], limits, profile))  # the first of equals: plan order
+    costs = [_cost(site, scope, c[1], c[2], profile) for c in candidates]
+    if None in costs:  # rank by the estimate only where every candidate has one
+        costs = [None] * len(costs)
+    ranked = min(range(len(candidates)), key=lambda i: _score(candidates[i][1], limits, profile, costs[i]))
+    return candidates[ranked]  # the first of equals: plan order
 
 
-def _better_left(site: Site, scope, nodes, limits, profile) -> str | None:
+def _better_left(site: Site, scope, nodes, tensors, limits, profile) -> str | None:
     """Why the site stays as it is: it runs on the target's NPU already, and the best exact rewrite is
-    no better on the NPU and has more nodes. None: rewrite it."""
+    no better on the NPU and costs more (the target's estimate where both have one, else nodes).
+    None: rewrite it."""
     if profile is None or profile.npu_ops is None or limits != profile.limits:
         return None  # limits set by hand: the probe's placement does not speak for them
     old = [scope.body.node[i] for i in site.replaces]
@@ -134,10 +154,19 @@ def _better_left(site: Site, scope, nodes, limits, profile) -> str | None:
         return None
     if any(n.domain not in ("", "ai.onnx") or n.op_type not in profile.npu_ops for n in old):
         return None  # only ops the probe saw on the NPU count as staying there
-    before, after = _score(old, None, profile), _score(nodes, limits, profile)
+    cost_old = cost_new = None
+    if profile.costs:
+        part = scope.part_model(list(site.replaces), site.x, site.x_free_shape(), site.elem_type, site.output)
+        if not isinstance(part, str):
+            cost_old = estimate(with_input_shape(part, site.x_shape), profile.costs)
+            cost_new = _cost(site, scope, nodes, tensors, profile)
+        if cost_old is None or cost_new is None:
+            cost_old = cost_new = None
+    before, after = _score(old, None, profile, cost_old), _score(nodes, limits, profile, cost_new)
     if before[0] == 0 and before < after:
+        est = f", {cost_new:,.0f} cycles against {cost_old:,.0f} as it is" if cost_new is not None else ""
         return (f"already runs on the {profile.name} NPU ({', '.join(n.op_type for n in old)}); the best exact "
-                f"rewrite has {after[1]} nodes, {after[0]} off the NPU")
+                f"rewrite has {after[2]} nodes, {after[0]} off the NPU{est}")
     return None
 
 
@@ -202,7 +231,7 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
                     why = f"no exact rewrite within the limits: {e}" if isinstance(e, NoCascade) else str(e)
                     skips.append(Skip(found.pattern, found.label, found.op_name, why))
                     continue
-                stay = _better_left(found, scope, nodes, limits, profile)
+                stay = _better_left(found, scope, nodes, inits, limits, profile)
                 if stay:
                     skips.append(Skip(found.pattern, found.label, found.op_name, stay))
                     continue

@@ -83,6 +83,7 @@ class Profile:
     max_opset: int | None = None
     toolchain: str = ""
     probed: str = ""  # the date of the probe
+    costs: dict | None = field(default=None, compare=False)  # cycle rates from the probe (poolfix.costs)
 
     def on_npu(self, op_type: str) -> bool:
         """Whether the target runs ``op_type`` on its NPU, as far as the probe knows (unprobed ops: yes)."""
@@ -104,7 +105,8 @@ def _probed(name: str, source: str, notes: str, fallback: Profile) -> Profile:
         return fallback
     return Profile(name, Limits(**d["limits"]), f"probed on {d['toolchain']}, {d['probed']} "
                    f"(scripts/engines/probe.py); {source}", notes, npu_ops=frozenset(d["npu_ops"]),
-                   probed_ops=PROBED_OPS, max_opset=d["max_opset"], toolchain=d["toolchain"], probed=d["probed"])
+                   probed_ops=PROBED_OPS, max_opset=d["max_opset"], toolchain=d["toolchain"], probed=d["probed"],
+                   costs=d.get("costs") or None)
 
 
 _DOCUMENTED = {
