@@ -118,6 +118,23 @@ def test_the_cost_estimate_ranks_what_the_target_places_equally():
     assert PROFILES["rknn"].costs is None  # its simulator reports no cycles for small pools: nodes decide
 
 
+@pytest.mark.parametrize("op", ["adaptive_avg_pool2d", "adaptive_max_pool2d"])
+def test_without_gather_runs_of_regular_windows_are_one_pool_each(op):
+    m = aten_model(op, [1, 3, 10, 10], [4, 4])  # windows [0,3) [2,5) | [5,8) [7,10): two stride-2 runs
+    r = poolfix.fix(m, target="ethos-u")
+    types = op_types(r.model)
+    assert "Gather" not in types and types.count("Slice") == 4 and types.count("Concat") == 2
+    assert sorted(attrs(p)["strides"] for p in pools(r.model)) == [[1, 2]] * 2 + [[2, 1]] * 2
+    exact(r, op, [1, 3, 10, 10], [4, 4])
+
+
+def test_without_gather_the_estimate_prefers_whole_windows_where_runs_stride_past_3():
+    m = aten_model("adaptive_avg_pool2d", [1, 3, 64, 64], [6, 6])  # a run of two would pool at stride 11
+    r = poolfix.fix(m, target="ethos-u")
+    assert all(max(attrs(p)["strides"]) == 1 for p in pools(r.model))  # Vela: 52k cycles, runs 95k
+    exact(r, "avg", [1, 3, 64, 64], [6, 6])
+
+
 def test_a_global_pool_that_fits_is_still_rewritten_under_a_target():
     r = poolfix.fix(single("GlobalAveragePool", [1, 3, 8, 8], out_shape=[1, 3, 1, 1]), target="rknn")
     assert op_types(r.model) == ["AveragePool"]

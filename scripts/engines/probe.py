@@ -61,6 +61,23 @@ def pool(kind: str, shape, kernel, strides, pads=None, cip=None, ceil=False, p=N
     return model(op, shape, None, attrs)
 
 
+def split3d(kind: str) -> onnx.ModelProto:
+    """The 3D pool of the ``{kind}3d`` probe as poolfix splits it for max_pool_dims=2 (rewriter.split_pool):
+    Reshape, depth pool, Reshape, plane pool, Reshape."""
+    op = {"avg": "AveragePool", "max": "MaxPool"}[kind]
+    nodes = [helper.make_node("Reshape", ["x", "s1"], ["a"]),
+             helper.make_node(op, ["a"], ["b"], kernel_shape=[2, 1], strides=[2, 1]),
+             helper.make_node("Reshape", ["b", "s2"], ["c"]),
+             helper.make_node(op, ["c"], ["d"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Reshape", ["d", "s3"], ["y"])]
+    inits = [const("s1", [-1, 4, 8, 256]), const("s2", [-1, 16, 16, 16]), const("s3", [-1, 4, 4, 8, 8])]
+    g = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 8, 8])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = IR
+    return m
+
+
 def const(name, values, dtype=np.int64):
     return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
 
@@ -89,6 +106,8 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
         out.append((f"{kind}1d", {"op": kind, "rank": 1, "kernel": 2, "stride": 2}, pool(kind, (1, 8, 64), (2,), (2,))))
         out.append((f"{kind}3d", {"op": kind, "rank": 3, "kernel": 2, "stride": 2},
                     pool(kind, (1, 4, 8, 16, 16), (2, 2, 2), (2, 2, 2))))
+        out.append((f"{kind}3d_split", {"op": kind, "rank": 3, "kernel": 2, "stride": 2, "split": True},
+                    split3d(kind)))
         for k in (128, 256, 300):
             big = (1, 4, 300, 300)
             out.append((f"{kind}2d_height{k}", {"op": kind, "rank": 2, "kernel_h": k, "stride": 1},
@@ -227,8 +246,10 @@ def derive(data: dict) -> dict:
         "avg_count_include_pad": "any" if cip0 and cip1 else "1" if cip1 else "0" if cip0 else "any",
         "no_ceil_mode": not npu("max2d_ceil"),
         "no_lp_pool": not npu("lp2d"),
-        # one limit for both modes: rknn runs 3D average pools but aborts on 3D max pools
-        "max_pool_dims": None if npu("max3d") and npu("avg3d") else 2,
+        # one limit for both modes (rknn runs 3D average pools but aborts on 3D max pools), and only
+        # where the split form builds: onnx2tf cannot convert its Reshapes, so Vela keeps 3D pools (CPU)
+        "max_pool_dims": None if npu("max3d") and npu("avg3d") else 2 if all(
+            r.get(f"{k}3d_split", {}).get("outcome") in ("NPU", "CPU") for k in ("avg", "max")) else None,
     }
     ops = {"AveragePool": npu("avg2d_stride2"), "MaxPool": npu("max2d_stride2"), "LpPool": npu("lp2d"),
            "GlobalAveragePool": npu("gap"), "GlobalMaxPool": npu("gmp"), "ReduceMean": npu("reducemean"),

@@ -24,7 +24,7 @@ from .patterns import Site
 from .patterns.base import Reshape, Squeeze, TailStep, Transpose
 from .planner import AdaptivePlan, GatherAxis
 from .pools import Pool
-from .windows import Window, pool_output_size, pool_windows
+from .windows import Window, pool_output_size, pool_windows, runs
 
 _POOL_OPS = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}
 
@@ -93,9 +93,12 @@ class Emitter:
     (+ Sqrt); a padded ``count_include_pad=0`` average the target runs only with 1 as that pool times
     one constant correction tensor (kernel area / true count); a stride above the limit as the pool
     at an allowed stride that divides it, subsampled. ``style`` says how to pick windows: ``"gather"``
-    (one Gather) or ``"slice"`` (one Slice per window, a pool each, one Concat: for targets that run
-    Gather on their CPU). Windows of two lengths whose strided pools break the limits become stride-1
-    pools per length and one Gather at the window starts (``gather``) or sliced windows (``slice``).
+    (one Gather), or for targets that run Gather on their CPU ``"slice"`` (windows sliced out: laid
+    end to end for the plan's pool, or pooled per run of one length and one step, then one Concat)
+    or ``"runs"`` (every axis with irregular windows pooled per run: 10 -> 4 is two slices and two
+    stride-2 pools per axis). Windows of two lengths whose strided pools break the limits become
+    stride-1 pools per length and one Gather at the window starts (``gather``) or sliced runs. A 3D
+    pool for a target with 2D pools only is a depth and a plane pool between Reshapes.
     """
 
     def __init__(self, site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True,
@@ -268,13 +271,13 @@ class Emitter:
 
     def subsampled(self, x: str, y: str, spatial, pool: Pool, axis: int, what: str, mode: str) -> None:
         """A stride above the limit along ``axis``: the pool at the largest allowed stride that divides it,
-        then every (stride/that)-th output (one Gather); or, in ``slice`` style, each window sliced
-        out and pooled on its own (one output each, so the stride no longer matters), then Concat."""
+        then every (stride/that)-th output (one Gather); or, without Gather, the windows sliced out in
+        runs whose step keeps the limit (:meth:`sliced_windows`), then Concat."""
         s, cap, rank = pool.strides[axis], self.limits.max_stride, pool.rank  # type: ignore[union-attr]
         n = spatial[axis]
         pb, pe = pool.pads[axis], pool.pads[axis + rank]
         windows = pool_windows(n, pool.kernel[axis], s, pb, pe, pool.ceil_mode)
-        if self.style == "slice":
+        if self.style != "gather":
             if mode == "avg" and (pb or pe) and pool.count_include_pad:
                 raise NoCascade("sliced windows cannot count pads")
             rest = Pool(pool.kernel, pool.strides, _set_pads(pool.pads, axis, 0, 0), pool.count_include_pad,
@@ -293,26 +296,37 @@ class Emitter:
 
     def sliced_windows(self, x: str, y: str, spatial, axis: int, windows: list[Window], rest: Pool, what: str,
                        mode: str) -> None:
-        """Each window along ``axis`` sliced out and pooled whole (``rest`` on the other axes), then Concat."""
+        """The windows along ``axis`` sliced out, each pooled whole (``slice`` style: its stride never
+        matters), or in runs of one length and one step (``runs`` style, :func:`runs`) each pooled by one
+        pool (kernel = the length, stride = the step); ``rest`` on the other axes; then Concat."""
         parts = []
-        for i, (b, e) in enumerate(windows):
-            piece = self.fresh(f"{what}_slice{i}")
-            self.slice(x, piece, axis, b, e, f"{what}_slice{i}")
+        n = spatial[axis]
+        cut = runs(windows, self._stride_cap()) if self.style == "runs" else [
+            (i, 1, e - b, 1) for i, (b, e) in enumerate(windows)]
+        for i, (first, count, length, step) in enumerate(cut):
+            b, e = windows[first][0], windows[first + count - 1][1]
+            piece = x
+            if (b, e) != (0, n):
+                piece = self.fresh(f"{what}_slice{i}")
+                self.slice(x, piece, axis, b, e, f"{what}_slice{i}")
             kernel, strides = list(rest.kernel), list(rest.strides)
-            kernel[axis], strides[axis] = e - b, 1
+            kernel[axis], strides[axis] = length, step if count > 1 else 1
             here = list(spatial)
             here[axis] = e - b
             out = self.fresh(f"{what}_window{i}")
-            if kernel[axis] == 1 and all(k == 1 for k in kernel) and not rest.padded:
+            run_pool = Pool(tuple(kernel), tuple(strides), rest.pads, rest.count_include_pad, rest.ceil_mode)
+            if run_pool.is_identity:
                 out = piece
             else:
-                self.pool(piece, out, here, Pool(tuple(kernel), tuple(strides), rest.pads, rest.count_include_pad,
-                                                 rest.ceil_mode), f"{what}_window{i}", mode)
+                self.pool(piece, out, here, run_pool, f"{what}_window{i}", mode)
             parts.append(out)
         if len(parts) == 1:
             self.node("Identity", parts, y, f"{what}_one")
         else:
             self.node("Concat", parts, y, f"{what}_concat", axis=2 + axis)
+
+    def _stride_cap(self) -> int | None:
+        return self.limits.max_stride if self.limits is not None else None
 
     def slice(self, x: str, y: str, axis: int, begin: int, end: int, what: str) -> None:
         if self.opset >= 10:
@@ -326,7 +340,7 @@ class Emitter:
     def gather_before_pool(self, g: GatherAxis, x: str, y: str) -> None:
         """One window length along this axis: lay its windows end to end for the pool to reduce
         (``slice`` style: each window sliced out, laid end to end by one Concat)."""
-        if self.limits is not None and self.style == "slice":
+        if self.limits is not None and self.style != "gather":
             parts = []
             for i, (b, e) in enumerate(g.windows()):
                 piece = self.fresh(f"win{g.axis}_{i}")
@@ -338,15 +352,12 @@ class Emitter:
         idx = self.const(list(c.indices), f"index{g.axis}")
         self.node("Gather", [x, idx], y, f"gather{g.axis}", axis=2 + g.axis)
 
-    def planned_pool(self, x: str, y: str, spatial) -> None:
-        self.pool(x, y, spatial, self.plan.pool, "pool")  # type: ignore[arg-type]
-
     def gathered_windows(self, g: GatherAxis, x: str, y: str, spatial) -> None:
         """Two window lengths: per length a Gather of its windows and a pool with stride = length,
         then Concat + Gather back into output order. Where those pools break the limits: per length a
         stride-1 pool over the whole axis and one Gather at the window starts (``gather`` style), or
-        each window sliced out and pooled (``slice`` style)."""
-        if self.limits is not None and self.style == "slice":
+        the windows sliced out and pooled in runs (other styles)."""
+        if self.limits is not None and self.style != "gather":
             self.sliced_windows(x, y, spatial, g.axis, g.windows(), _identity(self.rank), f"win{g.axis}",
                                 self.site.mode)
             return
@@ -434,14 +445,22 @@ class Emitter:
         steps: list = []
         if self.site.head is not None:  # x is in another layout: pool its channels-first view
             steps.append(lambda x, y: self.transpose(self.site.head, x, y))
+        pool = plan.pool
         for g in plan.gathers:
-            if g.before_pool:
+            if g.before_pool and self.limits is not None and self.style == "runs":
+                # each run of windows sliced out and pooled along this axis; the plan's pool leaves it
+                before = tuple(spatial)
+                steps.append(lambda x, y, g=g, before=before: self.sliced_windows(
+                    x, y, before, g.axis, g.windows(), _identity(rank), f"win{g.axis}", self.site.mode))
+                spatial[g.axis] = len(g.windows())
+                pool = _without_axis(pool, g.axis)  # type: ignore[arg-type]
+            elif g.before_pool:
                 spatial[g.axis] = len(g.classes[0].indices)
                 steps.append(lambda x, y, g=g: self.gather_before_pool(g, x, y))
-        if plan.pool is not None:
+        if pool is not None and (pool is plan.pool or not pool.is_identity):  # runs may leave nothing to pool
             before = tuple(spatial)
-            steps.append(lambda x, y: self.planned_pool(x, y, before))
-            p = plan.pool
+            steps.append(lambda x, y, pool=pool: self.pool(x, y, before, pool, "pool"))
+            p = pool
             spatial = [pool_output_size(n, k, s, p.pads[a], p.pads[a + rank])
                        for a, (n, k, s) in enumerate(zip(spatial, p.kernel, p.strides))]
         after = tuple(spatial)
@@ -469,6 +488,14 @@ def _set_pads(pads: tuple[int, ...], axis: int, begin: int, end: int) -> tuple[i
     out = list(pads)
     out[axis], out[axis + rank] = begin, end
     return tuple(out)
+
+
+def _without_axis(pool: Pool, axis: int) -> Pool:
+    """``pool`` with kernel and stride 1 and no pads along ``axis``."""
+    kernel, strides = list(pool.kernel), list(pool.strides)
+    kernel[axis], strides[axis] = 1, 1
+    return Pool(tuple(kernel), tuple(strides), _set_pads(pool.pads, axis, 0, 0), pool.count_include_pad,
+                pool.ceil_mode)
 
 
 def _identity(rank: int) -> Pool:

@@ -60,3 +60,24 @@ def pool_windows(
 
 def window_lengths(windows: list[Window]) -> list[int]:
     return [end - start for start, end in windows]
+
+
+def runs(windows: list[Window], max_stride: int | None = None) -> list[tuple[int, int, int, int]]:
+    """``windows`` cut into maximal runs of one length and one step, each (first index, count, length,
+    step; step 1 for a run of one), greedily from the left. A step over ``max_stride`` ends a run."""
+    out: list[tuple[int, int, int, int]] = []
+    i = 0
+    while i < len(windows):
+        b, e = windows[i]
+        count, step = 1, 1
+        if i + 1 < len(windows) and windows[i + 1][1] - windows[i + 1][0] == e - b:
+            step = windows[i + 1][0] - b
+            if step >= 1 and (max_stride is None or step <= max_stride):
+                while (i + count < len(windows) and windows[i + count][1] - windows[i + count][0] == e - b
+                       and windows[i + count][0] - windows[i + count - 1][0] == step):
+                    count += 1
+            else:
+                step = 1
+        out.append((i, count, e - b, step if count > 1 else 1))
+        i += count
+    return out
