@@ -121,11 +121,34 @@ def test_the_cost_estimate_ranks_what_the_target_places_equally():
 @pytest.mark.parametrize("op", ["adaptive_avg_pool2d", "adaptive_max_pool2d"])
 def test_without_gather_runs_of_regular_windows_are_one_pool_each(op):
     m = aten_model(op, [1, 3, 10, 10], [4, 4])  # windows [0,3) [2,5) | [5,8) [7,10): two stride-2 runs
-    r = poolfix.fix(m, target="ethos-u")
+    r = poolfix.fix(m, target="ethos-u")  # the grid of runs: four 5x5 boxes (Vela: 1,816 cycles)
     types = op_types(r.model)
-    assert "Gather" not in types and types.count("Slice") == 4 and types.count("Concat") == 2
-    assert sorted(attrs(p)["strides"] for p in pools(r.model)) == [[1, 2]] * 2 + [[2, 1]] * 2
+    assert "Gather" not in types and types.count("Slice") == 4 and types.count("Concat") == 3
+    assert [(attrs(p)["kernel_shape"], attrs(p)["strides"]) for p in pools(r.model)] == [([3, 3], [2, 2])] * 4
     exact(r, op, [1, 3, 10, 10], [4, 4])
+
+
+@pytest.mark.parametrize("style", ["slice", "runs", "grid"])
+@pytest.mark.parametrize("size_in,size_out", [((10, 10), (4, 4)), ((64, 64), (6, 6)), ((23,), (5,)),
+                                              ((7, 9, 10), (3, 4, 5)), ((10, 7), (4, 3))])
+def test_every_gather_free_style_is_exact(style, size_in, size_out):
+    from poolfix import api
+
+    real = api._emit
+
+    def only(site, scope, names, use_init, approx, limits, profile=None):
+        plan = api.plan_site(site, scope.opset)
+        return (plan, *api.emit(site, plan, scope.opset, names, initializers=use_init, limits=limits, style=style))
+
+    api._emit = only
+    try:
+        for op in ("avg", "max"):
+            m = aten_model(f"adaptive_{op}_pool{len(size_in)}d", [1, 2, *size_in], list(size_out))
+            r = poolfix.fix(m, target="ethos-u", max_pool_dims=3)
+            assert not r.skipped and "Gather" not in op_types(r.model)
+            exact(r, op, [1, 2, *size_in], list(size_out))
+    finally:
+        api._emit = real
 
 
 def test_without_gather_the_estimate_prefers_whole_windows_where_runs_stride_past_3():

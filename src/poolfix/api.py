@@ -129,7 +129,7 @@ def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx:
         plans.append(plan_site(site, scope.opset, allow_approx=allow_approx, allow_pads=False))
     candidates, errors = [], []
     for p in plans:
-        for style in ("gather", "slice", "runs"):
+        for style in ("gather", "slice", "runs", "grid"):
             try:
                 candidates.append(attempt(p, style))
             except NoCascade as e:

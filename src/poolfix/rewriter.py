@@ -96,7 +96,8 @@ class Emitter:
     (one Gather), or for targets that run Gather on their CPU ``"slice"`` (windows sliced out: laid
     end to end for the plan's pool, or pooled per run of one length and one step, then one Concat)
     or ``"runs"`` (every axis with irregular windows pooled per run: 10 -> 4 is two slices and two
-    stride-2 pools per axis). Windows of two lengths whose strided pools break the limits become
+    stride-2 pools per axis) or ``"grid"`` (the runs of all such axes crossed: one Slice and one N-D
+    pool per box). Windows of two lengths whose strided pools break the limits become
     stride-1 pools per length and one Gather at the window starts (``gather``) or sliced runs. A 3D
     pool for a target with 2D pools only is a depth and a plane pool between Reshapes.
     """
@@ -329,11 +330,57 @@ class Emitter:
         return self.limits.max_stride if self.limits is not None else None
 
     def slice(self, x: str, y: str, axis: int, begin: int, end: int, what: str) -> None:
+        self.slice_box(x, y, {axis: (begin, end)}, what)
+
+    def slice_box(self, x: str, y: str, box: dict[int, tuple[int, int]], what: str) -> None:
+        """One Slice of ``[begin, end)`` along each spatial axis in ``box``."""
+        axes = sorted(box)
+        starts, ends, onnx_axes = [box[a][0] for a in axes], [box[a][1] for a in axes], [2 + a for a in axes]
         if self.opset >= 10:
-            self.node("Slice", [x, self.const([begin], f"{what}_starts"), self.const([end], f"{what}_ends"),
-                                self.const([2 + axis], f"{what}_axes")], y, what)
+            self.node("Slice", [x, self.const(starts, f"{what}_starts"), self.const(ends, f"{what}_ends"),
+                                self.const(onnx_axes, f"{what}_axes")], y, what)
         else:
-            self.node("Slice", [x], y, what, starts=[begin], ends=[end], axes=[2 + axis])
+            self.node("Slice", [x], y, what, starts=starts, ends=ends, axes=onnx_axes)
+
+    def grid(self, x: str, y: str, spatial, cuts: dict[int, list[tuple[int, int, int, int]]], rest: Pool,
+             what: str) -> None:
+        """``grid`` style: the windows of every gathered axis in runs (``cuts``: per axis, (begin, end,
+        length, step) of each run), and per box of runs, one across the axes, one Slice and one N-D pool
+        (the runs' kernels and steps; ``rest`` on the other axes); then Concat, innermost axis first.
+        10x10 -> 4x4 is four 5x5 boxes, each one 3x3 stride-2 pool."""
+        axes = sorted(cuts)
+
+        def build(level: int, box: dict[int, tuple[int, int]], out: str, tag: str) -> None:
+            if level == len(axes):
+                kernel, strides = list(rest.kernel), list(rest.strides)
+                here = list(spatial)
+                for a, (b, e) in box.items():
+                    run = next(r for r in cuts[a] if (r[0], r[1]) == (b, e))
+                    kernel[a], strides[a], here[a] = run[2], run[3], e - b
+                piece = x
+                full = {a: be for a, be in box.items() if be != (0, spatial[a])}
+                if full:
+                    piece = self.fresh(f"{what}_box{tag}")
+                    self.slice_box(x, piece, full, f"{what}_box{tag}")
+                region = Pool(tuple(kernel), tuple(strides), rest.pads, rest.count_include_pad, rest.ceil_mode)
+                if region.is_identity:
+                    self.node("Identity", [piece], out, f"{what}_box{tag}_one")
+                else:
+                    self.pool(piece, out, here, region, f"{what}_box{tag}", self.site.mode)
+                return
+            a = axes[level]
+            if len(cuts[a]) == 1:
+                b, e = cuts[a][0][:2]
+                build(level + 1, {**box, a: (b, e)}, out, f"{tag}_0")
+                return
+            parts = []
+            for i, (b, e, _, _) in enumerate(cuts[a]):
+                part = self.fresh(f"{what}_box{tag}_{i}")
+                build(level + 1, {**box, a: (b, e)}, part, f"{tag}_{i}")
+                parts.append(part)
+            self.node("Concat", parts, out, f"{what}_concat{tag}", axis=2 + a)
+
+        build(0, {}, y, "")
 
     # -- constructions, each (x, y) -> nodes
 
@@ -446,6 +493,18 @@ class Emitter:
         if self.site.head is not None:  # x is in another layout: pool its channels-first view
             steps.append(lambda x, y: self.transpose(self.site.head, x, y))
         pool = plan.pool
+        if plan.gathers and self.limits is not None and self.style == "grid":
+            cuts = {}
+            for g in plan.gathers:
+                wins = g.windows()
+                cuts[g.axis] = [(wins[f][0], wins[f + c - 1][1], length, step)
+                                for f, c, length, step in runs(wins, self._stride_cap())]
+            rest = pool if pool is not None else _identity(rank)
+            before = tuple(spatial)
+            steps.append(lambda x, y: self.grid(x, y, before, cuts, rest, "grid"))
+            for step in self.site.tail:
+                steps.append(lambda x, y, step=step: self.tail_step(step, x, y))
+            return steps
         for g in plan.gathers:
             if g.before_pool and self.limits is not None and self.style == "runs":
                 # each run of windows sliced out and pooled along this axis; the plan's pool leaves it
