@@ -170,13 +170,20 @@ def pool_ranks(m):
     return {len(attrs(n)["kernel_shape"]) for n in m.graph.node if n.op_type.endswith("Pool")}
 
 
+def test_the_3d_split_is_set_only_where_the_probe_saw_it_compute_right():
+    assert PROFILES["rknn"].limits.max_pool_dims == 2  # 3D MaxPool aborts rknn; the split builds, exact
+    # onnx2tf 1.29.24 converts the split's Reshapes into the wrong layout (error 1.2): 3D pools stay
+    assert PROFILES["ethos-u"].limits.max_pool_dims is None
+    r = poolfix.fix(aten_model("adaptive_max_pool3d", [1, 2, 7, 9, 10], [3, 4, 5]), target="ethos-u")
+    assert pool_ranks(r.model) == {3}
+
+
 @pytest.mark.parametrize("op", ["adaptive_avg_pool3d", "adaptive_max_pool3d"])
-@pytest.mark.parametrize("target", ["rknn", "ethos-u"])
-def test_a_3d_adaptive_pool_becomes_2d_pools_with_literal_reshapes(op, target):
+def test_a_3d_adaptive_pool_becomes_2d_pools_with_literal_reshapes(op):
     shape = [2, 6, 7, 9, 10]  # batch 2, channels past the site check's usual few
     m = aten_model(op, shape, [3, 4, 5])
-    r = poolfix.fix(m, target=target)
-    assert PROFILES[target].limits.max_pool_dims == 2 and not r.skipped
+    r = poolfix.fix(m, target="rknn")
+    assert not r.skipped
     assert pool_ranks(r.model) == {2} and r.rewritten[0].emitted.count("Reshape") == 3
     for t in r.model.graph.initializer:  # the channel count is literal, the batch inferred
         if "shape" in t.name:
@@ -218,6 +225,9 @@ def test_the_ethos_u_profile_is_probed_from_vela():
     assert "ethos-u-vela 5.2.0" in e.toolchain and e.probed and e.max_opset == 21
     assert e.limits.max_stride is None and e.limits.max_kernel == 256 and e.limits.max_pad == 2
     assert not e.on_npu("Gather") and not e.on_npu("GatherND") and e.on_npu("Slice") and e.on_npu("ReduceMean")
+    code, out, _ = cli("--list-targets")
+    assert code == 0 and "ethos-u-vela 5.2.0" in out and "cost estimate: cycles per unit of work" in out
+    assert "cost estimate: none (node count ranks)" in out  # rknn
 
 
 @pytest.mark.parametrize("target", ["rknn", "ethos-u"])
@@ -229,8 +239,10 @@ def test_no_fixture_site_is_left_off_the_npu_under_a_probed_target(target):
         r = poolfix.fix(path, target=target, enforce_limits=True, verify=False)
         for s in r.skipped:  # left only where the original already runs on the NPU
             assert "already runs on the" in s.reason, (path.name, s.reason)
-        # off the NPU afterwards: only reductions that are no pools (CBAM's channel max on rknn)
+        # off the NPU afterwards: only reductions that are no pools (CBAM's channel max on rknn), and on
+        # ethos-u the 3D pools (Vela runs them on the CPU, and the 2D split does not convert right)
         kept = sum(not prof.on_npu(f.op) for f in r.findings if f.status == "not a pool")
+        kept += target == "ethos-u" and "3d" in path.name
         graphs = [r.model.graph] + [a.g for n in r.model.graph.node for a in n.attribute if a.g.node]
         assert sum(off_npu(g.node, prof.limits, prof) for g in graphs) == kept, path.name
 

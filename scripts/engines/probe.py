@@ -6,8 +6,9 @@
 Each probe is a one-op ONNX model (made here with onnx.helper) run through the engine's worker
 (run.py). Its outcome is what the compiler did with the probed op: ``refused`` (load or build
 failed), ``crash`` (the compiler process died), ``register`` (it built but logged a REGTASK
-register overflow), ``CPU`` or ``NPU`` (the op's placement in the compiler's own report), with
-the compiler's cycle estimate. Probes cover kernel, stride, pads, count_include_pad and ceil_mode;
+register overflow), ``wrong`` (it runs, but its output is off by more than WRONG against
+onnxruntime), ``CPU`` or ``NPU`` (the op's placement in the compiler's own report), with the
+compiler's cycle estimate and the error. Probes cover kernel, stride, pads, count_include_pad and ceil_mode;
 1D, 2D and 3D; average, max and Lp; and Gather, GatherND, Slice (with and without steps),
 Reshape, Transpose, Concat and Mul; and the highest opset the toolchain loads.
 
@@ -156,7 +157,16 @@ def outcome(res: dict, op_hint: str) -> dict:
     mine = [la for la in layers if hint in la["op"].lower()] or layers
     placement = "CPU" if any(la["target"] != "NPU" for la in mine) else "NPU"
     cycles = res.get("cycles") if res.get("cycles") is not None else sum(la.get("cycles", 0) for la in layers)
-    return {"outcome": placement, "cycles": cycles, "layers": [(la["op"], la["target"]) for la in layers]}
+    err = res.get("max_err")
+    if err is not None and err > WRONG:  # it builds and runs, and computes something else
+        placement = "wrong"
+    return {"outcome": placement, "cycles": cycles, "max_err": err,
+            "layers": [(la["op"], la["target"]) for la in layers]}
+
+
+# Past this error against onnxruntime a probe's result is wrong, not imprecise: int8 on inputs in
+# [-1, 1] stays within ~0.05 here, fp16 within 1e-3; a converter's layout mix-up gives ~1.
+WRONG = 0.25
 
 
 HINTS = {"avg": "pool", "max": "pool", "lp": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool",
@@ -244,7 +254,8 @@ def derive(data: dict) -> dict:
         "max_pad": max(pad_ok) if pad_ok and max(pad_ok) < 10 else None,  # 10: the largest probed
         "no_pads": not pad_ok,
         "avg_count_include_pad": "any" if cip0 and cip1 else "1" if cip1 else "0" if cip0 else "any",
-        "no_ceil_mode": not npu("max2d_ceil"),
+        # one limit for both modes: rknn 2.5.0 runs ceil_mode max pools right, average ones wrong (cip=1)
+        "no_ceil_mode": not (npu("max2d_ceil") and any(npu(f"avg2d_ceil_cip{c}") for c in (0, 1))),
         "no_lp_pool": not npu("lp2d"),
         # one limit for both modes (rknn runs 3D average pools but aborts on 3D max pools), and only
         # where the split form builds: onnx2tf cannot convert its Reshapes, so Vela keeps 3D pools (CPU)

@@ -83,10 +83,11 @@ def off_npu(nodes, limits: Limits | None, profile: Profile | None) -> int:
             continue
         if not profile.on_npu(node.op_type):
             n += 1
-        elif node.op_type in ("AveragePool", "MaxPool", "LpPool") and limits is not None:
+        elif node.op_type in ("AveragePool", "MaxPool", "LpPool"):
             pool = pool_of(node)
             mode = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}[node.op_type]
-            if pool is not None and stage_breaks(mode, pool, limits):
+            if pool is not None and ((limits is not None and stage_breaks(mode, pool, limits))
+                                     or (profile.npu_pool_dims is not None and pool.rank > profile.npu_pool_dims)):
                 n += 1
     return n
 

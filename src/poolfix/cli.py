@@ -327,6 +327,9 @@ def _targets_text() -> str:
         if p.npu_ops is not None:
             lines.append(f"    NPU ops: {', '.join(sorted(p.npu_ops))}; on the CPU: "
                          f"{', '.join(sorted(p.probed_ops - p.npu_ops)) or 'none probed'}")
+        if p.npu_ops is not None:
+            lines.append("    cost estimate: " + ("cycles per unit of work from the probe (ranks equally placed "
+                                                 "candidates)" if p.costs else "none (node count ranks)"))
         if p.notes:
             lines.append(f"    note: {p.notes}")
     return "\n".join(lines)

@@ -84,6 +84,7 @@ class Profile:
     toolchain: str = ""
     probed: str = ""  # the date of the probe
     costs: dict | None = field(default=None, compare=False)  # cycle rates from the probe (poolfix.costs)
+    npu_pool_dims: int | None = None  # most spatial dims of a pool the NPU runs (None: any, as far as known)
 
     def on_npu(self, op_type: str) -> bool:
         """Whether the target runs ``op_type`` on its NPU, as far as the probe knows (unprobed ops: yes)."""
@@ -106,7 +107,8 @@ def _probed(name: str, source: str, notes: str, fallback: Profile) -> Profile:
     return Profile(name, Limits(**d["limits"]), f"probed on {d['toolchain']}, {d['probed']} "
                    f"(scripts/engines/probe.py); {source}", notes, npu_ops=frozenset(d["npu_ops"]),
                    probed_ops=PROBED_OPS, max_opset=d["max_opset"], toolchain=d["toolchain"], probed=d["probed"],
-                   costs=d.get("costs") or None)
+                   costs=d.get("costs") or None,
+                   npu_pool_dims=None if d["max_pool_3d_on_npu"] and d["avg_pool_3d_on_npu"] else 2)
 
 
 _DOCUMENTED = {
