@@ -297,3 +297,15 @@ def test_an_attribute_the_older_schema_cannot_express_is_refused():
     with pytest.raises(poolfix.PoolfixError, match="noop_with_empty_axes=1"):
         convert(m, 17)
     assert convert(m, 18) is None
+
+
+def test_a_tail_reshape_is_written_out_where_all_but_the_batch_is_known():
+    # converters turn Reshape's 0 (copy a dim) into Shape/Slice/Concat at run time (4 CPU ops on Ethos-U)
+    m = single("ReduceMean", ["n", 8, 5, 5], axes=[2, 3], keepdims=0, out_shape=["n", 8])
+    r = poolfix.fix(m)
+    shapes = [onnx.numpy_helper.to_array(t).tolist() for t in r.model.graph.initializer]
+    assert [-1, 8] in shapes and op_types(r.model) == ["AveragePool", "Reshape"]
+    x = np.random.default_rng(1).standard_normal([3, 8, 5, 5]).astype(np.float32)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], x.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    unknown = poolfix.fix(single("ReduceMean", ["n", "c", 5, 5], axes=[2, 3], keepdims=0, out_shape=["n", "c"]))
+    assert [0, 0] in [onnx.numpy_helper.to_array(t).tolist() for t in unknown.model.graph.initializer]

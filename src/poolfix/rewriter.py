@@ -463,11 +463,19 @@ class Emitter:
     def transpose(self, step: Transpose, x: str, y: str) -> None:
         self.node("Transpose", [x], y, "transpose", perm=list(step.perm))
 
-    def reshape(self, step: Reshape, x: str, y: str) -> None:
+    def reshape(self, step: Reshape, x: str, y: str, shape_in=None) -> None:
+        """The tail's Reshape. Where every dim of its result but the batch is known, the shape is
+        written out (batch -1): converters turn 0 (copy) into Shape/Slice/Concat at run time."""
         if not self.initializers and self.opset < 9 and step.squeeze_axes is not None:  # no int64 Constant yet
             self.node("Squeeze", [x], y, "squeeze", axes=list(step.squeeze_axes))
-        else:
-            self.reshape_to(x, y, list(step.shape), "reshape")
+            return
+        shape = list(step.shape)
+        if shape_in is not None:
+            out = step.out_shape(tuple(shape_in))
+            if len(out) > 1 and None not in out[1:]:
+                shape = [-1, *out[1:]]
+                self.literal_channels = True
+        self.reshape_to(x, y, shape, "reshape")
 
     def squeeze(self, step: Squeeze, x: str, y: str) -> None:
         if self.opset >= 13:
@@ -475,13 +483,22 @@ class Emitter:
         else:
             self.node("Squeeze", [x], y, "squeeze", axes=list(step.axes))
 
-    def tail_step(self, step: TailStep, x: str, y: str) -> None:
+    def tail_step(self, step: TailStep, x: str, y: str, shape_in=None) -> None:
         if isinstance(step, Transpose):
             self.transpose(step, x, y)
         elif isinstance(step, Squeeze):
             self.squeeze(step, x, y)
         else:
-            self.reshape(step, x, y)
+            self.reshape(step, x, y, shape_in)
+
+    def tail_steps(self) -> list:
+        """The site's tail as (x, y) -> None steps, each knowing the shape it is applied to."""
+        shape = (*self.site.in_shape[:2], *self.site.out_spatial)
+        out = []
+        for step in self.site.tail:
+            out.append(lambda x, y, step=step, shape=shape: self.tail_step(step, x, y, shape))
+            shape = step.out_shape(shape)
+        return out
 
     # -- the whole site
 
@@ -502,9 +519,7 @@ class Emitter:
             rest = pool if pool is not None else _identity(rank)
             before = tuple(spatial)
             steps.append(lambda x, y: self.grid(x, y, before, cuts, rest, "grid"))
-            for step in self.site.tail:
-                steps.append(lambda x, y, step=step: self.tail_step(step, x, y))
-            return steps
+            return steps + self.tail_steps()
         for g in plan.gathers:
             if g.before_pool and self.limits is not None and self.style == "runs":
                 # each run of windows sliced out and pooled along this axis; the plan's pool leaves it
@@ -526,8 +541,7 @@ class Emitter:
         for g in plan.gathers:
             if not g.before_pool:
                 steps.append(lambda x, y, g=g: self.gathered_windows(g, x, y, after))
-        for step in self.site.tail:
-            steps.append(lambda x, y, step=step: self.tail_step(step, x, y))
+        steps.extend(self.tail_steps())
         if not steps:  # adaptive pooling to the same size: nothing to compute
             steps.append(lambda x, y: self.node("Identity", [x], y, "identity"))
         return steps
