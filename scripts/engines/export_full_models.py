@@ -8,8 +8,12 @@ torch is not a dependency of poolfix: this runs in the rknn venv (torch 2.4.0), 
     .engines/rknn/venv/bin/pip install --no-deps --target .engines/torchvision torchvision==0.19.0 pillow
 
 The models (tens of MB) go to .engines/models/ (git-ignored), exported by the TorchScript exporter
-as a user would (opset 17), and by the same exporter with ATen fallback for adaptive pools that
-do not divide (``operator_export_type=ONNX_ATEN_FALLBACK``) where ONNX refuses them.
+as a user would (opset 17), by the same exporter with ATen fallback for adaptive pools that do not
+divide (``operator_export_type=ONNX_ATEN_FALLBACK``) where ONNX refuses them, and by torch 2.4's
+dynamo exporter (``torch.onnx.dynamo_export``, opset 18; it needs onnxscript, installed the same
+way: ``onnxscript==0.1.0 ml_dtypes==0.4.1``). torch 2.4 writes each module as a local function; the
+functions are inlined (``onnx.inliner``), which is what ``torch.onnx.export(dynamo=True)`` of torch
+2.5 and later does itself.
 """
 
 from __future__ import annotations
@@ -79,6 +83,16 @@ def main(argv=None) -> int:
             continue
         m = Plain(make()).eval()
         x = torch.randn(shape)
+        path = OUT / f"{name}.dynamo.onnx"  # first: a failed TorchScript export leaves state behind
+        try:
+            import onnx
+            import onnx.inliner
+
+            model = torch.onnx.dynamo_export(m, x).model_proto
+            onnx.save(onnx.inliner.inline_local_functions(model), str(path))
+            print(f"wrote {path} ({path.stat().st_size >> 20} MiB)")
+        except Exception as e:
+            print(f"{name} dynamo: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
         fallback = {"operator_export_type": torch.onnx.OperatorExportTypes.ONNX_ATEN_FALLBACK}
         for kind, extra in (("ts", {}), ("aten", fallback)):
             path = OUT / f"{name}.{kind}.onnx"
