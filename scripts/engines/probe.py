@@ -220,9 +220,10 @@ def derive_costs(r: dict) -> dict:
                 "Gather": ("gather", c * 3 * n), "Slice": ("slice", c * 37 * n), "Concat": ("concat", c * 68 * n),
                 "Reshape": ("reshape", c * n * n), "Transpose": ("transpose", c * n * n), "Mul": ("mul", c * n * n)}
     ops = {op: round(cycles(name) / elems, 4) for op, (name, elems) in per_elem.items() if cycles(name)}
-    if any(not {1, 2} <= set(pools.get(kind, {})) for kind in ("avg", "max")):
-        return {}  # too few estimates to rank by (rknn's simulator reports no cycles for small pools)
-    return {"pool": pools, "op": ops}
+    # a mode without a stride-1 rate has too few estimates to rank by (rknn's simulator reports no
+    # cycles for small pools, none for max pools below stride 8): its candidates rank by node count
+    pools = {kind: rates for kind, rates in pools.items() if 1 in rates}
+    return {"pool": pools, "op": ops} if pools else {}
 
 
 def derive(data: dict) -> dict:

@@ -93,11 +93,12 @@ def off_npu(nodes, limits: Limits | None, profile: Profile | None) -> int:
 
 
 def _score(nodes, limits, profile, cost: float | None = None) -> tuple:
-    """What candidates are ranked by: ops off the NPU, then the target's cost estimate (where every
-    candidate has one: ``cost``), then node count (smaller is better)."""
+    """Ops off the NPU, the target's cost estimate (``cost``; 0 without one), node count: smaller is
+    better. Candidates are ranked so, estimates within COST_TIE of the cheapest counting as equal."""
     return off_npu(nodes, limits, profile), cost or 0.0, sum(n.op_type != "Constant" for n in nodes)
 
 
+COST_TIE = 1.1  # estimates this close are a tie (the estimate counts ops without a probed rate as free)
 IR_FOR_SHAPES = 8  # candidates are shape-inferred as IR 8 models: any opset poolfix emits loads there
 
 
@@ -137,11 +138,13 @@ def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx:
                 errors.append(e)
     if not candidates:
         raise errors[0]
+    scores = [_score(c[1], limits, profile) for c in candidates]  # (off the NPU, 0, nodes)
     costs = [_cost(site, scope, c[1], c[2], profile) for c in candidates]
-    if None in costs:  # rank by the estimate only where every candidate has one
-        costs = [None] * len(costs)
-    ranked = min(range(len(candidates)), key=lambda i: _score(candidates[i][1], limits, profile, costs[i]))
-    return candidates[ranked]  # the first of equals: plan order
+    pool = [i for i, sc in enumerate(scores) if sc[0] == min(s[0] for s in scores)]
+    if None not in costs:  # rank by the estimate only where every candidate has one; within COST_TIE, nodes
+        cheapest = min(costs[i] for i in pool)  # type: ignore[type-var]
+        pool = [i for i in pool if costs[i] <= cheapest * COST_TIE]  # type: ignore[operator]
+    return candidates[min(pool, key=lambda i: (scores[i][2], i))]  # the first of equals: plan order
 
 
 def _better_left(site: Site, scope, nodes, tensors, limits, profile) -> str | None:

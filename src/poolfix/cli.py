@@ -328,8 +328,10 @@ def _targets_text() -> str:
             lines.append(f"    NPU ops: {', '.join(sorted(p.npu_ops))}; on the CPU: "
                          f"{', '.join(sorted(p.probed_ops - p.npu_ops)) or 'none probed'}")
         if p.npu_ops is not None:
-            lines.append("    cost estimate: " + ("cycles per unit of work from the probe (ranks equally placed "
-                                                 "candidates)" if p.costs else "none (node count ranks)"))
+            modes = ", ".join(sorted(p.costs["pool"])) if p.costs else ""
+            lines.append(f"    cost estimate: the probe's cycle rates for {modes} pools rank equally placed "
+                         "candidates (node count ranks the rest)" if modes else
+                         "    cost estimate: none (node count ranks)")
         if p.notes:
             lines.append(f"    note: {p.notes}")
     return "\n".join(lines)
