@@ -197,7 +197,8 @@ def run_probes(engine: str, only: str | None) -> dict:
 def derive_costs(r: dict) -> dict:
     """Cycles per unit of work, from the probes where the compiler gave an estimate (0 or none: not
     recorded). Pools: per output element x kernel area, by stride (1: the stride-1 kernel probes);
-    global pools and reductions: per input element; other ops: per output element."""
+    global pools and reductions: per input element; other ops: per output element; and ``node``, a
+    floor per node where the compiler prices no data movement."""
     def cycles(name):
         p = r.get(name, {})
         return p["cycles"] if p.get("outcome") == "NPU" and p.get("cycles") else None
@@ -223,7 +224,13 @@ def derive_costs(r: dict) -> dict:
     # a mode without a stride-1 rate has too few estimates to rank by (rknn's simulator reports no
     # cycles for small pools, none for max pools below stride 8): its candidates rank by node count
     pools = {kind: rates for kind, rates in pools.items() if 1 in rates}
-    return {"pool": pools, "op": ops} if pools else {}
+    # where the compiler prices no data movement (rknn: Gather, Slice, Concat all 0), every node costs
+    # at least the smallest estimate any probe got; where it does (Vela), those rates carry it, and a
+    # floor per node would be wrong: Vela folds a Slice into the pool that reads it
+    moves = ("Gather", "Slice", "Concat")
+    node = 0 if any(op in ops for op in moves) else min(
+        (p["cycles"] for p in r.values() if p.get("outcome") == "NPU" and p.get("cycles")), default=0)
+    return {"pool": pools, "op": ops, "node": node} if pools else {}
 
 
 def derive(data: dict) -> dict:

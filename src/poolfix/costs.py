@@ -3,11 +3,12 @@
 ``scripts/engines/probe.py`` turns the compiler's cycle estimate for each one-op probe into a rate:
 pools in cycles per output element x kernel area, at each probed stride (stride 1 from the
 stride-1 kernel probes); global pools and reductions per input element; other ops per output
-element. The estimate for a graph is the sum over its nodes of rate x work, with shapes from ONNX
-shape inference. It ranks exact candidates that the target places equally (Vela 5.2.0 splits a
-pool with stride 4 or more into one operation per output row: ~5x the cycles of stride 3 per unit
-of work, which this sees). Ops the probe has no rate for count as free: where a profile has no
-pool rates (rknn's simulator reports no cycles for small pools) there is no estimate (None).
+element; where the compiler prices no Gather, Slice or Concat (rknn), a floor per node (the
+smallest estimate any probe got). The estimate for a graph is the sum over its nodes of that floor
+plus rate x work, with shapes from ONNX shape inference. It ranks exact candidates that the target
+places equally (Vela 5.2.0 splits a pool with stride 4 or more into one operation per output row:
+~5x the cycles of stride 3 per unit of work, which this sees). Other ops without a rate count as
+free; a pool mode without rates (rknn's max pools) has no estimate (None).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def estimate(model: ModelProto, costs: dict | None) -> float | None:
     total = 0.0
     for node in model.graph.node:
         op = node.op_type
+        if op != "Constant":
+            total += costs.get("node", 0)
         if op in POOL_MODES or op == "LpPool":
             rates = costs["pool"].get(POOL_MODES.get(op, ""))
             pool = pool_of(node)

@@ -2,7 +2,8 @@
 ``python scripts/engines/probe.py ENGINE --write`` from scripts/engines/probes/*.json. Do not edit."""
 
 PROBED = {'ethos-u': {'avg_pool_3d_on_npu': False,
-             'costs': {'op': {'Concat': 2.1452,
+             'costs': {'node': 0,
+                       'op': {'Concat': 2.1452,
                               'GlobalAveragePool': 1.3406,
                               'GlobalMaxPool': 0.5533,
                               'Mul': 17.0,
@@ -149,7 +150,8 @@ PROBED = {'ethos-u': {'avg_pool_3d_on_npu': False,
              'toolchain': 'onnx2tf 1.29.24 (-oiqt, full_integer_quant, random calibration) + ethos-u-vela '
                           '5.2.0 ethos-u55-128'},
  'rknn': {'avg_pool_3d_on_npu': True,
-          'costs': {'op': {'GlobalAveragePool': 0.1934, 'ReduceMean': 0.1934},
+          'costs': {'node': 159,
+                    'op': {'GlobalAveragePool': 0.1934, 'ReduceMean': 0.1934},
                     'pool': {'avg': {1: 0.1258, 8: 0.4787, 16: 1.3799, 32: 3.0095}}},
           'limits': {'avg_count_include_pad': '1',
                      'max_kernel': None,
