@@ -118,6 +118,7 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
     out.append(("lp2d", {"op": "lp", "rank": 2, "kernel": 2, "stride": 2}, pool("lp", S, (2, 2), (2, 2), p=2)))
     out.append(("gap", {"op": "GlobalAveragePool"}, model("GlobalAveragePool", S, (1, 8, 1, 1))))
     out.append(("gmp", {"op": "GlobalMaxPool"}, model("GlobalMaxPool", S, (1, 8, 1, 1))))
+    out.append(("glp", {"op": "GlobalLpPool"}, model("GlobalLpPool", S, (1, 8, 1, 1), {"p": 2})))
     out.append(("reducemean", {"op": "ReduceMean"},
                 model("ReduceMean", S, (1, 8, 1, 1), {"axes": [2, 3]}, opset=17)))
     out.append(("reducemax", {"op": "ReduceMax"}, model("ReduceMax", S, (1, 8, 1, 1), {"axes": [2, 3]})))
@@ -170,6 +171,7 @@ WRONG = 0.25
 
 
 HINTS = {"avg": "pool", "max": "pool", "lp": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool",
+         "GlobalLpPool": "",
          "ReduceMean": "mean", "ReduceMax": "max", "GatherND": "gather", "Gather": "gather", "Slice": "slice",
          "Reshape": "", "Transpose": "transpose", "Concat": "concat", "Mul": "mul"}
 
@@ -271,7 +273,8 @@ def derive(data: dict) -> dict:
             r.get(f"{k}3d_split", {}).get("outcome") in ("NPU", "CPU") for k in ("avg", "max")) else None,
     }
     ops = {"AveragePool": npu("avg2d_stride2"), "MaxPool": npu("max2d_stride2"), "LpPool": npu("lp2d"),
-           "GlobalAveragePool": npu("gap"), "GlobalMaxPool": npu("gmp"), "ReduceMean": npu("reducemean"),
+           "GlobalAveragePool": npu("gap"), "GlobalMaxPool": npu("gmp"), "GlobalLpPool": npu("glp"),
+           "ReduceMean": npu("reducemean"),
            "ReduceMax": npu("reducemax"), "Gather": npu("gather"), "GatherND": npu("gathernd"),
            "Slice": npu("slice"), "Reshape": npu("reshape"), "Transpose": npu("transpose"),
            "Concat": npu("concat"), "Mul": npu("mul")}

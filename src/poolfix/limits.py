@@ -91,8 +91,9 @@ class Profile:
         return self.npu_ops is None or op_type not in self.probed_ops or op_type in self.npu_ops
 
 
-PROBED_OPS = frozenset({"AveragePool", "MaxPool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
-                        "ReduceMax", "Gather", "GatherND", "Slice", "Reshape", "Transpose", "Concat", "Mul"})
+PROBED_OPS = frozenset({"AveragePool", "MaxPool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
+                        "ReduceMean", "ReduceMax", "Gather", "GatherND", "Slice", "Reshape", "Transpose", "Concat",
+                        "Mul"})
 
 
 def _probed(name: str, source: str, notes: str, fallback: Profile) -> Profile:
