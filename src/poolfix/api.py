@@ -94,7 +94,7 @@ def off_npu(nodes, limits: Limits | None, profile: Profile | None) -> int:
 
 def _score(nodes, limits, profile, cost: float | None = None) -> tuple:
     """Ops off the NPU, the target's cost estimate (``cost``; 0 without one), node count: smaller is
-    better. Candidates are ranked so, estimates within COST_TIE of the cheapest counting as equal."""
+    better. :func:`_emit` ranks by these in turn, estimates within COST_TIE of the cheapest equal."""
     return off_npu(nodes, limits, profile), cost or 0.0, sum(n.op_type != "Constant" for n in nodes)
 
 
@@ -139,11 +139,13 @@ def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx:
     if not candidates:
         raise errors[0]
     scores = [_score(c[1], limits, profile) for c in candidates]  # (off the NPU, 0, nodes)
-    costs = [_cost(site, scope, c[1], c[2], profile) for c in candidates]
-    pool = [i for i, sc in enumerate(scores) if sc[0] == min(s[0] for s in scores)]
-    if None not in costs:  # rank by the estimate only where every candidate has one; within COST_TIE, nodes
-        cheapest = min(costs[i] for i in pool)  # type: ignore[type-var]
-        pool = [i for i in pool if costs[i] <= cheapest * COST_TIE]  # type: ignore[operator]
+    fewest_off = min(sc[0] for sc in scores)
+    pool = [i for i, sc in enumerate(scores) if sc[0] == fewest_off]
+    if len(pool) > 1:  # then the estimate, where every candidate left has one; near ties go by nodes
+        costs = {i: _cost(site, scope, candidates[i][1], candidates[i][2], profile) for i in pool}
+        if None not in costs.values():
+            cheapest = min(costs.values())  # type: ignore[type-var]
+            pool = [i for i in pool if costs[i] <= cheapest * COST_TIE]  # type: ignore[operator]
     return candidates[min(pool, key=lambda i: (scores[i][2], i))]  # the first of equals: plan order
 
 
