@@ -350,18 +350,17 @@ class Emitter:
         10x10 -> 4x4 is four 5x5 boxes, each one 3x3 stride-2 pool."""
         axes = sorted(cuts)
 
-        def build(level: int, box: dict[int, tuple[int, int]], out: str, tag: str) -> None:
-            if level == len(axes):
+        def build(level: int, box: dict[int, tuple[int, int, int, int]], out: str, tag: str) -> None:
+            if level == len(axes):  # box: the run of each axis
                 kernel, strides = list(rest.kernel), list(rest.strides)
                 here = list(spatial)
-                for a, (b, e) in box.items():
-                    run = next(r for r in cuts[a] if (r[0], r[1]) == (b, e))
-                    kernel[a], strides[a], here[a] = run[2], run[3], e - b
+                for a, (b, e, length, step) in box.items():
+                    kernel[a], strides[a], here[a] = length, step, e - b
                 piece = x
-                full = {a: be for a, be in box.items() if be != (0, spatial[a])}
-                if full:
+                cut = {a: run[:2] for a, run in box.items() if run[:2] != (0, spatial[a])}
+                if cut:
                     piece = self.fresh(f"{what}_box{tag}")
-                    self.slice_box(x, piece, full, f"{what}_box{tag}")
+                    self.slice_box(x, piece, cut, f"{what}_box{tag}")
                 region = Pool(tuple(kernel), tuple(strides), rest.pads, rest.count_include_pad, rest.ceil_mode)
                 if region.is_identity:
                     self.node("Identity", [piece], out, f"{what}_box{tag}_one")
@@ -370,13 +369,12 @@ class Emitter:
                 return
             a = axes[level]
             if len(cuts[a]) == 1:
-                b, e = cuts[a][0][:2]
-                build(level + 1, {**box, a: (b, e)}, out, f"{tag}_0")
+                build(level + 1, {**box, a: cuts[a][0]}, out, f"{tag}_0")
                 return
             parts = []
-            for i, (b, e, _, _) in enumerate(cuts[a]):
+            for i, run in enumerate(cuts[a]):
                 part = self.fresh(f"{what}_box{tag}_{i}")
-                build(level + 1, {**box, a: (b, e)}, part, f"{tag}_{i}")
+                build(level + 1, {**box, a: run}, part, f"{tag}_{i}")
                 parts.append(part)
             self.node("Concat", parts, out, f"{what}_concat{tag}", axis=2 + a)
 
