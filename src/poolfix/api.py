@@ -106,9 +106,9 @@ def _cost(site: Site, scope, nodes, tensors, profile: Profile | None) -> float |
     """The target's estimated cycles for a candidate (poolfix.costs); None without rates."""
     if profile is None or not profile.costs:
         return None
-    m = one_graph_model(nodes, site.x, site.elem_type, site.x_shape, site.output, scope.opset, IR_FOR_SHAPES,
-                        tensors)
-    return estimate(with_input_shape(m, site.x_shape), profile.costs)
+    shape = [d if d is not None else 1 for d in site.x_shape]
+    return estimate(one_graph_model(nodes, site.x, site.elem_type, shape, site.output, scope.opset, IR_FOR_SHAPES,
+                                    tensors), profile.costs)
 
 
 def _emit(site: Site, scope, names: Names, use_initializers: bool, allow_approx: bool, limits: Limits | None,
