@@ -137,7 +137,8 @@ def test_without_gather_runs_of_regular_windows_are_one_pool_each(op):
 
 @pytest.mark.parametrize("style", ["slice", "runs", "grid"])
 @pytest.mark.parametrize("size_in,size_out", [((10, 10), (4, 4)), ((64, 64), (6, 6)), ((23,), (5,)),
-                                              ((7, 9, 10), (3, 4, 5)), ((10, 7), (4, 3))])
+                                              ((7, 9, 10), (3, 4, 5)), ((10, 7), (4, 3)),
+                                              ((1,), (5,)), ((3, 2), (5, 4))])  # out > in: repeated windows
 def test_every_gather_free_style_is_exact(style, size_in, size_out):
     from poolfix import api
 

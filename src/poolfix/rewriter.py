@@ -525,7 +525,7 @@ class Emitter:
                 steps.append(lambda x, y, g=g, before=before: self.sliced_windows(
                     x, y, before, g.axis, g.windows(), _identity(rank), f"win{g.axis}", self.site.mode))
                 spatial[g.axis] = len(g.windows())
-                pool = _without_axis(pool, g.axis)  # type: ignore[arg-type]
+                pool = _without_axis(pool, g.axis) if pool is not None else None  # windows of 1: no pool
             elif g.before_pool:
                 spatial[g.axis] = len(g.classes[0].indices)
                 steps.append(lambda x, y, g=g: self.gather_before_pool(g, x, y))
