@@ -317,3 +317,21 @@ def test_a_tail_reshape_is_written_out_where_all_but_the_batch_is_known():
     np.testing.assert_allclose(run(r.model, {"x": x})[0], x.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
     unknown = poolfix.fix(single("ReduceMean", ["n", "c", 5, 5], axes=[2, 3], keepdims=0, out_shape=["n", "c"]))
     assert [0, 0] in [onnx.numpy_helper.to_array(t).tolist() for t in unknown.model.graph.initializer]
+
+
+def test_a_constant_that_overflows_the_site_type_leaves_the_site_with_its_reason():
+    import warnings
+
+    m = single("GlobalLpPool", [1, 2, 16, 5000], dtype=onnx.TensorProto.FLOAT16, p=2, out_shape=[1, 2, 1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from the cast either
+        r = poolfix.fix(m, target="rknn")  # rknn has no LpPool: x*x averaged, times the area 80,000
+    assert not r.rewritten and "overflows float16" in r.skipped[0].reason
+
+
+def test_a_conversion_the_checker_refuses_is_the_input_s_error_not_poolfix_s():
+    m = model([h.make_node("GlobalAveragePool", ["x"], ["y"], name="gap")],
+              [h.make_tensor_value_info("x", onnx.TensorProto.UNDEFINED, [1, 3, 4, 4])], [vi("y", [1, 3, 1, 1])],
+              opset=20, ir=9)
+    with pytest.raises(poolfix.InputError, match="converted model fails the ONNX checker"):
+        poolfix.fix(m, opset=19)

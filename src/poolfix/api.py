@@ -278,20 +278,26 @@ def rewrite(model: ModelProto, *, allow_approx: bool = False, limits: Limits | N
     return rewrites, skips
 
 
-def _check_output(model: ModelProto, input_full_check_ok: bool) -> None:
+def _checker_error(model: ModelProto, input_full_check_ok: bool) -> str | None:
+    """The ONNX checker's complaint about ``model`` (first 300 characters), or None."""
     try:
         loader.check_model(model, full_check=True)
-        return
+        return None
     except Exception as e:
         err = e
     if not input_full_check_ok:  # the input already failed the full check: hold it to the plain one
         try:
             loader.check_model(model)
-            return
+            return None
         except Exception as e:
             err = e
-    first = " ".join(str(err).split())[:300] or type(err).__name__
-    raise InternalError(f"the rewritten model fails the ONNX checker (a poolfix bug, please report it): {first}")
+    return " ".join(str(err).split())[:300] or type(err).__name__
+
+
+def _check_output(model: ModelProto, input_full_check_ok: bool) -> None:
+    err = _checker_error(model, input_full_check_ok)
+    if err is not None:
+        raise InternalError(f"the rewritten model fails the ONNX checker (a poolfix bug, please report it): {err}")
 
 
 def fix(
@@ -451,6 +457,10 @@ def _fix(model_or_path, input_shapes, verify, seeds, atol, rtol, allow_approx, l
         step("converting opset")
         down = convert_opset(model, opset)
         if down is not None:
+            err = _checker_error(down, loaded.full_check_ok)
+            if err is not None:  # onnx's converter, not a rewrite, made it: the input's to answer for
+                raise InputError(f"cannot convert from opset {before} to {opset}: the converted model fails "
+                                 f"the ONNX checker ({err})")
             model = down
             converted = (before, opset)
     step("finding and rewriting")

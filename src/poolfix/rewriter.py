@@ -147,7 +147,14 @@ class Emitter:
         self.node(_POOL_OPS[mode], [x], y, what, **attrs)
 
     def float_const(self, values, what: str) -> str:
-        return self.const(values, what, helper.tensor_dtype_to_np_dtype(self.site.elem_type))
+        """A constant in the site's float type; NoCascade where a value does not fit it (a kernel area of
+        1.6 million in float16)."""
+        dtype = helper.tensor_dtype_to_np_dtype(self.site.elem_type)
+        with np.errstate(over="ignore"):
+            cast = np.asarray(values, dtype=np.float64).astype(dtype)
+        if not np.all(np.isfinite(cast)):
+            raise NoCascade(f"a constant of this construction ({what}) overflows {np.dtype(dtype).name}")
+        return self.const(cast, what, dtype)
 
     def pool(self, x: str, y: str, spatial, pool: Pool, what: str, mode: str | None = None) -> None:
         """One pool, or its cascade within the limits, or another exact construction (class docstring)."""
