@@ -13,14 +13,9 @@ from __future__ import annotations
 from onnx import AttributeProto, ModelProto, defs, helper, version_converter
 
 from .errors import InputError
-from .graphs import subgraphs
+from .graphs import default_opset, subgraphs
 
-
-def default_opset(model: ModelProto) -> int:
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            return o.version
-    return 1
+__all__ = ["convert", "default_opset"]
 
 
 def _nodes(graph):

@@ -218,8 +218,6 @@ class Emitter:
             self.reshape_to(cur, flat, [-1, c, d, h * w] if c else [0, 0, d, h * w], f"{what}_dhw")
             cur = self.fresh(f"{what}_depth")
             self.pool(flat, cur, (d, h * w), depth, f"{what}_depth", mode)
-        else:
-            d2 = d
         if not plane.is_identity:
             planes = self.fresh(f"{what}_planes")
             self.reshape_to(cur, planes, [-1, c * d2, h, w] if c else [0, -1, h, w], f"{what}_planes")
