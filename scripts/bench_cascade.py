@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import race, session  # noqa: E402
 
 import poolfix  # noqa: E402
-from poolfix.limits import PROFILES, Limits  # noqa: E402
+from poolfix.limits import Limits  # noqa: E402
+from poolfix.targets import PROFILES  # noqa: E402
 
 CASES = [
     ("global avg 64x64, kernel <= 8", "AveragePool", (64, 64), {}, Limits(max_kernel=8, max_stride=8)),

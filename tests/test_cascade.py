@@ -10,7 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from poolfix.cascade import NoCascade, fewest_factors, plan_cascade, stage_breaks
-from poolfix.limits import PROFILES, Limits
+from poolfix.limits import Limits
+from poolfix.targets import PROFILES
 
 
 def pool1d(x, k, s, pb, pe, mode, cip=0, ceil=False):

@@ -191,17 +191,16 @@ def test_list_patterns_prints_the_registry_in_order():
 
 def test_every_limit_field_is_an_option_that_reaches_the_limits(monkeypatch, se):
     from poolfix import cli as cli_module
-    from poolfix.api import resolve_limits
-    from poolfix.limits import limit_fields, profile
+    from poolfix.limits import limit_fields
+    from poolfix.targets import profile
 
     given = {"max_kernel": "3", "max_kernel_area": "9", "max_stride": "2", "max_pad": "1", "no_pads": None,
              "avg_count_include_pad": "1", "no_ceil_mode": None, "no_lp_pool": None, "max_pool_dims": "2"}
     assert set(given) == {f.name for f in limit_fields()}  # a new field needs a line here
     seen = {}
 
-    def fake_fix(path, **kw):
-        names = {f.name for f in limit_fields()}
-        seen["limits"] = resolve_limits(kw.get("limits"), kw.get("target"), {k: v for k, v in kw.items() if k in names})
+    def fake_fix(path, options, **kw):
+        seen["limits"] = options.limits
         raise cli_module.InputError("stop")
 
     monkeypatch.setattr(cli_module, "fix", fake_fix)

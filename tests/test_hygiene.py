@@ -109,3 +109,25 @@ def test_empty_tensors_are_left_with_a_reason():
     m = model(nodes, [vi("x", [0, 3, 4, 5])], [vi("y", [0, 3])])
     result = poolfix.fix(m)
     assert not result.changed and "empty" in result.skipped[0].reason
+
+
+def test_replacements_carry_the_metadata_of_the_nodes_they_replace():
+    m = onnx.load(MODELS / "torch" / "avg2d_8to3.dynamo.onnx")  # 41 nodes, each with the exporter's metadata
+    old = {n.name: {e.key: e.value for e in n.metadata_props} for n in m.graph.node}
+    first = next(iter(old.values()))
+    out = poolfix.fix(m).model
+    new = [n for n in out.graph.node if n.name not in old]
+    assert new
+    for n in new:
+        props = {e.key: e.value for e in n.metadata_props}
+        assert set(props) == set(first)
+        for key, value in props.items():  # the replaced nodes' distinct values, in graph order, bounded
+            assert value.split("\n")[0] == first[key].split("\n")[0] and len(value) <= 4096 + 80
+        assert props["pkg.torch.onnx.stack_trace"] == first["pkg.torch.onnx.stack_trace"]  # one line of source
+        assert "more values of the" in props["pkg.torch.onnx.fx_node"]  # 41 fx nodes: the rest counted
+    onnx.checker.check_model(out, full_check=True)
+
+
+def test_nodes_without_metadata_get_none():
+    out = poolfix.fix(single("GlobalAveragePool", [1, 2, 3, 3], out_shape=[1, 2, 1, 1])).model
+    assert all(not n.metadata_props for n in out.graph.node)

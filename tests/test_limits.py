@@ -11,8 +11,9 @@ from test_cli import cli
 
 import poolfix
 from poolfix.cascade import stage_breaks
-from poolfix.limits import PROFILES, Limits
+from poolfix.limits import Limits
 from poolfix.pools import Pool as Stage
+from poolfix.targets import PROFILES
 
 POOLS = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}
 
@@ -133,9 +134,7 @@ def test_report_names_the_limits(tmp_path):
 
 
 def test_explicit_options_override_a_profile():
-    from poolfix.api import resolve_limits
-
-    lim = resolve_limits(None, "ethos-u", {"max_stride": 3, "max_kernel": None, "no_pads": True})
+    lim = poolfix.Options.make(target="ethos-u", max_stride=3, max_kernel=None, no_pads=True).limits
     assert lim.max_stride == 3 and lim.max_kernel == PROFILES["ethos-u"].limits.max_kernel and lim.no_pads
 
 

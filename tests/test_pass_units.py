@@ -6,6 +6,7 @@ import pytest
 from helpers import i64, model, vi
 from onnx import helper as h
 
+from poolfix.emitter import Emitter
 from poolfix.errors import InternalError
 from poolfix.finder import find
 from poolfix.graphs import scopes
@@ -13,7 +14,7 @@ from poolfix.limits import Limits
 from poolfix.patterns import RULES, Context, Rule, Site, Skip
 from poolfix.patterns.base import Reshape, Transpose
 from poolfix.planner import plan_adaptive
-from poolfix.rewriter import Emitter, Names, splice
+from poolfix.rewriter import Names, splice
 
 
 def _main(m):

@@ -22,7 +22,8 @@ from poolfix.windows import adaptive_windows, pool_windows
 SRC = Path(__file__).resolve().parent.parent / "src" / "poolfix"
 
 
-@pytest.mark.parametrize("module", ["windows.py", "planner.py", "pools.py", "cascade.py", "limits.py"])
+@pytest.mark.parametrize("module", ["windows.py", "planner.py", "pools.py", "cascade.py", "limits.py",
+                                    "targets/profiles.py", "targets/probed.py"])
 def test_pure_modules_import_no_onnx(module):
     tree = ast.parse((SRC / module).read_text())
     imported = set()

@@ -12,8 +12,12 @@ compiler's cycle estimate and the error. Probes cover kernel, stride, pads, coun
 1D, 2D and 3D; average, max and Lp; and Gather, GatherND, Slice (with and without steps),
 Reshape, Transpose, Concat and Mul; and the highest opset the toolchain loads.
 
-``--write`` turns every probe file in probes/ into src/poolfix/probed.py, the data limits.py
-builds its ``rknn`` and ``ethos-u`` profiles from (with the toolchain version and the date).
+``--write`` turns every probe file in probes/ into src/poolfix/targets/probed.py, the data
+poolfix.targets builds its ``rknn`` and ``ethos-u`` profiles from (with the toolchain version and the
+date); ``--check`` (run by the tests) fails where that file is not what the probe files give.
+
+Placement is recorded per op and tensor rank: a probe whose ``what`` holds ``placement: [op, rank]``
+stands for that op at that rank (the plain stride-2 pool for pools, the one probe of each other op).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import run as harness
 
 HERE = Path(__file__).resolve().parent
-PROBED_PY = HERE.parents[1] / "src" / "poolfix" / "probed.py"
+PROBED_PY = HERE.parents[1] / "src" / "poolfix" / "targets" / "probed.py"
 OPSET, IR = 17, 8
 
 
@@ -49,7 +53,7 @@ def model(op: str, in_shape, out_shape, attrs=None, inits=(), extra_inputs=(), o
 
 
 def pool(kind: str, shape, kernel, strides, pads=None, cip=None, ceil=False, p=None) -> onnx.ModelProto:
-    op = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}[kind]
+    op = POOL_OPS[kind]
     attrs = {"kernel_shape": list(kernel), "strides": list(strides)}
     if pads:
         attrs["pads"] = list(pads)
@@ -79,6 +83,9 @@ def split3d(kind: str) -> onnx.ModelProto:
     return m
 
 
+POOL_OPS = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}
+
+
 def const(name, values, dtype=np.int64):
     return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
 
@@ -92,7 +99,8 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
             out.append((f"{kind}2d_kernel{k}", {"op": kind, "rank": 2, "kernel": k, "stride": 1},
                         pool(kind, S, (k, k), (1, 1))))
         for s in (2, 3, 4, 7, 8, 9, 16, 21, 32):
-            out.append((f"{kind}2d_stride{s}", {"op": kind, "rank": 2, "kernel": s, "stride": s},
+            where = {"placement": [POOL_OPS[kind], 4]} if s == 2 else {}
+            out.append((f"{kind}2d_stride{s}", {"op": kind, "rank": 2, "kernel": s, "stride": s, **where},
                         pool(kind, S, (s, s), (s, s))))
         for p in (1, 2, 4, 7, 8, 10):
             cips = (0, 1) if kind == "avg" else (None,)
@@ -104,8 +112,9 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
             out.append((f"{kind}2d_ceil" + (f"_cip{cip}" if cip is not None else ""),
                         {"op": kind, "rank": 2, "kernel": 3, "stride": 2, "ceil": True, "cip": cip},
                         pool(kind, S, (3, 3), (2, 2), cip=cip, ceil=True)))
-        out.append((f"{kind}1d", {"op": kind, "rank": 1, "kernel": 2, "stride": 2}, pool(kind, (1, 8, 64), (2,), (2,))))
-        out.append((f"{kind}3d", {"op": kind, "rank": 3, "kernel": 2, "stride": 2},
+        out.append((f"{kind}1d", {"op": kind, "rank": 1, "kernel": 2, "stride": 2, "placement": [POOL_OPS[kind], 3]},
+                    pool(kind, (1, 8, 64), (2,), (2,))))
+        out.append((f"{kind}3d", {"op": kind, "rank": 3, "kernel": 2, "stride": 2, "placement": [POOL_OPS[kind], 5]},
                     pool(kind, (1, 4, 8, 16, 16), (2, 2, 2), (2, 2, 2))))
         out.append((f"{kind}3d_split", {"op": kind, "rank": 3, "kernel": 2, "stride": 2, "split": True},
                     split3d(kind)))
@@ -115,29 +124,36 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
                         pool(kind, big, (k, 1), (1, 1))))
             out.append((f"{kind}2d_width{k}", {"op": kind, "rank": 2, "kernel_w": k, "stride": 1},
                         pool(kind, big, (1, k), (1, 1))))
-    out.append(("lp2d", {"op": "lp", "rank": 2, "kernel": 2, "stride": 2}, pool("lp", S, (2, 2), (2, 2), p=2)))
-    out.append(("gap", {"op": "GlobalAveragePool"}, model("GlobalAveragePool", S, (1, 8, 1, 1))))
-    out.append(("gmp", {"op": "GlobalMaxPool"}, model("GlobalMaxPool", S, (1, 8, 1, 1))))
-    out.append(("glp", {"op": "GlobalLpPool"}, model("GlobalLpPool", S, (1, 8, 1, 1), {"p": 2})))
-    out.append(("reducemean", {"op": "ReduceMean"},
+    out.append(("lp2d", {"op": "lp", "rank": 2, "kernel": 2, "stride": 2, "placement": ["LpPool", 4]},
+                pool("lp", S, (2, 2), (2, 2), p=2)))
+    out.append(("gap", {"op": "GlobalAveragePool", "placement": ["GlobalAveragePool", 4]},
+                model("GlobalAveragePool", S, (1, 8, 1, 1))))
+    out.append(("gmp", {"op": "GlobalMaxPool", "placement": ["GlobalMaxPool", 4]},
+                model("GlobalMaxPool", S, (1, 8, 1, 1))))
+    out.append(("glp", {"op": "GlobalLpPool", "placement": ["GlobalLpPool", 4]},
+                model("GlobalLpPool", S, (1, 8, 1, 1), {"p": 2})))
+    out.append(("reducemean", {"op": "ReduceMean", "placement": ["ReduceMean", 4]},
                 model("ReduceMean", S, (1, 8, 1, 1), {"axes": [2, 3]}, opset=17)))
-    out.append(("reducemax", {"op": "ReduceMax"}, model("ReduceMax", S, (1, 8, 1, 1), {"axes": [2, 3]})))
-    out.append(("gather", {"op": "Gather"}, model("Gather", S, None, {"axis": 2}, [const("i", [0, 3, 6])], ["i"])))
-    out.append(("gathernd", {"op": "GatherND"},
+    out.append(("reducemax", {"op": "ReduceMax", "placement": ["ReduceMax", 4]},
+                model("ReduceMax", S, (1, 8, 1, 1), {"axes": [2, 3]})))
+    out.append(("gather", {"op": "Gather", "placement": ["Gather", 4]},
+                model("Gather", S, None, {"axis": 2}, [const("i", [0, 3, 6])], ["i"])))
+    out.append(("gathernd", {"op": "GatherND", "placement": ["GatherND", 4]},
                 model("GatherND", S, None, {"batch_dims": 0}, [const("i", [[0, 1, 2], [0, 3, 4]])], ["i"])))
-    out.append(("slice", {"op": "Slice"}, model("Slice", S, None, None,
-                                               [const("st", [3]), const("en", [40]), const("ax", [2])],
-                                               ["st", "en", "ax"])))
+    out.append(("slice", {"op": "Slice", "placement": ["Slice", 4]},
+                model("Slice", S, None, None, [const("st", [3]), const("en", [40]), const("ax", [2])],
+                      ["st", "en", "ax"])))
     out.append(("slice_steps", {"op": "Slice", "steps": True},
                 model("Slice", S, None, None, [const("st", [0]), const("en", [64]), const("ax", [2]),
                                                const("sp", [3])], ["st", "en", "ax", "sp"])))
-    out.append(("reshape", {"op": "Reshape"}, model("Reshape", S, (1, 8, 4096), None, [const("s", [1, 8, 4096])],
-                                                    ["s"])))
-    out.append(("transpose", {"op": "Transpose"}, model("Transpose", S, None, {"perm": [0, 2, 3, 1]})))
-    out.append(("concat", {"op": "Concat"}, model("Concat", S, None, {"axis": 2}, [const("c", np.ones((1, 8, 4, 64)),
-                                                                                          np.float32)], ["c"])))
-    out.append(("mul", {"op": "Mul"}, model("Mul", S, None, None, [const("c", np.full((1, 1, 64, 64), 1.5),
-                                                                         np.float32)], ["c"])))
+    out.append(("reshape", {"op": "Reshape", "placement": ["Reshape", 4]},
+                model("Reshape", S, (1, 8, 4096), None, [const("s", [1, 8, 4096])], ["s"])))
+    out.append(("transpose", {"op": "Transpose", "placement": ["Transpose", 4]},
+                model("Transpose", S, None, {"perm": [0, 2, 3, 1]})))
+    out.append(("concat", {"op": "Concat", "placement": ["Concat", 4]},
+                model("Concat", S, None, {"axis": 2}, [const("c", np.ones((1, 8, 4, 64)), np.float32)], ["c"])))
+    out.append(("mul", {"op": "Mul", "placement": ["Mul", 4]},
+                model("Mul", S, None, None, [const("c", np.full((1, 1, 64, 64), 1.5), np.float32)], ["c"])))
     for v in range(13, 22):
         m = pool("avg", (1, 8, 16, 16), (2, 2), (2, 2))
         m.opset_import[0].version = v
@@ -272,47 +288,69 @@ def derive(data: dict) -> dict:
         "max_pool_dims": None if npu("max3d") and npu("avg3d") else 2 if all(
             r.get(f"{k}3d_split", {}).get("outcome") in ("NPU", "CPU") for k in ("avg", "max")) else None,
     }
-    ops = {"AveragePool": npu("avg2d_stride2"), "MaxPool": npu("max2d_stride2"), "LpPool": npu("lp2d"),
-           "GlobalAveragePool": npu("gap"), "GlobalMaxPool": npu("gmp"), "GlobalLpPool": npu("glp"),
-           "ReduceMean": npu("reducemean"),
-           "ReduceMax": npu("reducemax"), "Gather": npu("gather"), "GatherND": npu("gathernd"),
-           "Slice": npu("slice"), "Reshape": npu("reshape"), "Transpose": npu("transpose"),
-           "Concat": npu("concat"), "Mul": npu("mul")}
     opsets = [int(k[5:]) for k, v in r.items() if k.startswith("opset") and v.get("outcome") in ("NPU", "CPU")]
     return {
         "limits": limits,
-        "npu_ops": sorted(k for k, v in ops.items() if v),
-        "slice_steps_on_npu": npu("slice_steps"),
-        "max_pool_3d_on_npu": npu("max3d"),
-        "avg_pool_3d_on_npu": npu("avg3d"),
+        "placement": placement(r),
         "max_opset": max(opsets) if opsets else None,
         "costs": derive_costs(r),
         "toolchain": data["toolchain"],
         "probed": data["date"],
-        "outcomes": {k: v["outcome"] for k, v in sorted(r.items())},
     }
 
 
-def write_probed() -> None:
+def placement(r: dict) -> dict:
+    """{op: {tensor rank: outcome}} from the probes that stand for an op at a rank (``placement`` in
+    their definition: the saved probes may predate it, so the definitions say which they are)."""
+    marks = {name: what["placement"] for name, what, _ in probes() if "placement" in what}
+    out: dict[str, dict[int, str]] = {}
+    for name, res in r.items():
+        mark = res.get("placement") or marks.get(name)
+        if mark:
+            op, rank = mark
+            out.setdefault(op, {})[int(rank)] = res["outcome"]
+    return {op: dict(sorted(ranks.items())) for op, ranks in sorted(out.items())}
+
+
+def probed_text() -> str:
+    """What src/poolfix/targets/probed.py holds: every probe file in probes/, derived."""
     profiles = {}
     for path in sorted((HERE / "probes").glob("*.json")):
         data = json.loads(path.read_text())
         profiles[data["engine"]] = derive(data)
-    text = ('"""Target profiles derived from probing the real compilers: GENERATED by\n'
+    return ('"""Target profiles derived from probing the real compilers: GENERATED by\n'
             '``python scripts/engines/probe.py ENGINE --write`` from scripts/engines/probes/*.json. Do not edit."""\n\n'
             f"PROBED = {pprint.pformat(profiles, width=110, sort_dicts=True)}\n")
-    PROBED_PY.write_text(text)
+
+
+def write_probed() -> None:
+    PROBED_PY.write_text(probed_text())
     print(f"wrote {PROBED_PY}")
+
+
+def check_probed() -> int:
+    """0 where probed.py is what the probe files give, else 1 (with what to run)."""
+    if PROBED_PY.read_text() == probed_text():
+        print(f"{PROBED_PY.name} is in sync with probes/*.json")
+        return 0
+    print(f"{PROBED_PY} is out of date with scripts/engines/probes/*.json: run "
+          "python scripts/engines/probe.py ENGINE --write --no-run", file=sys.stderr)
+    return 1
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("engine", choices=sorted(harness.ENGINES))
+    ap.add_argument("engine", nargs="?", choices=sorted(harness.ENGINES))
     ap.add_argument("--only", help="run only probes whose name contains this")
     ap.add_argument("--write", action="store_true", help="regenerate src/poolfix/probed.py from probes/*.json")
     ap.add_argument("--no-run", action="store_true", help="with --write: only regenerate from the saved probes")
+    ap.add_argument("--check", action="store_true", help="only check that probed.py is in sync with the probe files")
     args = ap.parse_args(argv)
+    if args.check:
+        return check_probed()
     if not args.no_run:
+        if args.engine is None:
+            ap.error("name the engine to probe (or --write --no-run / --check)")
         if not harness.installed(args.engine):
             print(f"{args.engine} is not installed: python scripts/engines/setup_env.py {args.engine}", file=sys.stderr)
             return 2

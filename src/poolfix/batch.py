@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from .api import fix
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -25,7 +26,11 @@ from .errors import (
     EXIT_VERIFY_FAILED,
     InputError,
     PoolfixError,
+    StrictError,
+    VerificationError,
 )
+from .options import Options
+from .saver import WritePlan, save
 
 # worst first: a crash (a poolfix bug), a failed verification, bad input, --strict, success
 EXIT_ORDER = (EXIT_INTERNAL, EXIT_VERIFY_FAILED, EXIT_BAD_INPUT, EXIT_STRICT, EXIT_OK)
@@ -90,17 +95,13 @@ def collect(paths: list[Path], output_dir: Path) -> list[Job]:
     return jobs
 
 
-def fix_one(job: Job, options: dict, external_data: str = "auto", strict: bool = False) -> Outcome:
+def fix_one(job: Job, options: Options, external_data: str = "auto", strict: bool = False) -> Outcome:
     """One model, as the single-model command line runs it; never raises but KeyboardInterrupt."""
-    from .api import fix
-    from .errors import StrictError, VerificationError
-    from .saver import WritePlan, save
-
     t = time.perf_counter()
     out = Outcome(str(job.model), None, EXIT_OK)
     try:
         try:
-            result = fix(job.model, **options)
+            result = fix(job.model, options)
         except VerificationError as e:
             if e.report is not None:
                 out.verification, out.max_error = "FAIL", _max_error(e.report)
@@ -111,7 +112,7 @@ def fix_one(job: Job, options: dict, external_data: str = "auto", strict: bool =
         if report is not None:
             out.verification = "PASS" if report.end_to_end else "site checks only"
             out.max_error = _max_error(report)
-        elif options.get("verify", True) is False:
+        elif not options.verify:
             out.verification = "not verified"
         if strict and result.skipped:
             raise StrictError(f"--strict: {len(result.skipped)} pattern(s) left; no model written")
@@ -140,7 +141,7 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C unwinds a worker: its temp files go
 
 
-def fix_many(jobs: list[Job], options: dict, *, workers: int | None = None, external_data: str = "auto",
+def run_jobs(jobs: list[Job], options: Options, *, workers: int | None = None, external_data: str = "auto",
              strict: bool = False, on_done: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
     """Run every job, ``workers`` processes at a time (default: the CPU count); outcomes in job order.
     KeyboardInterrupt stops the batch: finished models stay written, the rest get exit code 130."""
@@ -175,6 +176,20 @@ def fix_many(jobs: list[Job], options: dict, *, workers: int | None = None, exte
         for i, job in enumerate(jobs):
             outcomes.setdefault(i, Outcome(str(job.model), None, EXIT_INTERNAL, message=f"worker lost: {e}"))
     return [outcomes[i] for i in range(len(jobs))]
+
+
+def fix_many(paths, output_dir: str | os.PathLike, options: Options | None = None, *, jobs: int | None = None,
+             external_data: str = "auto", strict: bool = False, **keywords) -> list[Outcome]:
+    """Fix every model in ``paths`` (files, and folders searched for ``*.onnx``) into ``output_dir`` at
+    their relative paths, ``jobs`` worker processes at a time, with :func:`poolfix.fix`'s options (an
+    :class:`~poolfix.options.Options`, or its keywords; large inline weights stay in their files).
+    Returns one :class:`Outcome` per model; a model's failure is in its outcome, never raised.
+    ``worst(o.exit_code for o in outcomes)`` is what the command line exits with."""
+    opts = Options.make(options, **({"lazy_weights": True, **keywords} if options is None else keywords))
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    work = collect([Path(p) for p in paths], folder)
+    return run_jobs(work, opts, workers=jobs, external_data=external_data, strict=strict)
 
 
 def summary_text(outcomes: list[Outcome], seconds: float) -> str:

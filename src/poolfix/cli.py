@@ -13,15 +13,17 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .api import fix, resolve_limits
+from .api import fix
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, StrictError, VerificationError
 from .finder import MAX_SPATIAL
-from .limits import PROFILES, Limits, limit_fields
+from .limits import limit_fields
 from .loader import parse_input_range, parse_input_shape
+from .options import DEFAULT_NODE_BUDGET, Options
 from .patterns import RULES
 from .planner import explain
 from .report import findings_text, verification_text, windows_svg
 from .saver import LAYOUTS, WritePlan, atomic_write_bytes, save
+from .targets import PROFILES
 
 EPILOG = """\b
 Exit codes:
@@ -59,7 +61,7 @@ HELP_GROUPS = {
                      "exact_special_values"],
     "Patterns and plans": ["patterns", "skip_patterns", "shape_only_pools", "allow_approx", "list_patterns",
                            "explain_pairs", "explain_svg"],
-    "Limits and targets": ["target_name", "list_targets", "enforce_limits", "opset"],  # + one option per Limits field
+    "Limits and targets": ["target_name", "list_targets", "enforce_limits", "opset", "node_budget"],  # + Limits fields
     "Output control": ["strict", "quiet", "verbose", "debug", "version", "help"],
 }
 
@@ -147,8 +149,12 @@ def limit_options(command):
 @click.option("--shape-only-pools", is_flag=True,
               help="Take any reduction over axes 2.. for a pool, whatever the axis roles and statistics say.")
 @limit_options
-@click.option("--enforce-limits", is_flag=True,
-              help="Apply the limits to AveragePool/MaxPool/LpPool nodes already in the model too.")
+@click.option("--enforce-limits/--no-enforce-limits", default=None,
+              help="Hold the model's own AveragePool/MaxPool/LpPool nodes to the limits too (default: on under "
+                   "--target; off, a pool past the target's limits is reported, and --strict counts it).")
+@click.option("--node-budget", type=click.IntRange(min=1), default=DEFAULT_NODE_BUDGET, show_default=True,
+              metavar="N", help="Most nodes one site's rewrite may take; a site whose every exact rewrite takes "
+                                "more is left, with the reason.")
 @click.option("--strict", is_flag=True, help="Exit 4 when any pattern is left (the reasons are printed).")
 @click.option("-q", "--quiet", count=True, help="Print less (-q: summary only, -qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="Print more.")
@@ -157,7 +163,7 @@ def limit_options(command):
 def command(models, output, output_dir, jobs, in_place, dry_run, report_path, input_shapes, input_ranges, no_verify,
             seed, num_seeds, verify_memory_limit, atol, rtol, allow_approx, exact_special_values, explain_pairs,
             explain_svg, external_data, target_name, list_targets, list_patterns, patterns, skip_patterns,
-            shape_only_pools, enforce_limits, strict, quiet, verbose, debug, opset, **limit_values):
+            shape_only_pools, enforce_limits, node_budget, strict, quiet, verbose, debug, opset, **limit_values):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
     level = 1 + verbose - quiet
@@ -185,9 +191,9 @@ def command(models, output, output_dir, jobs, in_place, dry_run, report_path, in
         folder = output_dir or output
         if folder is None:
             raise InputError("many models need an output folder: -o OUTDIR or --output-dir OUTDIR")
-        options = _fix_options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol,
-                               rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
-                               shape_only_pools, enforce_limits, limit_values, opset)
+        options = _options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol,
+                           rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
+                           shape_only_pools, enforce_limits, limit_values, opset, node_budget)
         _batch(list(models), folder, jobs, options, external_data, strict, report_path, say, level)
         return
     model = models[0] if models else None
@@ -201,15 +207,14 @@ def command(models, output, output_dir, jobs, in_place, dry_run, report_path, in
     if in_place and output is not None:
         raise InputError("--in-place and -o/--output exclude each other")
     target = None if dry_run else model if in_place else (output or _default_output(model))
-    options = _fix_options(input_shapes, input_ranges, no_verify or dry_run, seed, num_seeds, verify_memory_limit,
-                           atol, rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
-                           shape_only_pools, enforce_limits, limit_values, opset)
-    limits = resolve_limits(None, target_name, limit_values) or Limits()
+    options = _options(input_shapes, input_ranges, no_verify or dry_run, seed, num_seeds, verify_memory_limit,
+                       atol, rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
+                       shape_only_pools, enforce_limits, limit_values, opset, node_budget)
     # every write, checked against the input model before the work; again with its data files after
     _plan([model], in_place, target, report_path, explain_svg)
     progress = Progress(show=level >= 1 and sys.stderr.isatty(), timings=level >= 2)
     try:
-        result = fix(model, progress=progress, **options)
+        result = fix(model, options, progress=progress)
     except VerificationError as e:
         progress.done()
         if e.report is not None:
@@ -227,7 +232,8 @@ def command(models, output, output_dir, jobs, in_place, dry_run, report_path, in
         say(f"wrote {explain_svg}", 0)
     if report_path is not None:
         data = result.to_dict(model=str(model), output=None if target is None else str(target), dry_run=dry_run,
-                              limits=limits.describe(), target=target_name, enforce_limits=enforce_limits)
+                              limits=options.limits_text(), target=target_name,
+                              enforce_limits=options.enforce_limits)
         atomic_write_bytes(report_path, (json.dumps(data, indent=2) + "\n").encode(), plan, "report")
     n_rw, n_skip = len(result.rewritten), len(result.skipped)
     written = f"no model written, the report is in {report_path}" if report_path is not None else "nothing written"
@@ -263,23 +269,21 @@ def command(models, output, output_dir, jobs, in_place, dry_run, report_path, in
     say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were{others}, {verdict}", 0)
 
 
-def _fix_options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol, rtol,
-                 allow_approx, exact_special_values, target_name, patterns, skip_patterns, shape_only_pools,
-                 enforce_limits, limit_values, opset=None) -> dict:
-    """The command line's options as poolfix.fix's keyword arguments (one model or many)."""
-    limits = resolve_limits(None, target_name, limit_values) or Limits()
-    if enforce_limits and not limits.active:
-        raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
-    return {"input_shapes": dict(parse_input_shape(s) for s in input_shapes), "verify": not no_verify,
-            "seeds": list(range(seed, seed + num_seeds)), "atol": atol, "rtol": rtol, "allow_approx": allow_approx,
-            "target": target_name, **{k: v for k, v in limit_values.items() if v is not None},
-            "enforce_limits": enforce_limits, "opset": opset, "verify_memory_limit": verify_memory_limit * 2**20,
-            "exact_special_values": exact_special_values, "patterns": patterns, "skip_patterns": skip_patterns,
-            "shape_only_pools": shape_only_pools, "input_ranges": dict(parse_input_range(r) for r in input_ranges),
-            "lazy_weights": True}
+def _options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol, rtol,
+             allow_approx, exact_special_values, target_name, patterns, skip_patterns, shape_only_pools,
+             enforce_limits, limit_values, opset, node_budget) -> Options:
+    """The command line's options as one checked :class:`Options` (one model or many)."""
+    return Options.make(
+        input_shapes=dict(parse_input_shape(s) for s in input_shapes), verify=not no_verify,
+        seeds=tuple(range(seed, seed + num_seeds)), atol=atol, rtol=rtol, allow_approx=allow_approx,
+        target=target_name, **{k: v for k, v in limit_values.items() if v is not None},
+        enforce_limits=enforce_limits, opset=opset, verify_memory_limit=verify_memory_limit * 2**20,
+        exact_special_values=exact_special_values, patterns=patterns, skip_patterns=skip_patterns,
+        shape_only_pools=shape_only_pools, input_ranges=dict(parse_input_range(r) for r in input_ranges),
+        node_budget=node_budget, lazy_weights=True)
 
 
-def _batch(models: list[Path], folder: Path, jobs: int | None, options: dict, external_data: str, strict: bool,
+def _batch(models: list[Path], folder: Path, jobs: int | None, options: Options, external_data: str, strict: bool,
            report_path: Path | None, say, level: int) -> None:
     """Many models: a progress line (terminal) or a line per model, the summary table, the worst exit code."""
     from . import batch
@@ -302,14 +306,12 @@ def _batch(models: list[Path], folder: Path, jobs: int | None, options: dict, ex
                                                     f"{o.message}"), err=True)
 
     started = time.perf_counter()
-    outcomes = batch.fix_many(work, options, workers=jobs, external_data=external_data, strict=strict, on_done=done)
+    outcomes = batch.run_jobs(work, options, workers=jobs, external_data=external_data, strict=strict, on_done=done)
     if tty:
         click.echo("\r\033[K", err=True, nl=False)
     say(batch.summary_text(outcomes, time.perf_counter() - started), 0)
     if report_path is not None:
-        names = {f.name for f in limit_fields()}
-        limits = resolve_limits(None, options["target"], {k: v for k, v in options.items() if k in names})
-        data = batch.to_dict(outcomes, output_dir=str(folder), limits=(limits or Limits()).describe())
+        data = batch.to_dict(outcomes, output_dir=str(folder), limits=options.limits_text())
         atomic_write_bytes(report_path, (json.dumps(data, indent=2, default=str) + "\n").encode(), plan, "report")
     codes = [o.exit_code for o in outcomes]
     if batch.EXIT_INTERRUPTED in codes:

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 from onnx import NodeProto
 
+from .nodes import axes as node_axes
+from .nodes import perm as _perm
+
 BATCH, CHANNEL, SPATIAL, FEATURE, UNKNOWN = "B", "C", "S", "F", "?"
 NAMES = {BATCH: "batch", CHANNEL: "channel", SPATIAL: "spatial", FEATURE: "feature/sequence", UNKNOWN: "unknown"}
 
@@ -82,17 +85,8 @@ def _merge(parts: list[tuple[str, ...]], rank: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _perm(n: NodeProto, rank: int) -> list[int]:
-    for a in n.attribute:
-        if a.name == "perm":
-            return list(a.ints)
-    return list(range(rank))[::-1]
-
-
 def _axes(n: NodeProto, scope, rank: int) -> list[int] | None:
-    from .patterns.base import axes  # the one axes reader
-
-    got = axes(n, scope)
+    got = node_axes(n, scope)
     if got is None:
         return None
     return sorted({a + rank if a < 0 else a for a in got})

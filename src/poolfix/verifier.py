@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from onnx import ModelProto, TensorProto, helper
 
+from .options import DEFAULT_SEEDS
 from .reference import site_reference
 from .rewriter import Rewrite
 from .runtime import (
@@ -40,12 +41,10 @@ DEFAULT_TOLERANCES = {
     TensorProto.FLOAT16: (2e-3, 2e-3),
     TensorProto.DOUBLE: (1e-12, 1e-9),
 }
-DEFAULT_SEEDS = (0, 1)
 # an output's absolute tolerance grows with its magnitude: this many ulps of its largest value. A
 # rewrite changes summation order; the change is a few ulps of the values summed, and the layers after
 # the pool carry it at their own scale (logits of hundreds move by ~1e-4 where logits of 1 move by ~1e-7)
 SCALE_ULPS = {TensorProto.FLOAT: 16, TensorProto.FLOAT16: 4, TensorProto.DOUBLE: 64}
-DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes of intermediate tensors a verification may need (estimated)
 
 
 def estimated_bytes(inferred: ModelProto) -> int:

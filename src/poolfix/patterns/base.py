@@ -18,7 +18,11 @@ from onnx import NodeProto
 
 from ..graphs import Scope, fmt_shape
 from ..limits import Limits
+from ..nodes import attr, axes, is_op
 from ..pools import Pool
+
+__all__ = ["Context", "Reshape", "Rule", "Site", "Skip", "Squeeze", "Transpose", "attr", "axes", "is_op", "node_site",
+           "skip", "spatial_or_skip"]
 
 
 @dataclass(frozen=True)
@@ -163,29 +167,6 @@ class Rule:
     name: str
     match: Match
     description: str
-
-
-def is_op(node: NodeProto | None, *ops: str) -> bool:
-    """Whether ``node`` is one of ``ops`` in the default ONNX domain."""
-    return node is not None and node.op_type in ops and node.domain in ("", "ai.onnx")
-
-
-def axes(node: NodeProto, scope: Scope) -> list[int] | None:
-    """A node's axes (from its second input, or its ``axes`` attribute) as a list; [] when it has
-    none; None when the input is not a constant."""
-    if len(node.input) > 1 and node.input[1]:
-        value = scope.const(node.input[1])
-        return None if value is None else [int(a) for a in value.reshape(-1)]
-    return [int(a) for a in attr(node, "axes", [])]
-
-
-def attr(node: NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            import onnx
-
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def spatial_or_skip(scope: Scope, node: NodeProto, tensor: str, pattern: str, label: str):

@@ -13,7 +13,7 @@ from onnx import NodeProto
 
 from ..cascade import stage_breaks
 from ..graphs import Scope
-from ..pools import Pool
+from ..nodes import pool_of
 from ..windows import pool_output_size
 from .base import Context, Rule, Skip, attr, is_op, node_site, skip, spatial_or_skip
 
@@ -21,29 +21,15 @@ NAME = "pool-limits"
 _MODES = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}
 
 
-def pool_of(node: NodeProto) -> Pool | None:
-    """The pool a pool node computes, from its attributes (None where they do not fit together)."""
-    kernel = [int(k) for k in attr(node, "kernel_shape", [])]
-    rank = len(kernel)
-    strides = [int(s) for s in attr(node, "strides", [1] * rank)]
-    pads = [int(p) for p in attr(node, "pads", [0] * (2 * rank))]
-    if not rank or len(strides) != rank or len(pads) != 2 * rank:
-        return None
-    return Pool(tuple(kernel), tuple(strides), tuple(pads), int(attr(node, "count_include_pad", 0)),
-                bool(attr(node, "ceil_mode", 0)))
-
-
 def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     limits = ctx.enforce
     if limits is None or not is_op(node, *_MODES):  # runs only under --enforce-limits
         return None
     mode = _MODES[node.op_type]
-    kernel = [int(k) for k in attr(node, "kernel_shape", [])]
-    rank = len(kernel)
-    strides = [int(s) for s in attr(node, "strides", [1] * rank)]
-    pads = [int(p) for p in attr(node, "pads", [0] * (2 * rank))]
-    cip = int(attr(node, "count_include_pad", 0))
-    stage = Pool(tuple(kernel), tuple(strides), tuple(pads), cip, bool(attr(node, "ceil_mode", 0)))
+    stage = pool_of(node)
+    if stage is None:
+        return skip(NAME, scope, node, label, "kernel_shape, strides and pads do not fit together")
+    rank, pads = stage.rank, stage.pads
     why = stage_breaks(mode, stage, limits) or (
         "the target has no LpPool" if mode == "lp" and limits.no_lp_pool else None)
     if why is None:
@@ -61,16 +47,16 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     info = spatial_or_skip(scope, node, node.input[0], NAME, label)
     if isinstance(info, Skip):
         return info
-    if len(info.shape) - 2 != rank or len(strides) != rank or len(pads) != 2 * rank:
+    if len(info.shape) - 2 != rank:
         return skip(NAME, scope, node, label, "kernel_shape, strides and pads do not match the input's rank")
     size_in = [int(d) for d in info.shape[2:]]
     out = tuple(pool_output_size(n, k, s, pads[a], pads[a + rank])
-                for a, (n, k, s) in enumerate(zip(size_in, kernel, strides)))
+                for a, (n, k, s) in enumerate(zip(size_in, stage.kernel, stage.strides)))
     if any(o < 1 for o in out):
         return skip(NAME, scope, node, label, "the pool has no output windows")
     notes = [f"breaks the limits: {why}"]
     # along an axis with one output window the stride is never used: stride 1 is the same pool
-    single = replace(stage, strides=tuple(1 if o == 1 else s for o, s in zip(out, strides)))
+    single = replace(stage, strides=tuple(1 if o == 1 else s for o, s in zip(out, stage.strides)))
     if single != stage and stage_breaks(mode, single, limits) is None:
         stage = single
         notes.append("one output window per axis past the limit: the same pool with stride 1, not a cascade")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from onnx import AttributeProto, ModelProto, defs, helper, version_converter
 
-from .errors import InputError
-from .graphs import default_opset, subgraphs
+from ..errors import InputError
+from ..graphs import default_opset, subgraphs
 
 __all__ = ["convert", "default_opset"]
 

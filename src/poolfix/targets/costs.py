@@ -18,7 +18,7 @@ import math
 import onnx
 from onnx import ModelProto
 
-from .patterns.existing_pool import pool_of
+from ..nodes import pool_of
 
 POOL_MODES = {"AveragePool": "avg", "MaxPool": "max"}
 BY_INPUT = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}

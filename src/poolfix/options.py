@@ -1,0 +1,152 @@
+"""Every option of one run, as one checked, immutable value: :class:`Options`.
+
+The command line, :func:`poolfix.fix`'s keywords and the batch workers all build one with
+:meth:`Options.make`, which checks each value (a bad one is :class:`~poolfix.errors.InputError`)
+and resolves what depends on others: a ``target`` name becomes its profile, the limit options are
+laid over the target's limits, the target's highest opset applies unless ``opset`` is given, and
+``enforce_limits`` is on under a target unless turned off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+
+from .errors import InputError
+from .limits import Limits
+from .loader import check_shape
+from .targets import Profile, profile
+
+DEFAULT_SEEDS = (0, 1)
+DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes of intermediate tensors a verification may need (estimated)
+DEFAULT_NODE_BUDGET = 32  # nodes one site's rewrite may take
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a run asks for. Build it with :meth:`make` (checked); fields are read-only."""
+
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # pinned before inference
+    input_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # verification values
+    verify: bool = True
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    atol: float | None = None  # None: by dtype
+    rtol: float | None = None
+    verify_memory_limit: int = DEFAULT_MEMORY_LIMIT  # bytes
+    exact_special_values: bool = False  # leave a max site that differs on NaN or infinities
+    allow_approx: bool = False  # the inexact shortcut where no single pool is exact
+    patterns: tuple[str, ...] = ()  # rule names to use only
+    skip_patterns: tuple[str, ...] = ()  # rule names to leave out
+    shape_only_pools: bool = False  # a reduction over axes 2.. is a pool, whatever the roles say
+    target: Profile | None = None
+    limits: Limits | None = None  # every emitted pool keeps them (the target's, with options laid over)
+    enforce_limits: bool = False  # the model's own pools keep them too
+    opset: int | None = None  # convert the model down to this opset first
+    node_budget: int = DEFAULT_NODE_BUDGET
+    lazy_weights: bool = False  # a path's large inline weights stay in its file
+
+    @classmethod
+    def make(cls, base: Options | None = None, **values) -> Options:
+        """Options from keyword values (``fix``'s keywords), laid over ``base``; each value checked.
+
+        ``target`` is a name or a :class:`~poolfix.targets.Profile`; the :class:`~poolfix.limits.Limits`
+        fields (``max_kernel=8``, ``no_pads=True``, ...) are laid over the target's limits (or
+        ``limits``); ``enforce_limits=None`` means on under a target, off otherwise; ``opset=None``
+        means the target's highest opset, if it has one.
+        """
+        own = {f.name for f in fields(cls)}
+        limit_names = {f.name for f in fields(Limits)}
+        unknown = sorted(set(values) - own - limit_names)
+        if unknown:
+            raise InputError(f"unknown option(s) {', '.join(unknown)}; the options are "
+                             f"{', '.join(sorted(own | limit_names))}")
+        limit_values = {k: values.pop(k) for k in list(values) if k in limit_names}
+        start = base or cls()
+        target = values.pop("target", start.target)
+        if isinstance(target, str):
+            try:
+                target = profile(target)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+        elif target is not None and not isinstance(target, Profile):
+            raise InputError(f"target must be a target name or a poolfix.targets.Profile, got {target!r}")
+        target_changed = base is None or target != start.target
+        limits = values.pop("limits", None if target_changed else start.limits)
+        if limits is not None and not isinstance(limits, Limits):
+            raise InputError(f"limits must be a poolfix.Limits, got {limits!r}")
+        if target is not None and (limits is None or target_changed):
+            limits = target.limits
+        if limit_values:
+            try:
+                limits = (limits or Limits()).merged(**limit_values)
+            except (TypeError, ValueError) as e:
+                raise InputError(str(e)) from None
+        if limits is not None and not limits.active:
+            limits = None
+        enforce = values.pop("enforce_limits", None if target_changed else start.enforce_limits)
+        if enforce is None:
+            enforce = target is not None
+        opset = values.pop("opset", None if target_changed else start.opset)
+        if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
+            raise InputError(f"opset must be a positive integer, got {opset!r}")
+        if opset is None and target is not None:
+            opset = target.max_opset
+        out = replace(start, target=target, limits=limits, enforce_limits=bool(enforce), opset=opset,
+                      **{k: _checked(k, v) for k, v in values.items()})
+        if out.enforce_limits and out.limits is None:
+            raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
+        return out
+
+    def limits_text(self) -> str:
+        return (self.limits or Limits()).describe()
+
+
+def _checked(name: str, value):
+    """One option's value, checked and normalised (tuples for lists, dicts for mappings)."""
+    if name == "seeds":
+        return _seeds(value)
+    if name == "input_shapes":
+        if not isinstance(value, Mapping):
+            raise InputError("input_shapes must be a dict of input name -> shape")
+        return {k: check_shape(v, f"input_shapes[{k!r}]") for k, v in value.items()}
+    if name == "input_ranges":
+        if not isinstance(value, Mapping):
+            raise InputError("input_ranges must be a dict of input name -> (lo, hi)")
+        out = {}
+        for k, v in value.items():
+            try:
+                lo, hi = (float(b) for b in v)
+            except (TypeError, ValueError):
+                raise InputError(f"input_ranges[{k!r}] must be (lo, hi), got {v!r}") from None
+            if not lo < hi:
+                raise InputError(f"--input-range {k}: lo must be below hi, got {lo}, {hi}")
+            out[k] = (lo, hi)
+        return out
+    if name in ("atol", "rtol"):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
+            raise InputError(f"{name} must be a number >= 0, got {value!r}")
+        return value
+    if name in ("patterns", "skip_patterns"):
+        if isinstance(value, str):
+            value = (value,)
+        return tuple(value)
+    if name in ("verify_memory_limit", "node_budget"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+        return value
+    if name in ("verify", "exact_special_values", "allow_approx", "shape_only_pools", "lazy_weights"):
+        return bool(value)
+    return value
+
+
+def _seeds(seeds) -> tuple[int, ...]:
+    try:
+        out = tuple(seeds)
+    except TypeError:
+        raise InputError(f"seeds must be a list of integers, got {seeds!r}") from None
+    if not out:
+        raise InputError("seeds must hold at least one seed")
+    for s in out:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
+            raise InputError(f"seeds must be integers from 0 to 2**63-1, got {s!r}")
+    return out

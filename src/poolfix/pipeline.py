@@ -1,0 +1,184 @@
+"""The rewrite pass over one model: find the sites, plan them, build exact candidates, pick one,
+check it, splice it in; in rounds, since a rewrite can make shapes known downstream.
+
+Each site goes through the stages in turn:
+
+* :mod:`poolfix.finder` and the rules of :mod:`poolfix.patterns` find it (or say why not);
+* :func:`plan_site` plans it (:mod:`poolfix.planner`: pure arithmetic);
+* :mod:`poolfix.emitter` builds its candidates: without limits the plan as it is; within limits
+  every exact construction (plans with and without pads, each window-picking :class:`Style`);
+* :mod:`poolfix.targets.ranking` picks one, or leaves the site (node budget, already on the NPU);
+* :mod:`poolfix.verifier` checks the replacement alone against the numpy reference before it is
+  spliced in (:func:`poolfix.rewriter.splice`); a site that fails is left, with its error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from onnx import ModelProto
+
+from . import loader, verifier
+from .cascade import NoCascade
+from .emitter import Style, emit
+from .errors import InputError
+from .finder import find
+from .graphs import Scope, scopes
+from .options import Options
+from .patterns import Context, Site, Skip, select
+from .planner import AdaptivePlan, plan_adaptive
+from .report import Finding
+from .rewriter import Names, Rewrite, splice
+from .targets.costs import with_input_shape
+from .targets.ranking import Candidate, choose, stays
+
+MAX_ROUNDS = 4  # a rewrite can make shapes known downstream; each round re-infers once
+LIMITED_STYLES = (Style.GATHER, Style.SLICE, Style.RUNS, Style.GRID)
+
+
+def plan_site(site: Site, opset: int, *, allow_approx: bool = False, allow_pads: bool = True) -> AdaptivePlan:
+    """The exact plan of a site (the shortcut pool where asked for and no single pool is exact)."""
+    if site.target is not None:  # an existing pool: the plan is that pool, to be cascaded
+        return AdaptivePlan(site.in_spatial, site.out_spatial, site.target)
+    # AveragePool has count_include_pad from opset 7 on; before that a padded plan is not exact
+    allow_pads = allow_pads and not (site.mode == "avg" and opset < 7)
+    return plan_adaptive(site.in_spatial, site.out_spatial, allow_pads=allow_pads, approx=allow_approx)
+
+
+def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initializers: bool) -> list[Candidate]:
+    """Every exact construction of the site the options allow. Without limits: the plan alone.
+    Within limits: the plan with pads and without, each in every :data:`LIMITED_STYLES` style that
+    keeps them. Raises NoCascade (none keeps the limits) or ValueError (none can be written here)."""
+    def build(plan: AdaptivePlan, style: Style) -> Candidate:
+        if plan.gathers and not use_initializers and scope.opset < 9:
+            raise ValueError(f"the exact plan needs int64 indices, which opset {scope.opset} Constant nodes "
+                             "cannot hold in this IR version")
+        nodes, tensors, literal = emit(site, plan, scope.opset, names, initializers=use_initializers,
+                                       limits=opts.limits, style=style)
+        return Candidate(plan, style, tuple(nodes), tuple(tensors), literal)
+
+    plan = plan_site(site, scope.opset, allow_approx=opts.allow_approx)
+    if opts.limits is None:
+        return [build(plan, Style.GATHER)]
+    plans = [plan]
+    if plan.pool is not None and plan.pool.padded and site.target is None:
+        plans.append(plan_site(site, scope.opset, allow_approx=opts.allow_approx, allow_pads=False))
+    out, errors = [], []
+    for p in plans:
+        for style in LIMITED_STYLES:
+            try:
+                out.append(build(p, style))
+            except NoCascade as e:
+                errors.append(e)
+    if not out:
+        raise errors[0]
+    return out
+
+
+def _stays(site: Site, scope: Scope, best: Candidate, opts: Options) -> str | None:
+    old = [scope.body.node[i] for i in site.replaces]
+    part = scope.part_model(list(site.replaces), site.x, site.x_free_shape(), site.elem_type, site.output)
+    old_model = None if isinstance(part, str) else with_input_shape(part, site.x_shape)
+    return stays(site, old, old_model, best, scope.opset, opts.limits, opts.target)
+
+
+def rewrite(model: ModelProto, opts: Options, *, data_dir: Path | None = None,
+            inferred: ModelProto | None = None) -> tuple[list[Rewrite], list[Skip]]:
+    """Rewrite every site of ``model`` in place; returns the rewrites and the sites left, with reasons.
+
+    ``inferred``: ``model`` after shape inference, where the caller has it already (the first round
+    then skips its own). With ``opts.verify`` each site's own check runs before it is spliced in; a
+    site that fails it is left, with the measured error as its reason, and the rest goes on.
+    """
+    try:
+        rules = select(opts.patterns, opts.skip_patterns)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    ctx = Context(enforce=opts.limits if opts.enforce_limits else None, shape_only=opts.shape_only_pools)
+    names = Names(model)
+    rewrites: list[Rewrite] = []
+    skips: list[Skip] = []
+    for round_ in range(MAX_ROUNDS):
+        if round_ or inferred is None:
+            inferred = loader.infer_shapes(model)
+        skips = []
+        progress = False
+        for scope in reversed(scopes(model, inferred, data_dir)):  # inner bodies before the graphs holding them
+            edits, tensors = [], []
+            use_initializers = not scope.is_function and model.ir_version >= 4
+            for found in find(scope, ctx, rules):
+                if isinstance(found, Skip):
+                    skips.append(found)
+                    continue
+                done = _one_site(found, scope, names, opts, use_initializers, model.ir_version)
+                if isinstance(done, Skip):
+                    skips.append(done)
+                    continue
+                edits.append((found.replaces, list(done.nodes)))
+                tensors.extend(done.initializers)
+                rewrites.append(done)
+            if edits:
+                splice(scope, edits, tensors)
+                progress = True
+        if not progress or not skips:  # another round only if new shapes might unlock what was left
+            break
+    skips.reverse()
+    return rewrites, skips
+
+
+def _one_site(site: Site, scope: Scope, names: Names, opts: Options, use_initializers: bool,
+              ir_version: int) -> Rewrite | Skip:
+    """Plan, build, pick and check one site: its Rewrite, or a Skip with the reason it stays."""
+    def left(why: str) -> Skip:
+        return Skip(site.pattern, site.label, site.op_name, why)
+
+    try:
+        built = candidates(site, scope, names, opts, use_initializers)
+    except NoCascade as e:
+        return left(f"no exact rewrite within the limits: {e}")
+    except ValueError as e:
+        return left(str(e))
+    best = choose(site, scope.opset, built, opts.limits, opts.target, opts.node_budget)
+    if isinstance(best, str):
+        return left(best)
+    why = _stays(site, scope, best, opts)
+    if why:
+        return left(why)
+    original = None  # what the special-value check and cascades compare with: max and pools only
+    if site.mode == "max" or site.target is not None:
+        part = scope.part_model(list(site.replaces), site.x, site.x_free_shape(), site.elem_type, site.output)
+        original = None if isinstance(part, str) else part
+    rw = Rewrite(site, best.plan, best.nodes, scope.opset, scope.is_main, best.tensors, original,
+                 literal_channels=best.literal_channels)
+    if opts.verify and rw.plan.exact:
+        rw = replace(rw, check=verifier.site_checks(rw, opts.seeds, ir_version, opts.atol, opts.rtol))
+        c = rw.check
+        if c is not None and not c.passed:
+            return left(f"its rewrite fails its own check (max abs err {c.max_abs:.3g}, tolerance atol={c.atol:g} "
+                        f"rtol={c.rtol:g}{'; ' + c.note if c.note else ''}); left as it was")
+    if opts.exact_special_values:
+        special = verifier.check_special(rw, ir_version)
+        rw = replace(rw, special=special)
+        if special is not None and not special.passed:
+            return left(f"differs from the original on special values ({special.note}); left by "
+                        "--exact-special-values")
+    return rw
+
+
+def findings(rewrites: list[Rewrite], skips: list[Skip], ir_version: int, seed: int) -> list[Finding]:
+    """What a person reads: one finding per site rewritten (its plan, nodes and notes) or left."""
+    out = []
+    for rw in rewrites:
+        s = rw.site
+        notes = list(s.notes)
+        c = verifier.check_site(rw, seed, ir_version) if not rw.plan.exact else None
+        if c is not None:  # asked for: say how far off it is, measured, whether or not we verify
+            notes.append(f"APPROXIMATE: max abs err {c.max_abs:.3g} (max rel {c.max_rel:.3g}) against exact "
+                         "adaptive pooling on a random input")
+        out.append(Finding("rewritten", s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),
+                           rw.plan.describe(), "", rw.op_types, notes, s.roles))
+    for sk in skips:
+        out.append(Finding("skipped" if sk.pool else "not a pool", sk.pattern, sk.op, sk.label, reason=sk.reason,
+                           roles=sk.roles))
+    return out

@@ -1,0 +1,135 @@
+"""Which exact candidate a site gets under a target, and when a site is better left as it is.
+
+Every candidate computes the same numbers (each is checked against the numpy reference); they
+differ in what the target's compiler does with them. Ranking, in order:
+
+1. the node budget: a candidate of more nodes than ``budget`` is out (where every candidate is,
+   the site is left, with the count of the smallest);
+2. ops off the NPU, as the profile's placement says (an op at a tensor rank the probe saw off the
+   NPU, or a pool that breaks the limits);
+3. the target's cycle estimate (:mod:`poolfix.targets.costs`), where every candidate left has one;
+   estimates within :data:`COST_TIE` of the cheapest are equal;
+4. node count, then the order the candidates were built in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import onnx
+from onnx import ModelProto, NodeProto, TensorProto
+
+from ..cascade import stage_breaks
+from ..limits import Limits
+from ..nodes import pool_of
+from ..runtime import one_graph_model
+from .costs import estimate
+from .profiles import Profile
+
+COST_TIE = 1.1  # estimates this close are a tie (the estimate counts ops without a probed rate as free)
+IR_FOR_SHAPES = 8  # candidates are shape-inferred as IR 8 models: any opset poolfix emits loads there
+_POOL_MODES = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One exact way to compute a site: its plan, the style that picked its windows, and its nodes."""
+
+    plan: object  # poolfix.planner.AdaptivePlan
+    style: str
+    nodes: tuple[NodeProto, ...]
+    tensors: tuple[TensorProto, ...] = ()
+    literal_channels: bool = False  # the nodes hold the channel count (site checks use every channel)
+
+    @property
+    def size(self) -> int:
+        """Nodes that compute (Constant nodes hold values only)."""
+        return sum(n.op_type != "Constant" for n in self.nodes)
+
+
+def part_model(site, opset: int, nodes, tensors=()) -> ModelProto:
+    """The nodes alone as a model from the site's input (unknown batch and channels: 1)."""
+    shape = [d if d is not None else 1 for d in site.x_shape]
+    return one_graph_model(list(nodes), site.x, site.elem_type, shape, site.output, opset, IR_FOR_SHAPES,
+                           list(tensors))
+
+
+def tensor_ranks(model: ModelProto) -> dict[str, int]:
+    """Rank of every tensor of a one-graph model, from ONNX shape inference ({} where it fails)."""
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:
+        return {}
+    return {vi.name: len(vi.type.tensor_type.shape.dim) for vi in (*g.input, *g.value_info, *g.output)
+            if vi.type.tensor_type.HasField("shape")}
+
+
+def off_npu(nodes: Sequence[NodeProto], limits: Limits | None, profile: Profile | None,
+            ranks: dict[str, int] | None = None) -> int:
+    """How many of ``nodes`` the target runs off its NPU, as its profile knows: ops it places on the
+    CPU (at the rank of their first input, where ``ranks`` knows it), and pools that break its limits."""
+    if profile is None or profile.placement is None:
+        return 0
+    n = 0
+    for node in nodes:
+        if node.op_type == "Constant":
+            continue
+        rank = (ranks or {}).get(node.input[0]) if node.input else None
+        if not profile.on_npu(node.op_type, rank):
+            n += 1
+        elif node.op_type in _POOL_MODES:
+            pool = pool_of(node)
+            if pool is not None and ((limits is not None and stage_breaks(_POOL_MODES[node.op_type], pool, limits))
+                                     or (profile.npu_pool_dims is not None and pool.rank > profile.npu_pool_dims)):
+                n += 1
+    return n
+
+
+def choose(site, opset: int, candidates: Sequence[Candidate], limits: Limits | None, profile: Profile | None,
+           budget: int) -> Candidate | str:
+    """The candidate the site gets (module docstring), or the reason none fits the node budget."""
+    fits = [i for i, c in enumerate(candidates) if c.size <= budget]
+    if not fits:
+        smallest = min(c.size for c in candidates)
+        return (f"every exact rewrite takes more than the node budget of {budget} nodes (the smallest: {smallest}); "
+                "--node-budget raises it")
+    models = {i: part_model(site, opset, candidates[i].nodes, candidates[i].tensors) for i in fits} \
+        if profile is not None and profile.placement is not None else {}
+    off = {i: off_npu(candidates[i].nodes, limits, profile, tensor_ranks(models[i]) if models else None) for i in fits}
+    fewest = min(off.values())
+    pool = [i for i in fits if off[i] == fewest]
+    if len(pool) > 1 and profile is not None and profile.costs:  # the estimate, where every candidate has one
+        costs = {i: estimate(models[i], profile.costs) for i in pool}
+        if None not in costs.values():
+            cheapest = min(costs.values())  # type: ignore[type-var]
+            pool = [i for i in pool if costs[i] <= cheapest * COST_TIE]  # type: ignore[operator]
+    return candidates[min(pool, key=lambda i: (candidates[i].size, i))]
+
+
+def stays(site, old: Sequence[NodeProto], old_model: ModelProto | None, best: Candidate, opset: int,
+          limits: Limits | None, profile: Profile | None) -> str | None:
+    """Why the site stays as it is: the probe saw every op of it on the target's NPU, at the ranks it
+    has here, and the best exact rewrite is no better there and costs more (the target's estimate where
+    both have one, else nodes). None: rewrite it. ``old_model``: the pattern alone, where it can stand
+    alone (its estimate)."""
+    if profile is None or profile.placement is None or limits != profile.limits or site.target is not None:
+        return None  # limits set by hand, or an existing pool that breaks them: rewrite
+    ranks = tensor_ranks(old_model) if old_model is not None else {}
+    for n in old:
+        rank = ranks.get(n.input[0]) if n.input else None
+        if n.domain not in ("", "ai.onnx") or not profile.seen_on_npu(n.op_type, rank):
+            return None  # only what the probe saw on the NPU, at this rank, counts as staying there
+    new_model = part_model(site, opset, best.nodes, best.tensors)
+    cost_old = cost_new = None
+    if profile.costs and old_model is not None:
+        cost_old, cost_new = estimate(old_model, profile.costs), estimate(new_model, profile.costs)
+        if cost_old is None or cost_new is None:
+            cost_old = cost_new = None
+    before = (0, cost_old or 0.0, sum(n.op_type != "Constant" for n in old))
+    after = (off_npu(best.nodes, limits, profile, tensor_ranks(new_model)), cost_new or 0.0, best.size)
+    if before < after:
+        est = f", {cost_new:,.0f} cycles against {cost_old:,.0f} as it is" if cost_new is not None else ""
+        return (f"already runs on the {profile.name} NPU ({', '.join(n.op_type for n in old)}, as probed); the "
+                f"best exact rewrite has {after[2]} nodes, {after[0]} off the NPU{est}")
+    return None
