@@ -36,7 +36,7 @@ def test_save_external_data(tmp_path):
     result = poolfix.fix(MODELS / "resnet_head.onnx")
     poolfix.save(result, tmp_path / "o.onnx", external_data="single")
     (data,) = data_files(tmp_path, "o.onnx")
-    assert sorted(os.listdir(tmp_path)) == ["o.onnx", data]
+    assert sorted(os.listdir(tmp_path)) == [".poolfix-data.json", "o.onnx", data]
     again = poolfix.fix(tmp_path / "o.onnx")
     assert not again.changed
 

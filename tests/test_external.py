@@ -39,7 +39,8 @@ def test_default_output_gets_one_data_file_named_after_it(tmp_path):
     assert code == 0, err
     out = tmp_path / "big.poolfix.onnx"
     (data,) = data_files(tmp_path, "big.poolfix.onnx")
-    assert {p.name for p in tmp_path.iterdir()} == {"big.onnx", "weights.bin", "big.poolfix.onnx", data}
+    assert {p.name for p in tmp_path.iterdir()} == {"big.onnx", "weights.bin", "big.poolfix.onnx", data,
+                                                  ".poolfix-data.json"}  # what poolfix made here
     assert {k: v for k, v in _digest(tmp_path).items() if k in before} == before  # input untouched
     got, want = _weights(out), _weights(src)
     assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)

@@ -39,6 +39,7 @@ class FixResult:
     input_files: frozenset[Path] = frozenset()  # the input's model file and data files: never written
     inline_refs: bool = False  # the input's inline weights were left in its file (written inline again)
     converted: tuple[int, int] | None = None  # (from, to) where the opset was converted down
+    source: Path | None = None  # the input model file (resolved), when it came from a path
 
     @property
     def rewritten(self) -> list[Finding]:
@@ -157,7 +158,7 @@ def _fix(model_or_path, opts: Options, data_dir, step: Callable[[str], None]) ->
     rewrites, skips = rewrite(model, opts, data_dir=loaded.data_dir, inferred=inferred)
     result = FixResult(model, findings(rewrites, skips, model.ir_version, opts.seeds[0]), rewrites,
                        data_dir=loaded.data_dir, input_files=loaded.files, inline_refs=loaded.inline_refs,
-                       converted=converted)
+                       converted=converted, source=loaded.path.resolve() if loaded.path is not None else None)
     if not result.changed:
         return result
     step("checking")

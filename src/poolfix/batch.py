@@ -1,20 +1,30 @@
 """Many models in one call: files and folders in, one output folder out, worker processes.
 
 Each model runs exactly as ``poolfix MODEL -o OUT`` would (:func:`fix_one`): the same options, the
-same write plan, the same exit codes, in a worker process that imports poolfix and onnxruntime once
-for all the models it is given. One model's failure (bad input, failed verification, a crash) never
-stops the others; the batch's exit code is the worst of the models', in the order of
-:data:`EXIT_ORDER`.
+same exit codes. Before the first byte, one write plan spans the whole batch (:func:`plan`): every
+input model and every data file it reads, every planned output model, every data file a run will
+write or copy, and the report; a path that two of them share, that is an input's, or that is no
+regular file is refused with exit 2, and nothing is made. The output folder and its subfolders are
+made only when a model is written there.
+
+Every model runs in a process of its own (forked, so poolfix and onnxruntime are imported once, in
+the parent), ``workers`` at a time. A model that crashes its process, is killed, or runs past
+``timeout`` seconds is that model's failure (exit 1, with what happened): its temp files are
+removed and the others go on. One model's failure never stops the others; the batch's exit code is
+the worst of the models', in the order of :data:`EXIT_ORDER`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from .api import fix
@@ -29,18 +39,22 @@ from .errors import (
     StrictError,
     VerificationError,
 )
+from .loader import data_locations, input_files
 from .options import Options
-from .saver import WritePlan, save
+from .saver import WritePlan, new_data_name, save
+from .sweep import RECORD, TMP
 
 # worst first: a crash (a poolfix bug), a failed verification, bad input, --strict, success
 EXIT_ORDER = (EXIT_INTERNAL, EXIT_VERIFY_FAILED, EXIT_BAD_INPUT, EXIT_STRICT, EXIT_OK)
 EXIT_INTERRUPTED = 130
+DEFAULT_TIMEOUT = 1800  # seconds one model may take (--timeout)
 
 
 @dataclass
 class Job:
     model: Path
     output: Path
+    data_name: str | None = None  # the name a new data file of this model gets (planned by :func:`plan`)
 
 
 @dataclass
@@ -68,14 +82,19 @@ def worst(codes: Iterable[int]) -> int:
 
 
 def collect(paths: list[Path], output_dir: Path) -> list[Job]:
-    """One job per model: each file as given, each folder searched recursively for ``*.onnx`` (the
-    output folder left out); each output at the model's path relative to what was given, under
-    ``output_dir``. Two models meeting at one output path are refused."""
+    """One job per model: each file as given, each folder searched recursively for ``*.onnx``; each
+    output at the model's path relative to what was given, under ``output_dir``. Where the output
+    folder lies inside a folder given, its models are left out (they are outputs); a folder given
+    inside the output folder is searched like any other. Two models meeting at one output path, and
+    an output onto an input model, are refused."""
     out_root = output_dir.resolve()
     jobs: list[Job] = []
     for given in paths:
         if given.is_dir():
-            found = sorted(p for p in given.rglob("*.onnx") if p.is_file() and out_root not in p.resolve().parents)
+            root = given.resolve()
+            outputs_inside = out_root != root and root in out_root.parents
+            found = sorted(p for p in given.rglob("*.onnx") if p.is_file()
+                           and not (outputs_inside and out_root in p.resolve().parents))
             jobs.extend(Job(p, output_dir / p.relative_to(given)) for p in found)
         elif given.exists():
             jobs.append(Job(given, output_dir / given.name))
@@ -95,8 +114,41 @@ def collect(paths: list[Path], output_dir: Path) -> list[Job]:
     return jobs
 
 
-def fix_one(job: Job, options: Options, external_data: str = "auto", strict: bool = False) -> Outcome:
-    """One model, as the single-model command line runs it; never raises but KeyboardInterrupt."""
+def plan(jobs: list[Job], external_data: str = "auto", report: Path | None = None) -> WritePlan:
+    """The whole batch's write plan, checked before the first byte (module docstring). Gives each job
+    the name its new data file would get, and returns the plan (its ``inputs``: every input's files)."""
+    reads = {j.model: input_files(j.model) for j in jobs}
+    batch_plan = WritePlan(frozenset().union(*reads.values()))
+    copies: dict[Path, tuple[Path, Path]] = {}  # keep: copy target -> (its source, the model it is for)
+    for j in jobs:
+        batch_plan.add(j.output, "model", make_folders=True)
+        batch_plan.record(j.output.parent / RECORD)
+        if external_data != "keep":
+            j.data_name = new_data_name(j.output)
+            batch_plan.add(j.output.parent / j.data_name, "data file", make_folders=True)
+            continue
+        model_file = j.model.resolve()
+        for loc, src in sorted(data_locations(j.model).items()):
+            dst = j.output.parent / loc
+            if src == model_file or dst.resolve() == src:  # weights in the model file go inline, never kept
+                continue  # the output beside its input: the data stays where it is
+            earlier = copies.get(dst.resolve())
+            if earlier is not None:
+                if earlier[0] != src:
+                    raise InputError(f"--external-data keep would copy both {earlier[0]} (of {earlier[1]}) and {src} "
+                                     f"(of {j.model}) to {dst}; use --external-data single, or separate outputs")
+                continue  # the same file for two models: copied once
+            copies[dst.resolve()] = (src, j.model)
+            batch_plan.add(dst, "data file", make_folders=True)
+    if report is not None:
+        batch_plan.add(report, "report", make_folders=True)
+    return batch_plan
+
+
+def fix_one(job: Job, options: Options, external_data: str = "auto", strict: bool = False,
+            inputs: frozenset[Path] = frozenset()) -> Outcome:
+    """One model, as the single-model command line runs it; never raises but KeyboardInterrupt.
+    ``inputs``: every input file of the batch, none of which this model's writes may touch."""
     t = time.perf_counter()
     out = Outcome(str(job.model), None, EXIT_OK)
     try:
@@ -116,10 +168,10 @@ def fix_one(job: Job, options: Options, external_data: str = "auto", strict: boo
             out.verification = "not verified"
         if strict and result.skipped:
             raise StrictError(f"--strict: {len(result.skipped)} pattern(s) left; no model written")
+        write_plan = WritePlan(inputs | result.input_files | {job.model})
+        write_plan.add(job.output, "model", make_folders=True)
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        plan = WritePlan([job.model, *result.input_files])
-        plan.add(job.output, "model")
-        save(result, job.output, external_data=external_data, plan=plan)
+        save(result, job.output, external_data=external_data, plan=write_plan, data_name=job.data_name)
         out.output = str(job.output)
     except PoolfixError as e:
         out.exit_code, out.message = e.exit_code, str(e)
@@ -135,61 +187,140 @@ def _max_error(report) -> float | None:
     return max(errors) if errors else None
 
 
-def _worker_init() -> None:
-    import signal
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C unwinds a worker: its temp files go
+
+def _child(conn, job: Job, options: Options, external_data: str, strict: bool, inputs: frozenset[Path]) -> None:
+    """One model in a process of its own: its Outcome goes back through ``conn``. SIGINT and SIGTERM
+    unwind it like Ctrl-C, so its temp files go."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        conn.send(fix_one(job, options, external_data, strict, inputs))
+    except KeyboardInterrupt:
+        conn.send(Outcome(str(job.model), None, EXIT_INTERRUPTED, message="interrupted"))
+    finally:
+        conn.close()
+
+
+def remove_temps(folder: Path, pid: int) -> list[Path]:
+    """The temp files a process ``pid`` of poolfix left in ``folder`` (it was killed mid-write)."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for e in os.scandir(folder):
+            m = TMP.match(e.name)
+            if m and int(m["pid"]) == pid and e.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+    return removed
+
+
+@dataclass
+class _Running:
+    index: int
+    job: Job
+    process: object
+    conn: object
+    started: float
 
 
 def run_jobs(jobs: list[Job], options: Options, *, workers: int | None = None, external_data: str = "auto",
-             strict: bool = False, on_done: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
-    """Run every job, ``workers`` processes at a time (default: the CPU count); outcomes in job order.
+             strict: bool = False, on_done: Callable[[Outcome, int, int], None] | None = None,
+             timeout: float | None = DEFAULT_TIMEOUT, inputs: frozenset[Path] = frozenset()) -> list[Outcome]:
+    """Run every job, each in a process of its own, ``workers`` at a time (default: the CPU count);
+    outcomes in job order. A process that dies or passes ``timeout`` seconds fails its model alone.
     KeyboardInterrupt stops the batch: finished models stay written, the rest get exit code 130."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    ctx = get_context("fork")
     outcomes: dict[int, Outcome] = {}
-    done = 0
+    pending = deque(enumerate(jobs))
+    running: list[_Running] = []
 
     def finish(i: int, o: Outcome) -> None:
-        nonlocal done
         outcomes[i] = o
-        done += 1
         if on_done is not None:
-            on_done(o, done, len(jobs))
+            on_done(o, len(outcomes), len(jobs))
+
+    def reap(r: _Running, why: str | None) -> None:
+        """A finished or dead process: its outcome, or ``why`` it has none; its temp files gone."""
+        running.remove(r)
+        o = None
+        with contextlib.suppress(EOFError, OSError):
+            if why is None and r.conn.poll():
+                o = r.conn.recv()
+        r.conn.close()
+        r.process.join(5)
+        if r.process.is_alive():
+            r.process.kill()
+            r.process.join()
+        if o is None:
+            code = r.process.exitcode
+            what = why or (f"its process was killed by signal {-code}" if code is not None and code < 0
+                           else f"its process exited with status {code} without a result")
+            remove_temps(r.job.output.parent, r.process.pid)
+            o = Outcome(str(r.job.model), None, EXIT_INTERNAL, seconds=time.monotonic() - r.started,
+                        message=f"internal error: {what}; the other models go on")
+        finish(r.index, o)
 
     try:
-        if workers == 1:
-            for i, job in enumerate(jobs):
-                finish(i, fix_one(job, options, external_data, strict))
-        else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_worker_init) as pool:
-                futures = {pool.submit(fix_one, job, options, external_data, strict): i for i, job in enumerate(jobs)}
-                try:
-                    for fut in as_completed(futures):
-                        finish(futures[fut], fut.result())
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+        while pending or running:
+            while pending and len(running) < workers:
+                i, job = pending.popleft()
+                reader, writer = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_child, args=(writer, job, options, external_data, strict, inputs),
+                                daemon=True)
+                p.start()
+                writer.close()
+                running.append(_Running(i, job, p, reader, time.monotonic()))
+            wait_for = None
+            if timeout is not None:
+                wait_for = max(0.0, min(r.started + timeout for r in running) - time.monotonic())
+            ready = set(wait([r.conn for r in running] + [r.process.sentinel for r in running], wait_for))
+            for r in list(running):
+                if r.conn in ready or r.process.sentinel in ready:
+                    reap(r, None)
+                elif timeout is not None and time.monotonic() - r.started > timeout:
+                    r.process.kill()
+                    reap(r, f"it ran past --timeout {timeout:g} s and was stopped")
     except KeyboardInterrupt:
+        for r in running:
+            with contextlib.suppress(OSError):
+                os.kill(r.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + 10
+        for r in list(running):
+            r.process.join(max(0.0, deadline - time.monotonic()))
+            if r.process.is_alive():
+                r.process.kill()
+                r.process.join()
+                remove_temps(r.job.output.parent, r.process.pid)
+            with contextlib.suppress(EOFError, OSError):
+                if r.conn.poll():
+                    outcomes.setdefault(r.index, r.conn.recv())
+            r.conn.close()
         for i, job in enumerate(jobs):
             outcomes.setdefault(i, Outcome(str(job.model), None, EXIT_INTERRUPTED, message="interrupted"))
-    except Exception as e:  # a worker died (BrokenProcessPool): the rest cannot run
-        for i, job in enumerate(jobs):
-            outcomes.setdefault(i, Outcome(str(job.model), None, EXIT_INTERNAL, message=f"worker lost: {e}"))
     return [outcomes[i] for i in range(len(jobs))]
 
 
 def fix_many(paths, output_dir: str | os.PathLike, options: Options | None = None, *, jobs: int | None = None,
-             external_data: str = "auto", strict: bool = False, **keywords) -> list[Outcome]:
+             external_data: str = "auto", strict: bool = False, timeout: float | None = DEFAULT_TIMEOUT,
+             **keywords) -> list[Outcome]:
     """Fix every model in ``paths`` (files, and folders searched for ``*.onnx``) into ``output_dir`` at
-    their relative paths, ``jobs`` worker processes at a time, with :func:`poolfix.fix`'s options (an
-    :class:`~poolfix.options.Options`, or its keywords; large inline weights stay in their files).
-    Returns one :class:`Outcome` per model; a model's failure is in its outcome, never raised.
+    their relative paths, ``jobs`` worker processes at a time, each model within ``timeout`` seconds,
+    with :func:`poolfix.fix`'s options (an :class:`~poolfix.options.Options`, or its keywords; large
+    inline weights stay in their files). Returns one :class:`Outcome` per model; a model's failure is
+    in its outcome, never raised. The batch's write plan is checked first (InputError: nothing made).
     ``worst(o.exit_code for o in outcomes)`` is what the command line exits with."""
     opts = Options.make(options, **({"lazy_weights": True, **keywords} if options is None else keywords))
     folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output folder {str(folder)!r} is not a folder")
     work = collect([Path(p) for p in paths], folder)
-    return run_jobs(work, opts, workers=jobs, external_data=external_data, strict=strict)
+    checked = plan(work, external_data)
+    return run_jobs(work, opts, workers=jobs, external_data=external_data, strict=strict, timeout=timeout,
+                    inputs=frozenset(checked.inputs))
 
 
 def summary_text(outcomes: list[Outcome], seconds: float) -> str:

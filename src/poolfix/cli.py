@@ -9,11 +9,13 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 
 from . import __version__
 from .api import fix
+from .batch import DEFAULT_TIMEOUT
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, StrictError, VerificationError
 from .finder import MAX_SPATIAL
 from .limits import limit_fields
@@ -55,8 +57,8 @@ def _default_output(path: Path) -> Path:
 
 
 HELP_GROUPS = {
-    "Input and output": ["output", "output_dir", "jobs", "in_place", "dry_run", "report_path", "input_shapes",
-                         "external_data"],
+    "Input and output": ["output", "output_dir", "jobs", "timeout", "in_place", "dry_run", "report_path",
+                         "input_shapes", "external_data"],
     "Verification": ["no_verify", "input_ranges", "seed", "num_seeds", "verify_memory_limit", "atol", "rtol",
                      "exact_special_values"],
     "Patterns and plans": ["patterns", "skip_patterns", "shape_only_pools", "allow_approx", "list_patterns",
@@ -107,6 +109,9 @@ def limit_options(command):
               help="Many models (files and folders, searched for *.onnx): write each under this folder at its "
                    "relative path. With several models or a folder, -o names this folder too.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes for many models (default: CPUs).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="Many models: the longest one model may take; past it that model fails "
+                                      "(exit 1) and the others go on.")
 @click.option("--in-place", is_flag=True, help="Overwrite the input model (atomically).")
 @click.option("--dry-run", is_flag=True, help="List every finding and its planned pool; write nothing.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
@@ -160,58 +165,52 @@ def limit_options(command):
 @click.option("-v", "--verbose", count=True, help="Print more.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks, for bug reports.")
 @click.version_option(__version__, prog_name="poolfix")
-def command(models, output, output_dir, jobs, in_place, dry_run, report_path, input_shapes, input_ranges, no_verify,
-            seed, num_seeds, verify_memory_limit, atol, rtol, allow_approx, exact_special_values, explain_pairs,
-            explain_svg, external_data, target_name, list_targets, list_patterns, patterns, skip_patterns,
-            shape_only_pools, enforce_limits, node_budget, strict, quiet, verbose, debug, opset, **limit_values):
+def command(models: tuple[Path, ...], **flags):
     """Rewrite global, reduction and adaptive pooling in MODEL into plain AveragePool/MaxPool,
     exactly, and prove the result equal in onnxruntime."""
-    level = 1 + verbose - quiet
+    limit_values = {f.name: flags.pop(f.name) for f in limit_fields()}
+    f = SimpleNamespace(**flags)
+    level = 1 + f.verbose - f.quiet
 
     def say(text: str, at: int = 1) -> None:
         if level >= at:
             click.echo(text)
 
-    if list_targets:
+    if f.list_targets:
         say(_targets_text(), 0)
-    if list_patterns:
+    if f.list_patterns:
         width = max(len(r.name) for r in RULES)
         say("\n".join(f"{r.name:<{width}}  {r.description}" for r in RULES), 0)
-    pairs = [_explain_pair(p) for p in explain_pairs]
+    pairs = [_explain_pair(p) for p in f.explain_pairs]
     for pair in pairs:
         say(explain(*pair), 0)
-    if explain_svg is not None and not pairs:
+    if f.explain_svg is not None and not pairs:
         raise InputError("--explain-svg needs at least one --explain IN:OUT")
-    svg = windows_svg(pairs).encode() if explain_svg is not None else None
-    if len(models) > 1 or output_dir is not None or any(m.is_dir() for m in models):
-        if in_place or dry_run or svg is not None:
+    svg = windows_svg(pairs).encode() if f.explain_svg is not None else None
+    if len(models) > 1 or f.output_dir is not None or any(m.is_dir() for m in models):
+        if f.in_place or f.dry_run or svg is not None:
             raise InputError("--in-place, --dry-run and --explain-svg take one model, not many")
-        if output is not None and output_dir is not None:
+        if f.output is not None and f.output_dir is not None:
             raise InputError("-o/--output and --output-dir exclude each other")
-        folder = output_dir or output
+        folder = f.output_dir or f.output
         if folder is None:
             raise InputError("many models need an output folder: -o OUTDIR or --output-dir OUTDIR")
-        options = _options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol,
-                           rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
-                           shape_only_pools, enforce_limits, limit_values, opset, node_budget)
-        _batch(list(models), folder, jobs, options, external_data, strict, report_path, say, level)
+        _batch(list(models), folder, f, _options(f, limit_values), say, level)
         return
     model = models[0] if models else None
     if model is None:
         if svg is not None:
-            atomic_write_bytes(explain_svg, svg, what="SVG")
-            say(f"wrote {explain_svg}", 0)
-        if explain_pairs or list_targets or list_patterns:
+            atomic_write_bytes(f.explain_svg, svg, what="SVG")
+            say(f"wrote {f.explain_svg}", 0)
+        if f.explain_pairs or f.list_targets or f.list_patterns:
             return
         raise InputError("missing MODEL: usage is 'poolfix MODEL.onnx [-o OUT.onnx]' (see --help)")
-    if in_place and output is not None:
+    if f.in_place and f.output is not None:
         raise InputError("--in-place and -o/--output exclude each other")
-    target = None if dry_run else model if in_place else (output or _default_output(model))
-    options = _options(input_shapes, input_ranges, no_verify or dry_run, seed, num_seeds, verify_memory_limit,
-                       atol, rtol, allow_approx, exact_special_values, target_name, patterns, skip_patterns,
-                       shape_only_pools, enforce_limits, limit_values, opset, node_budget)
+    target = None if f.dry_run else model if f.in_place else (f.output or _default_output(model))
+    options = _options(f, limit_values)
     # every write, checked against the input model before the work; again with its data files after
-    _plan([model], in_place, target, report_path, explain_svg)
+    _plan([model], f.in_place, target, f.report_path, f.explain_svg)
     progress = Progress(show=level >= 1 and sys.stderr.isatty(), timings=level >= 2)
     try:
         result = fix(model, options, progress=progress)
@@ -223,34 +222,41 @@ def command(models, output, output_dir, jobs, in_place, dry_run, report_path, in
     finally:
         progress.done()
     if result.findings:
-        say(findings_text(result.findings, verbose=level >= 2), 1 if not dry_run else 0)
+        say(findings_text(result.findings, verbose=level >= 2), 1 if not f.dry_run else 0)
     if result.verification is not None:
         say(verification_text(result.verification), 1)
-    plan = _plan([model, *result.input_files], in_place, target, report_path, explain_svg)
+    plan = _plan([model, *result.input_files], f.in_place, target, f.report_path, f.explain_svg)
     if svg is not None:
-        atomic_write_bytes(explain_svg, svg, plan, "SVG")
-        say(f"wrote {explain_svg}", 0)
-    if report_path is not None:
-        data = result.to_dict(model=str(model), output=None if target is None else str(target), dry_run=dry_run,
-                              limits=options.limits_text(), target=target_name,
+        atomic_write_bytes(f.explain_svg, svg, plan, "SVG")
+        say(f"wrote {f.explain_svg}", 0)
+    if f.report_path is not None:
+        data = result.to_dict(model=str(model), output=None if target is None else str(target), dry_run=f.dry_run,
+                              limits=options.limits_text(), target=f.target_name,
                               enforce_limits=options.enforce_limits)
-        atomic_write_bytes(report_path, (json.dumps(data, indent=2) + "\n").encode(), plan, "report")
+        atomic_write_bytes(f.report_path, (json.dumps(data, indent=2) + "\n").encode(), plan, "report")
     n_rw, n_skip = len(result.rewritten), len(result.skipped)
-    written = f"no model written, the report is in {report_path}" if report_path is not None else "nothing written"
-    if strict and n_skip:
+    written = f"no model written, the report is in {f.report_path}" if f.report_path is not None else "nothing written"
+    if f.strict and n_skip:
         raise StrictError(f"--strict: {n_skip} pattern(s) left ({result.skipped[0].node}: {result.skipped[0].reason}"
                           + (", ..." if n_skip > 1 else "") + f"); {written}")
     if target is None:
         say(f"dry run: {n_rw} to rewrite, {n_skip} to leave; {written}", 0)
         return
     nothing = f"no site rewritten, {n_skip} left (reasons above)" if n_skip else "nothing to rewrite"
-    if not result.changed and in_place:
+    if not result.changed and f.in_place:
         say(f"{nothing}; input left as it was", 0)
         return
-    save(result, target, external_data=external_data, in_place=in_place, plan=plan)
+    save(result, target, external_data=f.external_data, in_place=f.in_place, plan=plan)
     if not result.changed:
         say(f"{nothing}; wrote an unchanged copy to {target}", 0)
         return
+    n_not = len(result.not_pools)
+    others = f", {n_not} reduction(s) that are not pools" if n_not else ""
+    say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were{others}, {_verdict(result)}", 0)
+
+
+def _verdict(result) -> str:
+    """What the summary line says of the verification: verified, or how much less than that."""
     report = result.verification
     if report is None:
         verdict = "not verified (--no-verify)"
@@ -261,40 +267,37 @@ def command(models, output, output_dir, jobs, in_place, dry_run, report_path, in
     n_approx = sum(not rw.plan.exact for rw in result.rewrites)
     if n_approx:
         verdict += f"; {n_approx} APPROXIMATE by request (--allow-approx)"
-    n_not = len(result.not_pools)
-    others = f", {n_not} reduction(s) that are not pools" if n_not else ""
+    if report is not None and report.differs:
+        verdict += (f"; {len(report.differs)} site(s) DIFFER from the original on NaN or infinities (rows above; "
+                    "--exact-special-values leaves them)")
     if result.converted is not None:
         a, b = result.converted
         verdict = f"opset {a} -> {b} by onnx.version_converter, " + verdict
-    say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were{others}, {verdict}", 0)
+    return verdict
 
 
-def _options(input_shapes, input_ranges, no_verify, seed, num_seeds, verify_memory_limit, atol, rtol,
-             allow_approx, exact_special_values, target_name, patterns, skip_patterns, shape_only_pools,
-             enforce_limits, limit_values, opset, node_budget) -> Options:
+def _options(f: SimpleNamespace, limit_values: dict) -> Options:
     """The command line's options as one checked :class:`Options` (one model or many)."""
     return Options.make(
-        input_shapes=dict(parse_input_shape(s) for s in input_shapes), verify=not no_verify,
-        seeds=tuple(range(seed, seed + num_seeds)), atol=atol, rtol=rtol, allow_approx=allow_approx,
-        target=target_name, **{k: v for k, v in limit_values.items() if v is not None},
-        enforce_limits=enforce_limits, opset=opset, verify_memory_limit=verify_memory_limit * 2**20,
-        exact_special_values=exact_special_values, patterns=patterns, skip_patterns=skip_patterns,
-        shape_only_pools=shape_only_pools, input_ranges=dict(parse_input_range(r) for r in input_ranges),
-        node_budget=node_budget, lazy_weights=True)
+        input_shapes=dict(parse_input_shape(s) for s in f.input_shapes), verify=not (f.no_verify or f.dry_run),
+        seeds=tuple(range(f.seed, f.seed + f.num_seeds)), atol=f.atol, rtol=f.rtol, allow_approx=f.allow_approx,
+        target=f.target_name, **{k: v for k, v in limit_values.items() if v is not None},
+        enforce_limits=f.enforce_limits, opset=f.opset, verify_memory_limit=f.verify_memory_limit * 2**20,
+        exact_special_values=f.exact_special_values, patterns=f.patterns, skip_patterns=f.skip_patterns,
+        shape_only_pools=f.shape_only_pools, input_ranges=dict(parse_input_range(r) for r in f.input_ranges),
+        node_budget=f.node_budget, lazy_weights=True)
 
 
-def _batch(models: list[Path], folder: Path, jobs: int | None, options: Options, external_data: str, strict: bool,
-           report_path: Path | None, say, level: int) -> None:
+def _batch(models: list[Path], folder: Path, f: SimpleNamespace, options: Options, say, level: int) -> None:
     """Many models: a progress line (terminal) or a line per model, the summary table, the worst exit code."""
     from . import batch
 
+    report_path, external_data = f.report_path, f.external_data
+
     if folder.exists() and not folder.is_dir():
         raise InputError(f"output folder {str(folder)!r} is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
     work = batch.collect(models, folder)
-    plan = WritePlan([j.model for j in work])
-    if report_path is not None:
-        plan.add(report_path, "report")
+    plan = batch.plan(work, external_data, report_path)  # the whole batch, before the first byte
     tty = level >= 1 and sys.stderr.isatty()
 
     def done(o, k: int, n: int) -> None:
@@ -306,12 +309,14 @@ def _batch(models: list[Path], folder: Path, jobs: int | None, options: Options,
                                                     f"{o.message}"), err=True)
 
     started = time.perf_counter()
-    outcomes = batch.run_jobs(work, options, workers=jobs, external_data=external_data, strict=strict, on_done=done)
+    outcomes = batch.run_jobs(work, options, workers=f.jobs, external_data=external_data, strict=f.strict,
+                              on_done=done, timeout=f.timeout, inputs=frozenset(plan.inputs))
     if tty:
         click.echo("\r\033[K", err=True, nl=False)
     say(batch.summary_text(outcomes, time.perf_counter() - started), 0)
     if report_path is not None:
         data = batch.to_dict(outcomes, output_dir=str(folder), limits=options.limits_text())
+        report_path.parent.mkdir(parents=True, exist_ok=True)  # planned with the batch
         atomic_write_bytes(report_path, (json.dumps(data, indent=2, default=str) + "\n").encode(), plan, "report")
     codes = [o.exit_code for o in outcomes]
     if batch.EXIT_INTERRUPTED in codes:

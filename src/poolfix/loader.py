@@ -424,15 +424,21 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
         model = _parse(bytes(source), "input bytes")
     else:
         path = Path(source)
+        real = Path(os.path.realpath(path))  # weights left in the file refer to the file itself, not to a link
         fd = _open_regular(path)
         try:
-            model = _parse_light(path, fd) if lazy_weights else None  # large inline weights stay in the file
+            model = _parse_light(real, fd) if lazy_weights else None  # large inline weights stay in the file
+            data_dir = path.parent  # external data is relative to the model's path, as onnx.load reads it
+            if model is not None and not _same_folder(real.parent, path.parent):
+                if any(_location(t) != real.name for t in external_tensors(model)):
+                    model = None  # a link to another folder with its own data files: read the weights after all
+                else:
+                    data_dir = real.parent
             inline_refs = model is not None
             if model is None:
                 model = _parse(_read(path, fd), str(path))
         finally:
             os.close(fd)
-        data_dir = path.parent
     known = onnx.defs.onnx_opset_version()
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx") and not 1 <= o.version <= known:
@@ -461,6 +467,52 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
         except Exception:
             full_ok = False
     return Loaded(model, base, path, full_ok, data_files, inline_refs)
+
+
+def external_locations(path: Path) -> set[str]:
+    """The external-data locations a file refers to if it is a model, read through a wire-format scan
+    of a memory map (its weights are never read); empty where it is not a readable model (nobody can
+    load it, so it refers to nothing). A data file or any other binary fails the scan at once."""
+    import mmap
+
+    try:
+        fd = _open_regular(path)
+    except InputError:
+        return set()
+    try:
+        if os.fstat(fd).st_size == 0:
+            return set()
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
+            light, _ = light_bytes(buf)
+        model = ModelProto()
+        model.ParseFromString(light)
+    except Exception:
+        return set()
+    finally:
+        os.close(fd)
+    return {loc for t in external_tensors(model) if (loc := _location(t))}
+
+
+def data_locations(path: Path) -> dict[str, Path]:
+    """Each external-data location of the model at ``path``, with the file it names (resolved against
+    the model's folder, as onnx.load reads it). Not validated: the run that loads the model does that."""
+    return {loc: (path.parent / loc).resolve() for loc in external_locations(path)}
+
+
+def input_files(path: Path) -> frozenset[Path]:
+    """Every file a run on the model at ``path`` reads: the model file and its data files (resolved)."""
+    return frozenset({path.resolve(), *data_locations(path).values()})
+
+
+def _location(t: TensorProto) -> str:
+    return next((e.value for e in t.external_data if e.key == "location"), "")
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _check_inline_sizes(model: ModelProto) -> None:

@@ -12,9 +12,11 @@ folder, data files are renamed into place first, under names unique to this run
 (``<model file name>.<8 hex>.data``), and the model last, by one rename over the old one (never
 after an unlink). A process killed at any moment leaves the old model with its old data, or the new
 model with its new data. Concurrent writers to one output end with one writer's model and that
-writer's data. After the rename, data files of an earlier poolfix run that no model references
-any more are removed (only names of that unique form, which poolfix alone makes), and so are temp
-files of runs whose process is gone. Temp files are removed on errors, SIGINT and SIGTERM.
+writer's data. Just before the renames every target is checked again under the lock (a folder that
+appeared where a file goes stops the run before anything is replaced). After the rename, data files
+an earlier run recorded creating that nothing reads any more are removed (:mod:`poolfix.sweep`),
+and so are temp files of runs whose process is gone. Temp files are removed on errors, SIGINT and
+SIGTERM.
 
 Layouts (``external_data``):
 
@@ -37,7 +39,6 @@ import contextlib
 import fcntl
 import filecmp
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -47,6 +48,7 @@ from pathlib import Path
 
 from onnx import GraphProto, ModelProto, TensorProto
 
+from . import sweep as sweeping
 from .errors import InputError
 from .loader import (
     PROTOBUF_LIMIT,
@@ -67,12 +69,6 @@ LAYOUTS = ("auto", "single", "keep", "inline")
 MAX_OPEN_FILES = 32
 _CHUNK = 16 * 2**20
 _GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
-_TMP = re.compile(r"^\.(?P<name>.+)\.poolfix-(?P<pid>\d+)-[0-9a-z_]+\.tmp$")
-
-
-def _data_name_pattern(model_name: str) -> re.Pattern:
-    return re.compile(re.escape(model_name) + r"\.[0-9a-f]{8}\.data$")
-
 
 # -- the plan
 
@@ -107,6 +103,17 @@ class WritePlan:
         """The planned path for ``path``: planned now if it was not yet."""
         real = resolve(path)
         return real if self.paths.get(real) == what else self.add(path, what)
+
+    def record(self, path: Path) -> bool:
+        """Plan the folder's record of poolfix's data files (:mod:`poolfix.sweep`): True where it may be
+        written; False (nothing recorded or swept there) where it is an input file or another planned path.
+        Unlike :meth:`add` nothing is refused: a record that is not poolfix's is simply never written."""
+        real = resolve(path)
+        if any(_same(real, p) for p in self.inputs) or any(_same(real, p) for p, w in self.paths.items()
+                                                           if w != "record"):
+            return False
+        self.paths[real] = "record"
+        return True
 
     def add(self, path: str | os.PathLike, what: str, make_folders: bool = False) -> Path:
         """Plan one write; returns the resolved path to write. Raises InputError if it is unsafe.
@@ -147,40 +154,48 @@ class WritePlan:
 # -- the writes
 
 
-def _alive(pid: int) -> bool:
+def check_target(target: Path) -> None:
+    """A path about to be replaced must be absent or a regular file (checked again just before the
+    renames: something may have appeared there since the plan)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise InputError(f"cannot write {str(target)!r}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise InputError(f"{str(target)!r} is {kind} now; nothing was replaced")
 
 
 class Commit:
     """Temp files written now, renamed into place together by :meth:`commit`; removed if anything
-    (an error, Ctrl-C, SIGTERM) stops the run first. Use as a context manager."""
+    (an error, Ctrl-C, SIGTERM) stops the run first. Use as a context manager. ``inputs``: the run's
+    input files (resolved), which the sweep never removes."""
 
-    def __init__(self):
-        self.tmps: list[tuple[str, Path]] = []  # (temp file, its target), data files before the model
+    def __init__(self, inputs: frozenset[Path] = frozenset(), tracked: bool = False):
+        self.tmps: list[tuple[str, Path, bool]] = []  # (temp file, its target, a new data file), in order
+        self.inputs = inputs
+        self.tracked = tracked  # the folder's record may be written (the plan holds it)
 
     def __enter__(self) -> Commit:
         return self
 
     def __exit__(self, *exc) -> None:
-        for tmp, _ in self.tmps:
+        for tmp, _, _ in self.tmps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         self.tmps.clear()
 
-    def open(self, target: Path):
-        """A new temp file for ``target`` (binary, write); its name is remembered for cleanup."""
+    def open(self, target: Path, data: bool = False):
+        """A new temp file for ``target`` (binary, write); its name is remembered for cleanup. ``data``:
+        the target is a new data file of this run (recorded once it is in place)."""
         try:
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.poolfix-{os.getpid()}-",
                                        suffix=".tmp")
         except OSError as e:
             raise InputError(f"cannot write in {str(target.parent)!r}: {e.strerror or e}") from None
-        self.tmps.append((tmp, target))
+        self.tmps.append((tmp, target, data))
         return os.fdopen(fd, "wb")
 
     def write(self, target: Path, data: bytes) -> None:
@@ -188,22 +203,29 @@ class Commit:
             f.write(data)
             _sync(f)
 
-    def commit(self, sweep_for: Path | None = None, keep: frozenset[str] = frozenset()) -> None:
+    def commit(self, sweep_for: Path | None = None) -> None:
         """Rename every temp file over its target, in the order they were opened (data files before
-        the model), holding the folder's lock. Then remove poolfix data files of ``sweep_for`` that
-        the new model does not reference (``keep``), and temp files of dead runs."""
-        folders = sorted({t.parent for _, t in self.tmps})
+        the model), holding the folders' locks, after checking every target once more. Then record the
+        new data files and sweep what earlier runs left beside ``sweep_for`` (:mod:`poolfix.sweep`)."""
+        folders = sorted({t.parent for _, t, _ in self.tmps} | ({sweep_for.parent} if sweep_for else set()))
         with contextlib.ExitStack() as stack:
             for folder in folders:
                 stack.enter_context(_folder_lock(folder))
+            for _, target, _ in self.tmps:
+                check_target(target)
             try:
-                for tmp, target in self.tmps:
+                for tmp, target, _ in self.tmps:
                     os.replace(tmp, target)
             except OSError as e:
                 raise InputError(f"cannot write {str(target)!r}: {e.strerror or e}") from None
+            new_data = [t for _, t, d in self.tmps if d]
             self.tmps.clear()
+            if not self.tracked:
+                return
+            for folder in sorted({t.parent for t in new_data}):
+                sweeping.record(folder, [t for t in new_data if t.parent == folder])
             if sweep_for is not None:
-                sweep(sweep_for, keep)
+                sweeping.sweep(sweep_for, self.inputs)
 
 
 @contextlib.contextmanager
@@ -231,28 +253,6 @@ def _folder_lock(folder: Path):
         os.close(fd)  # closing releases the lock
 
 
-def sweep(model_path: Path, keep: frozenset[str] = frozenset()) -> list[Path]:
-    """Remove what earlier poolfix runs left beside ``model_path``: unique-named data files of that
-    model that ``keep`` (the new model's data file names) does not hold, and temp files whose process
-    is gone. Nothing else is touched. Returns what was removed."""
-    folder, name = model_path.parent, model_path.name
-    pattern = _data_name_pattern(name)
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for e in entries:
-        m = _TMP.match(e.name)
-        stale_tmp = m is not None and (m["name"] == name or pattern.match(m["name"])) and not _alive(int(m["pid"]))
-        stale_data = pattern.match(e.name) is not None and e.name not in keep
-        if (stale_tmp or stale_data) and e.is_file(follow_symlinks=False):
-            with contextlib.suppress(OSError):
-                os.unlink(e.path)
-                removed.append(Path(e.path))
-    return removed
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, plan: WritePlan | None = None, what: str = "file"
                        ) -> Path:
     """Write a small file atomically (temp file, then rename), checked by ``plan`` (or a plan of its own)."""
@@ -275,20 +275,26 @@ def resolve_layout(size: int, layout: str, *, in_place: bool, has_external: bool
 
 
 def save(model, path: str | os.PathLike, *, external_data: str = "auto",
-         data_dir: str | os.PathLike | None = None, in_place: bool = False, plan: WritePlan | None = None) -> Path:
+         data_dir: str | os.PathLike | None = None, in_place: bool = False, plan: WritePlan | None = None,
+         data_name: str | None = None) -> Path:
     """Write a ModelProto, or a :class:`~poolfix.FixResult`'s model, to ``path`` atomically.
 
     ``data_dir`` is where the model's external data lives (a FixResult knows it). ``in_place``: the
     output replaces the input, so the input's data files can stay as they are. ``plan``: the run's
     write plan, if it has other outputs too; a FixResult brings the input's files, which are never
-    written. Returns the path written (links resolved).
+    written. ``data_name``: the name a new data file gets (planned by the caller; default a fresh
+    ``<model>.<8 hex>.data``). Returns the path written (links resolved).
+
+    The output never reads the input model file: weights left in it (lazy inline weights, or a model
+    whose external data is its own file) are written inline again, or into a new data file, never
+    kept as references, whatever the layout.
     """
     inputs: frozenset[Path] = frozenset()
-    inline_input = False  # weights that were inline in the input, left in its file by the loader
+    sources: frozenset[Path] = frozenset()  # the input's model file: tensors stored there are no data file
     if not isinstance(model, ModelProto):  # a FixResult
         data_dir = data_dir if data_dir is not None else model.data_dir
         inputs = model.input_files
-        inline_input = model.inline_refs
+        sources = frozenset([model.source]) if model.source is not None else frozenset()
         model = model.model
     ext = external_tensors(model)
     if ext and data_dir is None:
@@ -301,17 +307,20 @@ def save(model, path: str | os.PathLike, *, external_data: str = "auto",
     else:
         plan.inputs |= inputs
     real = plan.target(path, "model")
+    tracked = plan.record(real.parent / sweeping.RECORD)
     size = model.ByteSize() + sum(r.nbytes for r in refs)
-    layout = resolve_layout(size, external_data, in_place=in_place, has_external=bool(ext) and not inline_input)
-    if layout == "keep" and any(_same(r.path, real) for r in refs):
-        layout = "single"  # the data lives inside the file the new model replaces: it must move first
-    with _os_errors(path), Commit() as c:
+    in_models = [r for r in refs if any(_same(r.path, s) for s in sources) or _same(r.path, real)]
+    data_files = len(refs) > len(in_models)  # refs to real data files, not into a model file
+    layout = resolve_layout(size, external_data, in_place=in_place, has_external=data_files)
+    if layout == "keep" and in_models:  # a model file is no data file to keep: its weights move out of it
+        layout = "single" if data_files or size > INLINE_LIMIT else "inline"
+    with _os_errors(path), Commit(frozenset(plan.inputs), tracked) as c:
         if layout == "inline":
             _inline(model, real, c, refs)
         elif layout == "keep":
             _keep(model, real, c, refs, plan)
         else:
-            _single(model, real, c, refs, plan)
+            _single(model, real, c, refs, plan, data_name)
     return real
 
 
@@ -320,11 +329,6 @@ def _model_bytes(model: ModelProto, path: Path) -> bytes:
         raise InputError(f"cannot write {str(path)!r}: the model is over 2 GB without external data; "
                          "use --external-data single")
     return model.SerializeToString()
-
-
-def _data_names(model: ModelProto) -> frozenset[str]:
-    return frozenset(dict((e.key, e.value) for e in t.external_data).get("location", "")
-                     for t in external_tensors(model))
 
 
 def _read_ref(ref, files: _Files) -> bytes:
@@ -434,14 +438,19 @@ def _copy_range(src, dst, offset: int, length: int, what: str) -> None:
         left -= len(chunk)
 
 
-def _single(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan) -> None:
-    location = f"{path.name}.{secrets.token_hex(4)}.data"  # unique to this run
-    target = plan.add(path.parent / location, "data file")
+def new_data_name(model_path: Path) -> str:
+    """A data-file name unique to one run: ``<model file name>.<8 hex digits>.data``."""
+    return f"{model_path.name}.{secrets.token_hex(4)}.data"
+
+
+def _single(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan, data_name: str | None = None) -> None:
+    location = data_name or new_data_name(path)
+    target = plan.target(path.parent / location, "data file")
     # the output proto holds no weights: large initializers become stubs filled in one at a time
     out, stubs = weightless(model, keep_bytes=SIZE_THRESHOLD)
     by_tensor = iter(refs)
     offset = 0
-    with c.open(target) as dst, _Files() as files:
+    with c.open(target, data=True) as dst, _Files() as files:
         # the main graph's initializers come first, in order; sparse tensors stay inline, as onnx keeps them
         for i, (t, sparse) in enumerate(tensors_and_kinds(out)):
             if is_external(t) and sparse:
@@ -471,7 +480,7 @@ def _single(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan) -> 
             offset += length
         _sync(dst)
     c.write(path, _model_bytes(out, path))
-    c.commit(sweep_for=path, keep=_data_names(out))
+    c.commit(sweep_for=path)
 
 
 def _keep(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan) -> None:
@@ -493,4 +502,4 @@ def _keep(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan) -> No
             shutil.copyfileobj(s, f, _CHUNK)
             _sync(f)
     c.write(path, _model_bytes(model, path))
-    c.commit(sweep_for=path, keep=_data_names(model))
+    c.commit(sweep_for=path)

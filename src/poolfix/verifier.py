@@ -34,6 +34,7 @@ from .runtime import (
     run_alone,
     session,
 )
+from .windows import adaptive_windows
 
 # (atol, rtol) per dtype; a value passes when |a - b| <= atol + rtol * |b|
 DEFAULT_TOLERANCES = {
@@ -242,19 +243,32 @@ def _reference(rw: Rewrite, x: np.ndarray, ir_version: int) -> np.ndarray:
     return run_alone(rw.original, site.x, x)[0]
 
 
-SPECIAL_CASES = ("an all -inf input", "NaN", "+inf and -inf", "the float extremes")
+SPECIAL_CASES = ("an all -inf input", "NaN first in every window", "NaN in the middle of every window",
+                 "NaN last in every window", "+inf and -inf", "the float extremes")
 
 
-def special_input(elem_type: int, channels: int, spatial, rng: np.random.Generator) -> np.ndarray:
-    """One batch entry per case of SPECIAL_CASES, over random values."""
-    x = random_value(elem_type, [len(SPECIAL_CASES), channels, *spatial], rng)
+def _site_windows(site) -> list[list[tuple[int, int]]]:
+    """The windows the site pools, per spatial axis: adaptive ones, or an existing pool's own."""
+    if site.target is not None:
+        return [site.target.axis(a).windows(n) for a, n in enumerate(site.in_spatial)]
+    return [adaptive_windows(n, o) for n, o in zip(site.in_spatial, site.out_spatial)]
+
+
+def special_input(site, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """One batch entry per case of SPECIAL_CASES, over random values; the NaN cases put a NaN at the
+    same place (first, middle, last) in every window of the site, since how a max handles NaN can
+    depend on where in the window it sits."""
+    x = random_value(site.elem_type, [len(SPECIAL_CASES), channels, *site.in_spatial], rng)
     info = np.finfo(x.dtype)
     x[0] = -np.inf
-    x[1].reshape(-1)[::7] = np.nan
-    x[2].reshape(-1)[::5] = np.inf
-    x[2].reshape(-1)[2::5] = -np.inf
-    x[3].reshape(-1)[::2] = info.max
-    x[3].reshape(-1)[1::2] = info.min
+    windows = _site_windows(site)
+    for case, pick in ((1, lambda b, e: b), (2, lambda b, e: (b + e - 1) // 2), (3, lambda b, e: e - 1)):
+        spots = [sorted({pick(b, e) for b, e in axis}) for axis in windows]
+        x[(case, slice(None), *np.ix_(*spots))] = np.nan
+    x[4].reshape(-1)[::5] = np.inf
+    x[4].reshape(-1)[2::5] = -np.inf
+    x[5].reshape(-1)[::2] = info.max
+    x[5].reshape(-1)[1::2] = info.min
     return x
 
 
@@ -266,7 +280,7 @@ def check_special(rw: Rewrite, ir_version: int) -> Check | None:
     if site.mode != "max" or not rw.plan.exact or site.elem_type not in DEFAULT_TOLERANCES:
         return None
     channels = _site_channels(rw)
-    x = _in_x_layout(site, special_input(site.elem_type, channels, site.in_spatial, np.random.default_rng(0)))
+    x = _in_x_layout(site, special_input(site, channels, np.random.default_rng(0)))
     if elements(x.shape) > MAX_INPUT_ELEMENTS:
         return None
     against = "the original in onnxruntime"

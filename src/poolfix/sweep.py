@@ -1,0 +1,172 @@
+"""What poolfix wrote, and what it may clean up: the data-file record of a folder and the sweep.
+
+A run that writes a new data file (``<model>.<8 hex>.data``, under a name unique to the run)
+records it in the folder's record, ``.poolfix-data.json``, with its size, inode and modification
+time. A later run over the same output leaves the old data file behind (the new model reads a new
+one); the sweep then removes a data file only when **all** of these hold:
+
+* the record lists it, and its size, inode and modification time are still what was recorded
+  (poolfix made it, and nobody has replaced or rewritten it since);
+* it is none of this run's input files;
+* no model in its folder refers to it (every file there is scanned as a model would be, without
+  reading its weights: a model copied under any name counts).
+
+A file of any other name, a file of poolfix's form that the record does not list (a user's file
+that happens to look like one), and a file any model still reads are never touched. The record is
+written only by the run holding the folder's lock, by a rename; a record that is not poolfix's (a
+user's file of that name) is never written over, and then nothing in that folder is swept. Temp
+files of runs whose process is gone (``.<name>.poolfix-<pid>-<random>.tmp``) go too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+RECORD = ".poolfix-data.json"
+_MARK = "poolfix data files"
+TMP = re.compile(r"^\.(?P<name>.+)\.poolfix-(?P<pid>\d+)-[0-9a-z_]+\.tmp$")
+MAX_MODELS_SCANNED = 10_000  # files in one folder scanned for references; past it nothing is swept
+
+
+def data_name_pattern(model_name: str) -> re.Pattern:
+    """The unique data-file names poolfix gives the data of model file ``model_name``."""
+    return re.compile(re.escape(model_name) + r"\.[0-9a-f]{8}\.data$")
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_ino, st.st_mtime_ns]
+
+
+def read_record(folder: Path) -> dict[str, list[int]] | None:
+    """The folder's record ({file name: [size, inode, mtime_ns]}); {} where there is none; None where
+    the file of that name is not poolfix's (then nothing there is recorded or swept)."""
+    path = folder / RECORD
+    if not os.path.lexists(path):
+        return {}
+    if os.path.islink(path) or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(1 << 22).decode())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("what") != _MARK or not isinstance(data.get("files"), dict):
+        return None
+    files = {}
+    for name, ident in data["files"].items():
+        if isinstance(name, str) and "/" not in name and isinstance(ident, list) and len(ident) == 3 \
+                and all(isinstance(v, int) for v in ident):
+            files[name] = ident
+    return files
+
+
+def _write_record(folder: Path, files: dict[str, list[int]]) -> None:
+    """Replace the record by a rename (the caller holds the folder's lock)."""
+    text = json.dumps({"what": _MARK, "note": "written by poolfix: the data files it created here, so that it "
+                       "removes only those once nothing reads them", "files": files}, indent=1, sort_keys=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{RECORD}.poolfix-{os.getpid()}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / RECORD)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def record(folder: Path, written: list[Path]) -> None:
+    """Add data files this run just renamed into ``folder`` to its record (lock held by the caller)."""
+    files = read_record(folder)
+    if files is None or not written:
+        return
+    for p in written:
+        with contextlib.suppress(OSError):
+            files[p.name] = _identity(os.stat(p))
+    _write_record(folder, files)
+
+
+def referenced(folder: Path, skip: set[str]) -> set[str] | None:
+    """Names of the files in ``folder`` that some file there reads as external data, if it is a model
+    (whatever its name: a copy called ``backup.bak`` counts); ``skip``: names not to read (the data
+    files in question). None where the folder holds too many files to read (then nothing is swept)."""
+    from .loader import external_locations
+
+    try:
+        entries = [e for e in os.scandir(folder) if e.name not in skip and e.name != RECORD
+                   and not TMP.match(e.name) and e.is_file(follow_symlinks=True)]
+    except OSError:
+        return None
+    if len(entries) > MAX_MODELS_SCANNED:
+        return None
+    out: set[str] = set()
+    for e in entries:
+        out |= {os.path.normpath(loc) for loc in external_locations(Path(e.path))}
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def sweep(model_path: Path, inputs: frozenset[Path] = frozenset()) -> list[Path]:
+    """Remove what earlier poolfix runs left beside ``model_path`` that nothing needs any more
+    (module docstring): recorded data files of that model, and temp files whose process is gone.
+    ``inputs``: this run's input files (resolved), never removed. The caller holds the folder's lock.
+    Returns what was removed."""
+    folder, name = model_path.parent, model_path.name
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    pattern = data_name_pattern(name)
+    for e in entries:  # temp files of dead runs
+        m = TMP.match(e.name)
+        if m and (m["name"] in (name, RECORD) or pattern.match(m["name"])) and not _alive(int(m["pid"])) \
+                and e.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+    files = read_record(folder)
+    if not files:
+        return removed
+    candidates = [e for e in entries if e.name in files and pattern.match(e.name)]
+    if not candidates:
+        return removed
+    used = referenced(folder, {e.name for e in candidates})
+    if used is None:
+        return removed
+    changed = False
+    for e in candidates:
+        path = Path(e.path)
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            continue
+        if e.name in used or path.resolve() in inputs or not e.is_file(follow_symlinks=False) \
+                or _identity(st) != files[e.name]:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed.append(path)
+            del files[e.name]
+            changed = True
+    for gone in [n for n in files if not (folder / n).exists()]:  # removed by hand since: forget them
+        del files[gone]
+        changed = True
+    if changed:
+        _write_record(folder, files)
+    return removed

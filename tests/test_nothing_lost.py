@@ -1,0 +1,382 @@
+"""Nothing lost, again (issue 21): the stale-data sweep, batch mode, lazy weights and special values,
+one test per case as a hostile user tried them. Every test checks that the input files are byte for
+byte what they were."""
+
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import onnx
+import pytest
+from helpers import data_files, external_data_model, model, run, single, vi
+from onnx import helper as h
+from test_cli import cli
+from test_data_safety import digest, refused, same_weights, weights
+from test_inline import inline_model
+
+import poolfix
+from poolfix import api, batch, saver
+from poolfix.sweep import RECORD
+
+
+def hashes(*paths):
+    return {p: digest(p.parent)[p.name] for p in paths}
+
+
+def loads_alone(path):
+    """The model loads with its weights and passes the checker (its data files are all there)."""
+    onnx.checker.check_model(str(path), full_check=True)
+    return weights(path)
+
+
+# -- 1. the sweep removes only what poolfix recorded making and nothing reads
+
+
+def test_an_input_data_file_named_like_ours_is_never_swept(tmp_path):
+    src = external_data_model(tmp_path, name="src.onnx", location="a.onnx.0123abcd.data")
+    before = hashes(src, tmp_path / "a.onnx.0123abcd.data")
+    for _ in range(2):  # the second run sweeps after the first
+        code, _, err = cli(src, "-o", tmp_path / "a.onnx")
+        assert code == 0, err
+    assert hashes(src, tmp_path / "a.onnx.0123abcd.data") == before
+    assert same_weights(src, tmp_path / "a.onnx")
+
+
+def test_data_a_backup_copy_reads_is_never_swept(tmp_path):
+    src = external_data_model(tmp_path)
+    out = tmp_path / "fixed.onnx"
+    assert cli(src, "-o", out)[0] == 0
+    backup = tmp_path / "backup.onnx"
+    shutil.copy(out, backup)  # shares fixed.onnx's data file
+    before = hashes(backup, *(tmp_path / n for n in data_files(tmp_path, "fixed.onnx")))
+    code, _, err = cli(backup, "-o", out)
+    assert code == 0, err
+    assert hashes(backup, *before.keys() - {backup}) == {k: v for k, v in before.items()}
+    assert same_weights(src, backup) and same_weights(src, out)
+
+
+def test_data_any_model_in_the_folder_reads_is_kept_whatever_its_name(tmp_path):
+    src = external_data_model(tmp_path)
+    out = tmp_path / "o.onnx"
+    assert cli(src, "-o", out)[0] == 0
+    shutil.copy(out, tmp_path / "o.onnx.bak")  # a copy under a name that is no .onnx
+    (first,) = data_files(tmp_path, "o.onnx")
+    assert cli(src, "-o", out)[0] == 0
+    assert first in data_files(tmp_path, "o.onnx")  # the copy still reads it
+    assert same_weights(src, tmp_path / "o.onnx.bak")
+    os.unlink(tmp_path / "o.onnx.bak")
+    assert cli(src, "-o", out)[0] == 0
+    assert first not in data_files(tmp_path, "o.onnx") and len(data_files(tmp_path, "o.onnx")) == 1
+
+
+def test_a_user_file_of_our_form_that_the_record_does_not_list_stays(tmp_path):
+    src = external_data_model(tmp_path)
+    mine = tmp_path / "o.onnx.deadbeef.data"
+    mine.write_bytes(b"a user's bytes")
+    for _ in range(2):
+        assert cli(src, "-o", tmp_path / "o.onnx")[0] == 0
+    assert mine.read_bytes() == b"a user's bytes"
+
+
+def test_a_data_file_changed_since_it_was_recorded_stays(tmp_path):
+    src = external_data_model(tmp_path)
+    assert cli(src, "-o", tmp_path / "o.onnx")[0] == 0
+    (first,) = data_files(tmp_path, "o.onnx")
+    with open(tmp_path / first, "ab") as f:  # someone wrote to it since
+        f.write(b"more")
+    assert cli(src, "-o", tmp_path / "o.onnx")[0] == 0
+    assert (tmp_path / first).exists()
+
+
+def test_a_record_that_is_not_poolfixs_is_never_written_and_nothing_is_swept(tmp_path):
+    src = external_data_model(tmp_path)
+    (tmp_path / RECORD).write_text("my notes\n")
+    for _ in range(2):
+        assert cli(src, "-o", tmp_path / "o.onnx")[0] == 0
+    assert (tmp_path / RECORD).read_text() == "my notes\n"
+    assert len(data_files(tmp_path, "o.onnx")) == 2  # not recorded, so not swept
+
+
+# -- 2. batch mode: one write plan for the whole batch
+
+
+def _two_folders_same_data_name(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = external_data_model(tmp_path / "a", name="ma.onnx", seed=1)
+    b = external_data_model(tmp_path / "b", name="mb.onnx", seed=2)
+    return a, b
+
+
+def test_batch_keep_with_two_data_files_of_one_name_is_refused_before_any_write(tmp_path):
+    a, b = _two_folders_same_data_name(tmp_path)
+    out = tmp_path / "out"
+    refused(tmp_path, a, b, "-o", out, "-j", "2", "--external-data", "keep", message="would copy both")
+    assert not out.exists()
+
+
+def test_batch_keep_with_one_shared_data_file_copies_it_once(tmp_path):
+    (tmp_path / "in").mkdir()
+    src = external_data_model(tmp_path / "in", name="m1.onnx")
+    shutil.copy(src, src.with_name("m2.onnx"))  # two models reading one weights.bin
+    before = digest(tmp_path / "in")
+    code, _, err = cli(src, src.with_name("m2.onnx"), "-o", tmp_path / "out", "-j", "2", "--external-data", "keep")
+    assert code == 0, err
+    assert digest(tmp_path / "in") == before
+    assert same_weights(src, tmp_path / "out" / "m1.onnx") and same_weights(src, tmp_path / "out" / "m2.onnx")
+
+
+def test_batch_default_layout_gives_every_model_data_of_its_own(tmp_path):
+    a, b = _two_folders_same_data_name(tmp_path)
+    before = digest(tmp_path)
+    code, _, err = cli(a, b, "-o", tmp_path / "out", "-j", "2")
+    assert code == 0, err
+    assert {k: v for k, v in digest(tmp_path).items() if not k.startswith("out")} == before
+    assert same_weights(a, tmp_path / "out" / "ma.onnx") and same_weights(b, tmp_path / "out" / "mb.onnx")
+
+
+def test_an_output_onto_another_models_data_file_is_refused(tmp_path):
+    (tmp_path / "in" / "x").mkdir(parents=True)
+    (tmp_path / "out" / "x").mkdir(parents=True)
+    external_data_model(tmp_path / "in" / "x", name="a.onnx")  # its output: out/x/a.onnx
+    b = external_data_model(tmp_path / "out" / "x", name="b.onnx", location="a.onnx", seed=3)  # B's data: that path
+    refused(tmp_path, tmp_path / "in", b, "-o", tmp_path / "out", message="is a file of the input model")
+
+
+@pytest.mark.parametrize("where", ["data", "output"])
+def test_a_batch_report_onto_an_input_data_file_or_a_planned_output_is_refused(tmp_path, where):
+    a, b = _two_folders_same_data_name(tmp_path)
+    out = tmp_path / "out"
+    report = a.parent / "weights.bin" if where == "data" else out / "ma.onnx"
+    message = "is a file of the input model" if where == "data" else "would both be written"
+    refused(tmp_path, a, b, "-o", out, "--report", report, message=message)
+    assert not out.exists()
+
+
+# -- 3. a folder in the way: refused before anything is replaced, or the old file kept whole
+
+
+@pytest.mark.parametrize("mode", ["in-place", "over-old-output"])
+@pytest.mark.parametrize("name", ["{}.data", "{}.0123abcd.data"])
+def test_a_folder_where_a_data_file_goes_never_costs_the_model(tmp_path, monkeypatch, mode, name):
+    monkeypatch.setattr(saver.secrets, "token_hex", lambda n: "0123abcd")  # the new data file's name, known
+    src = external_data_model(tmp_path)
+    target = src if mode == "in-place" else tmp_path / "out.onnx"
+    if mode == "over-old-output":
+        poolfix.save(poolfix.fix(src), target, external_data="inline")
+    (tmp_path / name.format(target.name)).mkdir()
+    before = digest(tmp_path)
+    args = [src, "--in-place"] if mode == "in-place" else [src, "-o", target]
+    code, _, err = cli(*args, "--external-data", "single")
+    if code == 0:
+        loads_alone(target)
+        assert same_weights(src, target)
+    else:
+        assert code == 2 and "is a directory" in err and digest(tmp_path) == before
+    assert (tmp_path / name.format(target.name)).is_dir()
+
+
+def test_a_folder_that_appears_after_the_plan_stops_the_renames_before_any(tmp_path, monkeypatch):
+    src = external_data_model(tmp_path)
+    old = tmp_path / "out.onnx"
+    poolfix.save(poolfix.fix(src), old, external_data="inline")
+    before = digest(tmp_path)
+    real_open = saver.Commit.open
+
+    def open_then_block(self, target, data=False):  # a folder appears where the model goes, mid-run
+        f = real_open(self, target, data)
+        if not data and target == old.resolve():
+            os.unlink(old)
+            old.mkdir()
+        return f
+
+    monkeypatch.setattr(saver.Commit, "open", open_then_block)
+    code, _, err = cli(src, "-o", old, "--external-data", "single")
+    assert code == 2 and "is a directory now; nothing was replaced" in err
+    after = digest(tmp_path)
+    assert after.pop("out.onnx") == "dir"  # what the test put there
+    before.pop("out.onnx")
+    assert after == before  # nothing renamed, no temp file left, the input as it was
+
+
+# -- 4. lazy inline weights never leak the input
+
+
+@pytest.mark.parametrize("layout", ["auto", "keep", "single", "inline"])
+def test_an_output_of_an_inline_model_never_reads_the_input_file(tmp_path, layout):
+    src = inline_model(tmp_path)
+    want = weights(src)
+    before = src.read_bytes()
+    out = tmp_path / "out" / "o.onnx"
+    (tmp_path / "out").mkdir()
+    code, _, err = cli(src, "-o", out, "--external-data", layout)
+    assert code == 0, err
+    assert src.read_bytes() == before
+    os.rename(src, tmp_path / "gone.bin")  # the input is no longer there: the output needs none of it
+    got = loads_alone(out)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_keep_beside_the_input_never_refers_to_the_input_model(tmp_path):
+    src = inline_model(tmp_path)
+    want = weights(src)
+    code, _, err = cli(src, "-o", tmp_path / "o.onnx", "--external-data", "keep")
+    assert code == 0, err
+    os.rename(src, tmp_path / "gone.bin")
+    got = loads_alone(tmp_path / "o.onnx")
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_an_inline_model_through_a_link_to_another_folder(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    src = inline_model(tmp_path / "real")
+    link = tmp_path / "links" / "m.onnx"
+    link.symlink_to(src)
+    before = src.read_bytes()
+    code, _, err = cli(link, "-o", tmp_path / "links" / "o.onnx")
+    assert code == 0, err
+    assert src.read_bytes() == before and link.is_symlink()
+    got, want = loads_alone(tmp_path / "links" / "o.onnx"), weights(src)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def self_referencing_model(folder):
+    """A model whose weight ``w`` is stored in the model file itself, after the message, as the payload
+    of a field protobuf does not know (number 15 of ModelProto), located by offset."""
+    from poolfix.loader import varint
+
+    m = onnx.load(external_data_model(folder), load_external_data=True)
+    w = next(t for t in m.graph.initializer if t.name == "w")
+    raw = w.raw_data
+    w.ClearField("raw_data")
+    w.data_location = onnx.TensorProto.EXTERNAL
+    for k, v in (("location", "self.onnx"), ("offset", "0"), ("length", str(len(raw)))):
+        e = w.external_data.add()
+        e.key, e.value = k, v
+    header = varint(15 << 3 | 2) + varint(len(raw))
+    for digits in range(1, 12):  # the offset is written inside the message it points past
+        w.external_data[1].value = "9" * digits
+        offset = len(m.SerializeToString()) + len(header)
+        if len(str(offset)) == digits:
+            w.external_data[1].value = str(offset)
+            break
+    path = folder / "self.onnx"
+    path.write_bytes(m.SerializeToString() + header + raw)
+    return path, np.frombuffer(raw, np.float32).reshape(64, -1)
+
+
+def test_a_model_whose_external_data_is_its_own_file_is_valid_input(tmp_path):
+    path, want = self_referencing_model(tmp_path)
+    assert np.array_equal(weights(path)["w"], want)  # onnx itself reads it so
+    before = path.read_bytes()
+    code, _, err = cli(path, "-o", tmp_path / "o.onnx", "--external-data", "keep")
+    assert code == 0, err
+    assert path.read_bytes() == before
+    os.rename(path, tmp_path / "gone.bin")
+    assert np.array_equal(loads_alone(tmp_path / "o.onnx")["w"], want)
+
+
+# -- 5. batch robustness
+
+
+def test_a_killed_worker_fails_its_model_alone_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    for i in range(4):
+        external_data_model(tmp_path / "in", name=f"m{i}.onnx", location=f"w{i}.bin", seed=i)
+    before = digest(tmp_path / "in")
+    real_commit = saver.Commit.commit
+
+    def die_on_m2(self, sweep_for=None):
+        if sweep_for is not None and sweep_for.name == "m2.onnx":
+            os.kill(os.getpid(), signal.SIGKILL)  # mid-write: its temp files are on disk
+        return real_commit(self, sweep_for)
+
+    monkeypatch.setattr(saver.Commit, "commit", die_on_m2)
+    code, text, _ = cli(tmp_path / "in", "-o", tmp_path / "out", "-j", "2")
+    assert code == 1
+    row = next(line for line in text.splitlines() if "m2.onnx" in line)
+    assert "killed by signal 9" in row
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.onnx")) == ["m0.onnx", "m1.onnx", "m3.onnx"]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+    assert digest(tmp_path / "in") == before
+
+
+def test_a_model_that_hangs_is_stopped_at_the_timeout_and_the_others_go_on(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        shutil.copy(external_data_model(tmp_path, name=f"t{i}.onnx"), tmp_path / "in" / f"m{i}.onnx")
+        shutil.copy(tmp_path / "weights.bin", tmp_path / "in" / "weights.bin")
+    real_fix = api.fix
+
+    def hang_on_m1(path, *a, **k):
+        if str(path).endswith("m1.onnx"):
+            time.sleep(3600)
+        return real_fix(path, *a, **k)
+
+    monkeypatch.setattr(batch, "fix", hang_on_m1)
+    t = time.monotonic()
+    code, text, _ = cli(tmp_path / "in", "-o", tmp_path / "out", "-j", "2", "--timeout", "3")
+    assert time.monotonic() - t < 60
+    assert code == 1
+    assert "ran past --timeout 3 s" in next(line for line in text.splitlines() if "m1.onnx" in line)
+    assert (tmp_path / "out" / "m0.onnx").exists() and (tmp_path / "out" / "m2.onnx").exists()
+
+
+def test_an_input_folder_inside_the_output_folder_is_searched(tmp_path):
+    out = tmp_path / "out"
+    (out / "in").mkdir(parents=True)
+    external_data_model(out / "in")
+    before = digest(out / "in")
+    code, _, err = cli(out / "in", "-o", out)
+    assert code == 0, err
+    assert (out / "big.onnx").exists() and digest(out / "in") == before
+
+
+def test_a_refused_batch_makes_no_output_folder(tmp_path):
+    a, b = _two_folders_same_data_name(tmp_path)
+    out = tmp_path / "deep" / "out"
+    code, _, err = cli(a, b, "-o", out, "--report", a)
+    assert code == 2 and "is a file of the input model" in err
+    assert not (tmp_path / "deep").exists()
+
+
+def test_a_batch_whose_every_model_fails_makes_no_output_folder(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.onnx").write_bytes(b"not a model")
+    code, _, _ = cli(tmp_path / "in", "-o", tmp_path / "out")
+    assert code == 2 and not (tmp_path / "out").exists()
+
+
+# -- 6. special values: checked where they can differ, and said
+
+
+def test_nan_in_a_window_that_a_strided_pattern_misses_is_caught():
+    m = single("ReduceMax", [1, 3, 4, 7], axes=[2], out_shape=[1, 3, 1, 7])  # one window per column of 7
+    r = poolfix.fix(m)
+    (special,) = [c for c in r.verification.checks if c.kind == "special"]
+    assert special.verdict == "DIFFERS" and "NaN" in special.note
+    x = np.random.default_rng(0).uniform(-1, 1, [1, 3, 4, 7]).astype(np.float32)
+    x[0, :, 0, :] = np.nan  # NaN first in every window
+    assert not np.array_equal(run(m, {"x": x})[0], run(r.model, {"x": x})[0], equal_nan=True)
+    left = poolfix.fix(m, exact_special_values=True)
+    assert not left.rewritten and "special values" in left.skipped[0].reason
+
+
+def test_the_summary_says_differs_and_never_just_verified(tmp_path):
+    p = tmp_path / "m.onnx"
+    onnx.save(single("ReduceMax", [1, 3, 5, 5], axes=[2, 3], out_shape=[1, 3, 1, 1]), p)
+    before = p.read_bytes()
+    code, out, _ = cli(p, "-o", tmp_path / "o.onnx")
+    assert code == 0 and "DIFFER from the original on NaN or infinities" in out and "DIFFERS" in out
+    assert p.read_bytes() == before
+
+
+def test_an_all_minus_inf_window_among_ordinary_ones_is_caught():
+    nodes = [h.make_node("ReduceMax", ["x"], ["y"], axes=[2, 3], keepdims=1)]
+    m = model(nodes, [vi("x", [1, 2, 6, 6])], [vi("y", [1, 2, 1, 1])])
+    r = poolfix.fix(m)
+    (special,) = [c for c in r.verification.checks if c.kind == "special"]
+    assert special.verdict == "DIFFERS" and "all -inf" in special.note
