@@ -68,7 +68,7 @@ def test_non_spatial_reductions_are_left(axes, why):
     result = poolfix.fix(m)
     assert op_types(result.model) == ["ReduceMean"], why
     (f,) = result.findings
-    assert f.status == "not a pool" and "it reduces axis" in f.reason and f.roles.startswith("'x' [B,C,S,S]")
+    assert f.status == "not a pool" and "it reduces axis" in f.reason and f.roles.startswith("'x' [b,c,s,s]")  # weak
     assert not result.skipped  # --strict is about pools left, not about what is no pool
 
 

@@ -218,3 +218,158 @@ def test_keras_se_without_keepdims():
     result = poolfix.fix(m)
     assert [f.node for f in result.rewritten] == ["b0_se_mean"] and result.verification
     assert_same_outputs(m, result.model, random_feeds(m))
+
+
+# -- issue 19: roles decide only what is ambiguous; an exporter's fingerprint decides the rest
+
+
+def ln(x, y, name, axis=-1):
+    return h.make_node("LayerNormalization", [x, f"{name}_g", f"{name}_b"], [y], name=name, axis=axis)
+
+
+def ln_params(name, c):
+    return [c_(f"{name}_g", np.ones(c)), c_(f"{name}_b", np.zeros(c))]
+
+
+def c_(name, value):
+    return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+
+
+def rewritten(m, **kw):
+    result = poolfix.fix(m, **kw)
+    assert result.verification and result.verification.end_to_end
+    assert_same_outputs(m, result.model, random_feeds(m))
+    return result
+
+
+def test_a_channels_last_layer_norm_between_transposes_keeps_the_spatial_axes():
+    # the issue's minimal case: Conv -> Transpose -> LayerNormalization(-1) -> Transpose back -> mean over H, W
+    nodes = [h.make_node("Conv", ["x", "cw"], ["c"], name="conv", kernel_shape=[1, 1]),
+             h.make_node("Transpose", ["c"], ["nhwc"], perm=[0, 2, 3, 1]),
+             ln("nhwc", "n", "norm"),
+             h.make_node("Transpose", ["n"], ["nchw"], perm=[0, 3, 1, 2]),
+             h.make_node("ReduceMean", ["nchw"], ["y"], name="head", axes=[2, 3], keepdims=0)]
+    m = model(nodes, [vi("x", [1, 3, 7, 7])], [vi("y", [1, 16])], [w("cw", 16, 3, 1, 1), *ln_params("norm", 16)],
+              opset=17)
+    r = rewritten(m)
+    assert [f.node for f in r.rewritten] == ["head"] and "AveragePool" in op_types(r.model)
+    scope = scopes(m, onnx.shape_inference.infer_shapes(m))[0]
+    assert infer(scope)["n"].axes == ("B", "S", "S", "F")  # the norm labels its own axis, not every axis
+
+
+def convnext_block(x, p, c):
+    """ConvNeXt: dwconv, to channels-last, LayerNorm, MLP (MatMul, Gelu, MatMul), layer scale, back, + x."""
+    nodes = [h.make_node("Conv", [x, f"{p}_dw"], [f"{p}_c"], kernel_shape=[3, 3], pads=[1] * 4, group=c),
+             h.make_node("Transpose", [f"{p}_c"], [f"{p}_t"], perm=[0, 2, 3, 1]),
+             ln(f"{p}_t", f"{p}_n", f"{p}_ln"),
+             h.make_node("MatMul", [f"{p}_n", f"{p}_w1"], [f"{p}_h"]),
+             h.make_node("Gelu", [f"{p}_h"], [f"{p}_g"]),
+             h.make_node("MatMul", [f"{p}_g", f"{p}_w2"], [f"{p}_o"]),
+             h.make_node("Mul", [f"{p}_o", f"{p}_gamma"], [f"{p}_s"]),
+             h.make_node("Transpose", [f"{p}_s"], [f"{p}_back"], perm=[0, 3, 1, 2]),
+             h.make_node("Add", [x, f"{p}_back"], [f"{p}_out"])]
+    inits = [w(f"{p}_dw", c, 1, 3, 3), *ln_params(f"{p}_ln", c), w(f"{p}_w1", c, 4 * c, seed=1),
+             w(f"{p}_w2", 4 * c, c, seed=2), c_(f"{p}_gamma", np.full(c, 0.5))]
+    return nodes, inits, f"{p}_out"
+
+
+def test_a_convnext_head_after_the_mlp_and_the_residual_add_is_a_pool():
+    stem = [h.make_node("Conv", ["x", "stem"], ["s"], kernel_shape=[4, 4], strides=[4, 4])]
+    b1, i1, out1 = convnext_block("s", "b1", 16)
+    b2, i2, out2 = convnext_block(out1, "b2", 16)
+    head = [h.make_node("ReduceMean", [out2, "hw"], ["y"], name="head", keepdims=0)]  # HF ConvNeXt pooler
+    hw = numpy_helper.from_array(np.array([-2, -1], np.int64), "hw")
+    m = model(stem + b1 + b2 + head, [vi("x", [1, 3, 28, 28])], [vi("y", [1, 16])],
+              [w("stem", 16, 3, 4, 4), *i1, *i2, hw], opset=20, ir=10)
+    r = rewritten(m)
+    assert [f.node for f in r.rewritten] == ["head"]
+    assert "[B,?,S,S]" in r.rewritten[0].roles  # channel vs feature disagree at the Add; H and W do not
+
+
+def test_a_group_norm_decomposition_gives_the_roles_back():
+    # TorchScript's GroupNorm: Reshape [0, G, -1] -> InstanceNormalization -> Reshape(Shape(x)) -> affine
+    def poolformer(shape_from_shape_op):
+        nodes = [h.make_node("Conv", ["x", "cw"], ["c"], name="conv", kernel_shape=[1, 1]),
+                 h.make_node("Reshape", ["c", "groups"], ["g"]),
+                 h.make_node("InstanceNormalization", ["g", "one", "zero"], ["gn"]),
+                 h.make_node("Shape", ["c"], ["cs"]) if shape_from_shape_op else
+                 h.make_node("Identity", ["static"], ["cs"]),
+                 h.make_node("Reshape", ["gn", "cs"], ["back"]),
+                 h.make_node("Mul", ["back", "scale"], ["sc"]),
+                 h.make_node("Add", ["sc", "bias"], ["n"]),
+                 h.make_node("ReduceMean", ["n"], ["y"], name="head", axes=[-2, -1], keepdims=0)]
+        inits = [w("cw", 8, 3, 1, 1), numpy_helper.from_array(np.array([0, 1, -1], np.int64), "groups"),
+                 c_("one", [1.0]), c_("zero", [0.0]), c_("scale", np.ones((8, 1, 1))), c_("bias", np.zeros((8, 1, 1))),
+                 numpy_helper.from_array(np.array([1, 8, 7, 7], np.int64), "static")]
+        return model(nodes, [vi("x", [1, 3, 7, 7])], [vi("y", [1, 8])], inits, opset=17)
+
+    for from_shape in (True, False):
+        r = rewritten(poolformer(from_shape))
+        assert [f.node for f in r.rewritten] == ["head"], from_shape
+
+
+def swin_like(metadata):
+    """A transformer-ish stage whose Reshapes lose the roles, then timm's NHWC head: LayerNorm(-1) and
+    x.mean((1, 2)), with the dynamo exporter's metadata on the mean (or none, as TorchScript writes it)."""
+    nodes = [h.make_node("Conv", ["x", "pe"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
+             h.make_node("Transpose", ["p"], ["t"], perm=[0, 2, 3, 1]),
+             h.make_node("Reshape", ["t", "windows"], ["win"]),  # window partition: roles lost here
+             h.make_node("MatMul", ["win", "wa"], ["att"]),
+             h.make_node("Reshape", ["att", "unwin"], ["u"]),
+             ln("u", "n", "norm"),
+             h.make_node("ReduceMean", ["n", "hw"], ["y"], name="head", keepdims=0)]
+    for key, value in metadata.items():
+        e = nodes[-1].metadata_props.add()
+        e.key, e.value = key, value
+    inits = [w("pe", 16, 3, 4, 4), numpy_helper.from_array(np.array([4, 4, 16], np.int64), "windows"),
+             w("wa", 16, 16, seed=3), numpy_helper.from_array(np.array([1, 4, 4, 16], np.int64), "unwin"),
+             *ln_params("norm", 16), numpy_helper.from_array(np.array([1, 2], np.int64), "hw")]
+    return model(nodes, [vi("x", [1, 3, 16, 16])], [vi("y", [1, 16])], inits, opset=20, ir=10)
+
+
+def test_dynamo_metadata_naming_a_pool_decides_where_reshapes_lost_the_roles():
+    m = swin_like({"namespace": ": timm.models.swin_transformer.SwinTransformer/head: timm.layers.classifier."
+                                "ClassifierHead/global_pool: timm.layers.adaptive_avgmax_pool.SelectAdaptivePool2d/"
+                                "pool: timm.layers.adaptive_avgmax_pool.FastAdaptiveAvgPool/mean: aten.mean.dim",
+                   "pkg.torch.onnx.fx_node": "%mean : call_function[target=torch.ops.aten.mean.dim]"})
+    r = rewritten(m)
+    assert [f.node for f in r.rewritten] == ["head"]
+    assert "decided by the exporter's node metadata" in r.rewritten[0].roles
+    plain = poolfix.fix(swin_like({}))  # TorchScript writes no metadata: the weak feature labels stand
+    assert not plain.rewritten and plain.not_pools and "weak" in plain.not_pools[0].reason
+
+
+def test_metadata_never_overrides_real_evidence():
+    nodes, inits, out = encoder("x", 32, "enc")
+    nodes.append(h.make_node("ReduceMean", [out], ["tokens"], name="token_mean", axes=[1], keepdims=0))
+    e = nodes[-1].metadata_props.add()
+    e.key, e.value = "namespace", "pool: torch.nn.modules.pooling.AdaptiveAvgPool1d"  # misleading on purpose
+    m = model(nodes, [vi("x", [1, 16, 32])], [vi("tokens", [1, 32])], inits + COMMON, opset=16)
+    r = poolfix.fix(m)
+    assert [f.node for f in r.rewritten] == ["token_mean"] or not r.rewritten  # decided, never a statistic
+    assert all("enc_ln" not in f.node and "enc_sm" not in f.node for f in r.rewritten)
+
+
+def test_dynamo_adaptive_avg_pool1d_to_one_is_a_pool():
+    nodes = [h.make_node("Unsqueeze", ["x", "two"], ["u"]),
+             h.make_node("ReduceMean", ["u", "hw"], ["m"], name="mean", keepdims=1),
+             h.make_node("Squeeze", ["m", "two"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array([-1, -2], np.int64), "hw")]
+    m = model(nodes, [vi("x", [1, 8, 20])], [vi("y", [1, 8, 1])], inits, opset=18)
+    r = rewritten(m)
+    assert [f.node for f in r.rewritten] == ["mean"] and "adaptive_avg_pool1d" in r.rewritten[0].roles
+
+
+def test_a_global_response_norm_statistic_stays():
+    # ConvNeXt V2's GRN (channels-last): Gx = ||x||_2 over H, W; Nx = Gx / (Gx.mean(-1) + eps)
+    nodes = [h.make_node("Conv", ["x", "cw"], ["c"], kernel_shape=[1, 1]),
+             h.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+             h.make_node("ReduceL2", ["t"], ["gx"], axes=[1, 2], keepdims=1),
+             h.make_node("ReduceMean", ["gx"], ["gm"], name="grn_mean", axes=[-1], keepdims=1),
+             h.make_node("Add", ["gm", "eps"], ["ge"]),
+             h.make_node("Div", ["gx", "ge"], ["y"])]
+    m = model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", [1, 1, 1, 8])], [w("cw", 8, 3, 1, 1), c_("eps", 1e-6)],
+              opset=17)
+    r = poolfix.fix(m)
+    assert not r.rewritten and "divided by its result" in r.not_pools[0].reason

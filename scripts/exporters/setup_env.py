@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     if not (target / "bin" / "python").exists():
         venv.create(target, with_pip=True)
     pip = [str(target / "bin" / "python"), "-m", "pip"]
-    env = {**os.environ, "PIP_CONSTRAINT": ""}  # the cap applies to poolfix's machine, not to this venv
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}  # no machine-wide cap: the venv pins its own versions
     subprocess.run([*pip, "install", "-q", "--upgrade", "pip"], check=True, env=env)
     cmd = [*pip, "install", "-r", str(HERE / f"requirements-{args.name}.txt")]
     lock = HERE / f"lock-{args.name}.txt"

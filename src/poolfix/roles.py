@@ -1,41 +1,55 @@
 """Axis roles: which axes of each tensor are batch (B), channel (C), spatial (S) or feature/sequence
 (F), inferred once per graph from where each tensor comes from and where it goes.
 
-Evidence, strongest first:
+Each op labels only the axes it speaks for, and other axes keep what they had:
 
 * **channels-first ops** (Conv, ConvTranspose, pools, BatchNormalization, InstanceNormalization,
   LRN, Resize, DepthToSpace, SpaceToDepth, GroupNormalization): their data input and output are
   [B, C, S, ...];
-* **feature ops** (MatMul, Gemm, LayerNormalization, Softmax/LogSoftmax, an embedding Gather,
-  attention): the axes they work on are features or sequence positions, [B, F, ..., F];
-* **a rank-4 or rank-5 graph input** with no other evidence: channels-first, ONNX's convention (weak:
-  any other evidence wins).
+* **feature ops** label their own axes: MatMul/Gemm the last (contracted) axis, LayerNormalization
+  and RMSNormalization the normalized axes, Softmax its axis; attention and an embedding Gather
+  every axis. The other axes of their output are the input's (a channels-last MLP in ConvNeXt keeps
+  its spatial axes); where the input's are unknown they become feature axes, but only weakly;
+* **a rank-4 or rank-5 graph input** with no other evidence: channels-first, ONNX's convention, weakly.
 
 Roles flow backward from where a tensor is used (through ops that keep the layout: elementwise ops,
 activations, Pad, Slice, Clip, Cast; through a Transpose, permuted), then forward from where it is
 made (Transpose permutes them; elementwise ops merge their inputs', aligned from the right as
-broadcasting aligns them; reductions and Squeeze/Unsqueeze drop or add axes). Anything else (Reshape,
-Flatten, Split across a role) makes the roles unknown (?), and a reduction over an unknown axis is
-not taken for a pool unless asked (``shape_only``).
+broadcasting aligns them; reductions and Squeeze/Unsqueeze drop or add axes). A Reshape makes the
+roles unknown, except one back to the shape of a tensor it came from (``Reshape(y, Shape(x))``, or
+the Reshape that ends a GroupNorm decomposition's Reshape -> InstanceNormalization -> Reshape):
+that gives x's roles back.
+
+Evidence is combined axis by axis: a role beats no role, evidence beats a weak default, and two
+different roles from real evidence make the axis ambiguous. A reduction is a pool when every axis it
+reduces is spatial; where the roles of a reduced axis are unknown, ambiguous or weak, an exporter's
+pooling fingerprint can decide (:mod:`poolfix.patterns.reduce`); a reduction over an axis with
+strong non-spatial evidence is never a pool unless asked (``shape_only``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from onnx import NodeProto
 
+from .nodes import attr
 from .nodes import axes as node_axes
 from .nodes import perm as _perm
 
 BATCH, CHANNEL, SPATIAL, FEATURE, UNKNOWN = "B", "C", "S", "F", "?"
-NAMES = {BATCH: "batch", CHANNEL: "channel", SPATIAL: "spatial", FEATURE: "feature/sequence", UNKNOWN: "unknown"}
+AMBIGUOUS = "!"  # two kinds of evidence disagree on this axis (shown as '?')
+NAMES = {BATCH: "batch", CHANNEL: "channel", SPATIAL: "spatial", FEATURE: "feature/sequence", UNKNOWN: "unknown",
+         AMBIGUOUS: "ambiguous"}
 
 CHANNELS_FIRST = {"Conv", "ConvTranspose", "AveragePool", "MaxPool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
                   "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LRN", "Resize", "DepthToSpace",
                   "SpaceToDepth", "GroupNormalization", "MaxRoiPool", "RoiAlign", "ConvInteger", "QLinearConv"}
-FEATURE_OPS = {"MatMul", "Gemm", "LayerNormalization", "Softmax", "LogSoftmax", "Attention", "MultiHeadAttention",
-               "SkipLayerNormalization", "RMSNormalization", "MatMulInteger", "QLinearMatMul"}
+LAST_AXIS_FEATURE = {"MatMul", "MatMulInteger", "QLinearMatMul"}
+NORMALIZED_AXES = {"LayerNormalization", "SkipLayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"}
+ONE_AXIS = {"Softmax", "LogSoftmax"}
+ALL_FEATURE = {"Gemm", "Attention", "MultiHeadAttention"}
+FEATURE_OPS = LAST_AXIS_FEATURE | NORMALIZED_AXES | ONE_AXIS | ALL_FEATURE
 KEEPS_LAYOUT = {"Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Sqrt", "Erf", "Neg", "Exp", "Log",
                 "Abs", "Cast", "Identity", "Dropout", "LeakyRelu", "PRelu", "Elu", "Selu", "Softplus", "Softsign",
                 "Gelu", "Mish", "Sign", "Floor", "Ceil", "Round", "Reciprocal", "QuantizeLinear", "DequantizeLinear",
@@ -44,16 +58,68 @@ ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "
                "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod", "BitShift"}
 REDUCTIONS = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
               "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
+# between the Reshapes of a normalization decomposition: ops that keep the shape (and the constants they read)
+_KEEPS_SHAPE = KEEPS_LAYOUT | ELEMENTWISE | {"InstanceNormalization", "BatchNormalization", "MeanVarianceNormalization"}
 
 
 @dataclass(frozen=True)
 class Roles:
     axes: tuple[str, ...]
     evidence: str
-    weak: bool = False  # a default (rank-4/5 graph input), not evidence
+    weak_axes: frozenset[int] = field(default_factory=frozenset)  # defaults, not evidence: any evidence wins
+
+    @property
+    def weak(self) -> bool:
+        """Every known axis is a default (a rank-4/5 graph input's NCHW)."""
+        known = [k for k, a in enumerate(self.axes) if a not in (UNKNOWN, AMBIGUOUS)]
+        return bool(known) and all(k in self.weak_axes for k in known)
+
+    def strong(self, k: int) -> bool:
+        return self.axes[k] not in (UNKNOWN, AMBIGUOUS) and k not in self.weak_axes
 
     def text(self) -> str:
-        return "[" + ",".join(self.axes) + "] (" + self.evidence + ")"
+        shown = ["?" if a == AMBIGUOUS else a.lower() if k in self.weak_axes else a for k, a in enumerate(self.axes)]
+        return "[" + ",".join(shown) + "] (" + self.evidence + ")"
+
+    def permuted(self, perm: list[int], evidence: str) -> Roles:
+        return Roles(tuple(self.axes[p] for p in perm), evidence,
+                     frozenset(k for k, p in enumerate(perm) if p in self.weak_axes))
+
+
+def _axis(a: Roles | None, k: int) -> tuple[str, bool]:
+    """(role, weak) of axis k."""
+    if a is None:
+        return UNKNOWN, False
+    return a.axes[k], k in a.weak_axes
+
+
+def combine_axis(x: tuple[str, bool], y: tuple[str, bool]) -> tuple[str, bool]:
+    """One axis seen two ways: a role beats none, evidence beats a default, disagreeing evidence is
+    ambiguous (and stays so)."""
+    (a, aw), (b, bw) = x, y
+    if AMBIGUOUS in (a, b):
+        return AMBIGUOUS, False
+    if a == UNKNOWN:
+        return b, bw
+    if b == UNKNOWN or a == b:
+        return a, aw and bw
+    if aw != bw:
+        return (b, bw) if aw else (a, aw)
+    return AMBIGUOUS, False
+
+
+def combine(a: Roles | None, b: Roles | None) -> Roles | None:
+    """Two views of one tensor's roles (same rank), axis by axis."""
+    if a is None or b is None or len(a.axes) != len(b.axes):
+        return a if b is None or (a is not None and len(a.axes) != len(b.axes)) else b
+    axes, weak = [], set()
+    for k in range(len(a.axes)):
+        role, w = combine_axis(_axis(a, k), _axis(b, k))
+        axes.append(role)
+        if w:
+            weak.add(k)
+    evidence = a.evidence if any(a.strong(k) for k in range(len(a.axes))) or not b.evidence else b.evidence
+    return Roles(tuple(axes), evidence, frozenset(weak))
 
 
 def _op(n: NodeProto) -> str | None:
@@ -72,17 +138,21 @@ def _features(rank: int) -> tuple[str, ...]:
     return (BATCH, *([FEATURE] * (rank - 1))) if rank >= 2 else (FEATURE,) * rank
 
 
-def _merge(parts: list[tuple[str, ...]], rank: int) -> tuple[str, ...]:
-    """Roles of an elementwise result: inputs aligned from the right; a known role wins over '?'; an
-    input's size-1 broadcast axes say nothing, so disagreement between known roles makes '?'."""
-    out = [UNKNOWN] * rank
+def _merge(parts: list[Roles], rank: int, evidence: str) -> Roles:
+    """Roles of an elementwise result: inputs aligned from the right, combined axis by axis; an
+    input's size-1 broadcast axes say nothing."""
+    axes, weak = [UNKNOWN] * rank, set()
     for p in parts:
-        for k, r in enumerate(reversed(p)):
-            j = rank - 1 - k
-            if j < 0 or r == UNKNOWN:
+        for k in range(len(p.axes)):
+            j = rank - len(p.axes) + k
+            if j < 0:
                 continue
-            out[j] = r if out[j] in (UNKNOWN, r) else UNKNOWN
-    return tuple(out)
+            role, w = combine_axis((axes[j], j in weak), _axis(p, k))
+            axes[j] = role
+            weak.discard(j)
+            if w:
+                weak.add(j)
+    return Roles(tuple(axes), evidence, frozenset(weak))
 
 
 def _axes(n: NodeProto, scope, rank: int) -> list[int] | None:
@@ -93,7 +163,69 @@ def _axes(n: NodeProto, scope, rank: int) -> list[int] | None:
 
 
 def _keepdims(n: NodeProto) -> int:
-    return next((a.i for a in n.attribute if a.name == "keepdims"), 1)
+    return int(attr(n, "keepdims", 1))
+
+
+def feature_axes(n: NodeProto, rank: int, which: int = 0, opset: int = 13) -> list[int]:
+    """The axes of input ``which`` (and of the output) that a feature op labels feature/sequence."""
+    op = n.op_type
+    if op in ALL_FEATURE or rank < 1:
+        return list(range(1, rank)) if rank >= 2 else list(range(rank))
+    if op in LAST_AXIS_FEATURE:
+        return [rank - 1] if which == 0 else ([rank - 2] if rank >= 2 else [])
+    if op in NORMALIZED_AXES:
+        a = int(attr(n, "axis", -1))
+        a = a + rank if a < 0 else a
+        return list(range(max(a, 0), rank))
+    a = int(attr(n, "axis", -1 if opset >= 13 else 1))  # Softmax: the last axis from opset 13, else 1
+    return [a + rank if a < 0 else a]
+
+
+def _labelled(base: Roles | None, rank: int, feats: list[int], evidence: str, fill_weak: bool = True) -> Roles:
+    """``base``'s roles with ``feats`` made features (strong); its unknown axes become features weakly
+    (``fill_weak``) or stay unknown."""
+    axes, weak = [], set()
+    for k in range(rank):
+        if k in feats:
+            axes.append(FEATURE)
+            continue
+        role, w = _axis(base, k) if base is not None and len(base.axes) == rank else (UNKNOWN, False)
+        if role in (UNKNOWN, AMBIGUOUS) and fill_weak:
+            role, w = (BATCH if k == 0 else FEATURE), True
+        axes.append(role)
+        if w:
+            weak.add(k)
+    return Roles(tuple(axes), evidence, frozenset(weak))
+
+
+def _shape_source(n: NodeProto, scope) -> str | None:
+    """The tensor whose shape a Reshape gives back: ``Reshape(y, Shape(x))`` -> x; or the input of the
+    Reshape that began a Reshape -> (shape-keeping ops) -> Reshape decomposition (a GroupNorm), where
+    this Reshape's result has that input's static shape again."""
+    if len(n.input) < 2:
+        return None
+    made = scope.producers.get(n.input[1])
+    if made is not None and made.op_type == "Shape" and made.domain in ("", "ai.onnx") and not list(made.attribute):
+        return made.input[0]
+    out = scope.info(n.output[0]) if n.output else None
+    if out is None or out.shape is None or None in out.shape:
+        return None
+    name, seen = n.input[0], 0
+    while seen < 16:
+        seen += 1
+        made = scope.producers.get(name)
+        if made is None or not made.input:
+            return None
+        if made.op_type == "Reshape":
+            src = scope.info(made.input[0])
+            return made.input[0] if src is not None and src.shape == out.shape else None
+        if made.op_type not in _KEEPS_SHAPE:
+            return None
+        data = [x for x in made.input if x and scope.const(x) is None]
+        if len(data) != 1:
+            return None
+        name = data[0]
+    return None
 
 
 def infer(scope) -> dict[str, Roles]:
@@ -107,22 +239,28 @@ def infer(scope) -> dict[str, Roles]:
 
     seeds: dict[str, Roles] = {}
 
-    def seed(name: str, roles: tuple[str, ...], evidence: str) -> bool:
-        old = seeds.get(name)
-        if not name or (old is not None and not old.weak):
+    def seed(name: str, roles: Roles) -> bool:
+        if not name or not roles.axes:
             return False
-        seeds[name] = Roles(roles, evidence)
+        new = combine(seeds.get(name), roles)
+        if new == seeds.get(name):
+            return False
+        seeds[name] = new
         return True
 
     # backward: what a tensor's users say about it
     for i, n in enumerate(nodes):
         op = _op(n)
         if op in CHANNELS_FIRST and n.input and (r := rank(n.input[0])) is not None and r >= 3:
-            seed(n.input[0], _channels_first(r), f"input of {_label(n, i)}")
+            seed(n.input[0], Roles(_channels_first(r), f"input of {_label(n, i)}"))
         elif op in FEATURE_OPS:
-            for x in n.input[:2]:
+            for which, x in enumerate(n.input[:2]):
                 if x and scope.const(x) is None and (r := rank(x)) is not None and r >= 2:
-                    seed(x, _features(r), f"input of {_label(n, i)}")
+                    feats = feature_axes(n, r, which, scope.opset)
+                    if op in ALL_FEATURE:
+                        seed(x, Roles(_features(r), f"input of {_label(n, i)}"))
+                    elif feats:
+                        seed(x, _labelled(None, r, feats, f"input of {_label(n, i)}", fill_weak=False))
     changed = True
     while changed:  # through ops that keep the layout, and through transposes
         changed = False
@@ -132,28 +270,28 @@ def infer(scope) -> dict[str, Roles]:
             if out is None or not n.input:
                 continue
             if op in KEEPS_LAYOUT and rank(n.input[0]) == len(out.axes):
-                changed |= seed(n.input[0], out.axes, out.evidence)
+                changed |= seed(n.input[0], out)
             elif op == "Transpose" and rank(n.input[0]) == len(out.axes):
                 perm = _perm(n, len(out.axes))
                 inv = [0] * len(perm)
                 for k, p in enumerate(perm):
                     inv[p] = k
-                changed |= seed(n.input[0], tuple(out.axes[inv[k]] for k in range(len(perm))),
-                                f"{out.evidence}, through {_label(n, i)}")
+                changed |= seed(n.input[0], out.permuted(inv, f"{out.evidence}, through {_label(n, i)}"))
             elif op in ELEMENTWISE:
                 for x in n.input:
                     if x and scope.const(x) is None and rank(x) == len(out.axes):
-                        changed |= seed(x, out.axes, out.evidence)
+                        changed |= seed(x, out)
 
     roles: dict[str, Roles] = {}
     if not scope.is_function:  # the main graph's inputs, and a subgraph's formal inputs
         for vi in scope.body.input:
             r = rank(vi.name)
-            if r in (4, 5) and vi.name not in seeds:
-                roles[vi.name] = Roles(_channels_first(r), f"rank-{r} graph input (ONNX's NCHW convention)", True)
+            if r in (4, 5):
+                default = Roles(_channels_first(r), f"rank-{r} graph input (ONNX's NCHW convention)",
+                                frozenset(range(r)))
+                roles[vi.name] = combine(default, seeds.get(vi.name))
     for name, s in seeds.items():
-        if name not in roles or roles[name].weak:
-            roles[name] = s
+        roles.setdefault(name, s)
 
     def get(name: str) -> Roles | None:
         if name in roles:
@@ -173,52 +311,79 @@ def infer(scope) -> dict[str, Roles]:
         y, r = n.output[0], rank(n.output[0])
         if r is None:
             continue
-        made: Roles | None = None
-        x = get(n.input[0]) if n.input and n.input[0] else None
-        if op in CHANNELS_FIRST and r >= 3:
-            made = Roles(_channels_first(r), f"output of {_label(n, i)}")
-        elif op in FEATURE_OPS and r >= 1:
-            made = Roles(_features(r), f"output of {_label(n, i)}")
-        elif op == "Gather" and n.input and scope.const(n.input[0]) is not None and r >= 2:
-            made = Roles(_features(r), f"embedding {_label(n, i)}")
-        elif x is not None and op in KEEPS_LAYOUT and len(x.axes) == r:
-            made = x
-        elif x is not None and op == "Transpose" and len(x.axes) == r:
-            made = Roles(tuple(x.axes[p] for p in _perm(n, r)), f"{x.evidence}, through {_label(n, i)}", x.weak)
-        elif op in ELEMENTWISE or op == "Concat":
-            parts = [get(v) for v in n.input if v]
-            known = [p for p in parts if p is not None]
-            if known:
-                made = Roles(_merge([p.axes for p in known], r), known[0].evidence, all(p.weak for p in known))
-        elif x is not None and op in REDUCTIONS:
-            red = _axes(n, scope, len(x.axes))
-            if red is not None and red:
-                kept = tuple(a for k, a in enumerate(x.axes) if k not in red or _keepdims(n))
-                if len(kept) == r:
-                    made = Roles(kept, x.evidence, x.weak)
-            elif red == [] and _keepdims(n) and len(x.axes) == r:
-                made = x
-        elif x is not None and op in ("Squeeze", "Unsqueeze"):
-            ax = _axes(n, scope, len(x.axes) if op == "Squeeze" else r)
-            if ax is not None:
-                if op == "Squeeze":
-                    kept = tuple(a for k, a in enumerate(x.axes) if k not in ax)
-                else:
-                    it = iter(x.axes)
-                    kept = tuple(UNKNOWN if k in ax else next(it, UNKNOWN) for k in range(r))
-                if len(kept) == r:
-                    made = Roles(kept, x.evidence, x.weak)
-        old = roles.get(y)
-        if made is not None and (old is None or old.weak or (not made.weak and UNKNOWN not in made.axes)):
-            roles[y] = made
+        made = _made(n, i, op, r, scope, get)
+        if made is not None:
+            roles[y] = combine(made, roles[y]) if y in roles else made  # the maker speaks first
     return roles
+
+
+def _made(n: NodeProto, i: int, op: str | None, r: int, scope, get) -> Roles | None:
+    """What node ``n`` says about the roles of its (rank-``r``) output."""
+    x = get(n.input[0]) if n.input and n.input[0] else None
+    here = f"output of {_label(n, i)}"
+    after = here if x is None or x.evidence == f"input of {_label(n, i)}" else f"{x.evidence}, {here}"
+    if op in CHANNELS_FIRST and r >= 3:
+        return Roles(_channels_first(r), here)
+    if op in ALL_FEATURE and r >= 1:
+        return Roles(_features(r), here)
+    if op in LAST_AXIS_FEATURE and r >= 1:
+        const_a = scope.const(n.input[0]) is not None
+        b = get(n.input[1]) if len(n.input) > 1 else None
+        if const_a and b is not None and len(b.axes) == r:  # constant @ data: a linear map of b's axis -2
+            return Roles(b.axes, b.evidence, b.weak_axes)
+        return _labelled(x, r, [r - 1], after)
+    if op in NORMALIZED_AXES | ONE_AXIS and r >= 1:
+        return _labelled(x, r, feature_axes(n, r, 0, scope.opset), after)
+    if op == "Gather" and n.input and scope.const(n.input[0]) is not None and r >= 2:
+        return Roles(_features(r), f"embedding {_label(n, i)}")
+    if x is not None and op in KEEPS_LAYOUT and len(x.axes) == r:
+        return x
+    if x is not None and op == "Transpose" and len(x.axes) == r:
+        return x.permuted(_perm(n, r), f"{x.evidence}, through {_label(n, i)}")
+    if op in ELEMENTWISE or op == "Concat":
+        known = [p for p in (get(v) for v in n.input if v) if p is not None]
+        if known:
+            return _merge(known, r, known[0].evidence)
+        return None
+    if op == "Reshape":
+        src = _shape_source(n, scope)
+        s = get(src) if src is not None else None
+        if s is not None and len(s.axes) == r:
+            return Roles(s.axes, f"{s.evidence}, shape given back by {_label(n, i)}", s.weak_axes)
+        return None
+    if x is not None and op in REDUCTIONS:
+        red = _axes(n, scope, len(x.axes))
+        if red:
+            kept = [k for k in range(len(x.axes)) if k not in red or _keepdims(n)]
+            if len(kept) == r:
+                return Roles(tuple(x.axes[k] for k in kept), x.evidence,
+                             frozenset(j for j, k in enumerate(kept) if k in x.weak_axes))
+        elif red == [] and _keepdims(n) and len(x.axes) == r:
+            return x
+        return None
+    if x is not None and op in ("Squeeze", "Unsqueeze"):
+        ax = _axes(n, scope, len(x.axes) if op == "Squeeze" else r)
+        if ax is None:
+            return None
+        if op == "Squeeze":
+            kept = [k for k in range(len(x.axes)) if k not in ax]
+            if len(kept) == r:
+                return Roles(tuple(x.axes[k] for k in kept), x.evidence,
+                             frozenset(j for j, k in enumerate(kept) if k in x.weak_axes))
+            return None
+        src = iter(range(len(x.axes)))
+        picks = [None if k in ax else next(src, None) for k in range(r)]
+        return Roles(tuple(UNKNOWN if p is None else x.axes[p] for p in picks), x.evidence,
+                     frozenset(k for k, p in enumerate(picks) if p is not None and p in x.weak_axes))
+    return None
 
 
 def describe_axes(roles: Roles | None, axes: list[int]) -> str:
     """'spatial' / 'channel' ... for the named axes, as a person reads them."""
     if roles is None:
         return "unknown"
-    return ", ".join(f"{a} ({NAMES[roles.axes[a]]})" for a in axes if a < len(roles.axes))
+    return ", ".join(f"{a} ({NAMES[roles.axes[a]]}{', weak' if a in roles.weak_axes else ''})" for a in axes
+                     if a < len(roles.axes))
 
 
 def role_of(scope, name: str) -> Roles | None:

@@ -7,16 +7,23 @@ Two layouts are recognized:
   as ``Transpose(perm=[0,2,3,1]) -> ReduceMean(axes=[1,2])``. The pool runs on the tensor before
   the transpose, then the result is transposed back, so the numbers are those of the original.
 
-Reductions over the batch or channel axis (a CBAM channel mean/max) and reduce-all are not pooling
-and are left alone. A reduction of a rank-6 tensor is never a pool either.
+Which axes are spatial comes from the axis roles (:mod:`poolfix.roles`). Where the roles of a
+reduced axis are unknown, ambiguous or only a default, an exporter's pooling fingerprint decides:
+the dynamo exporter's node metadata naming an adaptive or global pool (or ``aten.mean`` over every
+spatial axis of a rank-4/5 tensor), or its ``adaptive_avg_pool1d(x, 1)`` lowering
+(``Unsqueeze(2) -> ReduceMean([2, 3]) -> Squeeze(2)``). Reductions over axes with real evidence of
+batch, channel or features (a CBAM channel mean/max, a transformer's token mean) and reduce-all are
+not pooling and are left alone. A reduction of a rank-6 tensor is never a pool either.
 """
 
 from __future__ import annotations
 
+import re
+
 from onnx import NodeProto
 
 from ..graphs import Scope
-from ..roles import SPATIAL, UNKNOWN, describe_axes, role_of
+from ..roles import SPATIAL, describe_axes, role_of
 from .base import Context, Reshape, Rule, Site, Skip, Squeeze, Transpose, attr, axes, is_op, skip, spatial_or_skip
 
 NAME = "reduce"
@@ -35,6 +42,31 @@ def _nhwc_source(scope: Scope, tensor: str, rank: int) -> NodeProto | None:
 
 
 _PASS_THROUGH = ("Unsqueeze", "Squeeze", "Reshape", "Expand", "Cast", "Identity")
+_POOL_NAMES = re.compile(r"adaptive_?(?:avg|max|avgmax|catavgmax)_?pool|selectadaptivepool|global_?(?:avg|max)_?pool",
+                         re.IGNORECASE)
+_MEAN_NAMES = re.compile(r"aten\.(?:mean|amax)\.dim", re.IGNORECASE)
+_METADATA = ("namespace", "pkg.torch.onnx.class_hierarchy", "pkg.torch.onnx.fx_node")
+
+
+def fingerprint(node: NodeProto, scope: Scope, reduced: list[int], rank: int) -> str | None:
+    """An exporter's own sign that this reduction is a pool, or None (module docstring)."""
+    meta = {e.key: e.value for e in getattr(node, "metadata_props", ())}
+    text = "\n".join(meta.get(k, "") for k in _METADATA)
+    if (m := _POOL_NAMES.search(text)) is not None:
+        return f"the exporter's node metadata names {m.group(0)!r}"
+    every_spatial = reduced in (list(range(2, rank)), list(range(1, rank - 1)))
+    if rank in (4, 5) and every_spatial and (m := _MEAN_NAMES.search(text)) is not None:
+        return f"the exporter's node metadata names {m.group(0)!r} over every spatial axis of a rank-{rank} tensor"
+    made = scope.producers.get(node.input[0])
+    if is_op(node, "ReduceMean") and rank == 4 and reduced == [2, 3] and int(attr(node, "keepdims", 1)) == 1 \
+            and is_op(made, "Unsqueeze") and axes(made, scope) in ([2], [-2]):
+        src = scope.info(made.input[0])
+        users = scope.consumers.get(node.output[0], [])
+        squeeze = scope.body.node[users[0]] if len(users) == 1 else None
+        if src is not None and src.shape is not None and len(src.shape) == 3 and is_op(squeeze, "Squeeze") \
+                and axes(squeeze, scope) in ([2], [-2]):
+            return "dynamo's adaptive_avg_pool1d(x, 1): Unsqueeze(2), ReduceMean over it and L, Squeeze(2)"
+    return None
 
 
 def _statistic(node: NodeProto, scope: Scope) -> str | None:
@@ -57,7 +89,9 @@ def _statistic(node: NodeProto, scope: Scope) -> str | None:
                     return "its result is subtracted from its own input (a normalization or softmax statistic)"
                 if is_op(user, "Div") and user.input[0] == x:
                     return "its own input is divided by its result (a normalization statistic)"
-                if is_op(user, *_PASS_THROUGH) and user.output[0] not in seen:
+                shaping = is_op(user, *_PASS_THROUGH) or (  # x / (mean + eps), x / sqrt(mean): the same statistic
+                    is_op(user, "Add", "Sqrt") and all(v == t or scope.const(v) is not None for v in user.input if v))
+                if shaping and user.output[0] not in seen:
                     seen.add(user.output[0])
                     nxt.append(user.output[0])
         frontier = nxt
@@ -90,19 +124,29 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     if keepdims not in (0, 1):
         return skip(NAME, scope, node, label, f"keepdims={keepdims}; ONNX defines 0 and 1")
     roles = role_of(scope, node.input[0])
+    if roles is not None and len(roles.axes) != rank:
+        roles = None
     seen = f"{node.input[0]!r} {roles.text()}" if roles is not None else f"{node.input[0]!r} [?]"
+    mark = None  # an exporter's fingerprint, where it decides what the roles leave open
     if not ctx.shape_only:
         why = _statistic(node, scope)
         if why:
             return skip(NAME, scope, node, label, f"not a pool: {why}", pool=False, roles=seen)
-        if roles is None or len(roles.axes) != rank or any(roles.axes[a] == UNKNOWN for a in reduced):
-            hint = "; --shape-only-pools decides by the axes alone"
-            return skip(NAME, scope, node, label, f"the roles of the reduced axes {reduced} of {seen} are unknown"
-                        + hint, pool=all(a >= 2 for a in reduced), roles=seen)
-        other = [a for a in reduced if roles.axes[a] != SPATIAL]
-        if other:
-            return skip(NAME, scope, node, label, f"not a pool: it reduces axis {describe_axes(roles, other)}",
+        against = [a for a in reduced if roles is not None and roles.strong(a) and roles.axes[a] != SPATIAL]
+        if against:
+            return skip(NAME, scope, node, label, f"not a pool: it reduces axis {describe_axes(roles, against)}",
                         pool=False, roles=seen)
+        open_ = [a for a in reduced if roles is None or roles.axes[a] != SPATIAL]
+        if open_:
+            mark = fingerprint(node, scope, reduced, rank)
+            if mark is None and roles is not None and all(a in roles.weak_axes for a in open_):
+                return skip(NAME, scope, node, label, f"not a pool: it reduces axis {describe_axes(roles, open_)}",
+                            pool=False, roles=seen)
+            if mark is None:
+                hint = "; --shape-only-pools decides by the axes alone"
+                return skip(NAME, scope, node, label, f"the roles of the reduced axes {reduced} of {seen} are unknown"
+                            + hint, pool=all(a >= 2 for a in reduced), roles=seen)
+            seen += f"; decided by {mark}"
     mode = _MODES[node.op_type]
     # behind a channels-last transpose, pool the tensor before it (and drop the transpose when
     # nothing else reads it); otherwise the axes must be channels-first spatial axes
@@ -117,7 +161,7 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     elif ctx.shape_only:
         return None  # batch or channel axes by position
     else:
-        return _any_layout(node, scope, label, roles, reduced, keepdims, seen)
+        return _any_layout(node, scope, label, roles, reduced, keepdims, seen, mark)
     xinfo = spatial_or_skip(scope, node, x, NAME, label)
     if isinstance(xinfo, Skip):
         return xinfo
@@ -150,17 +194,31 @@ def _inverse(perm) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _any_layout(node: NodeProto, scope: Scope, label: str, roles, reduced: list[int], keepdims: int, seen: str):
-    """Spatial axes in another layout (Keras SE blocks between tf2onnx's transposes): pool the
-    channels-first view, then transpose back. The view's Transpose cancels against a model Transpose
-    that made x from a channels-first tensor, and the way back against a model Transpose that turns
-    the result channels-first again (both then go), so the node count does not grow."""
-    rank = len(roles.axes)
-    where = {r: [k for k, a in enumerate(roles.axes) if a == r] for r in ("B", "C", SPATIAL)}
-    if len(where["B"]) != 1 or len(where["C"]) != 1 or len(where[SPATIAL]) != rank - 2:
+def _layout(roles, reduced: list[int], rank: int, mark: str | None) -> tuple[int, ...] | None:
+    """The perm that makes the reduced tensor channels-first: from its roles (one batch axis, one
+    channel axis, the rest spatial); or, where a fingerprint decided a global pool, batch first and
+    the one axis left as channels. None where neither says."""
+    if roles is not None:
+        where = {r: [k for k, a in enumerate(roles.axes) if a == r] for r in ("B", "C", SPATIAL)}
+        if len(where["B"]) == 1 and len(where["C"]) == 1 and len(where[SPATIAL]) == rank - 2:
+            return (where["B"][0], where["C"][0], *where[SPATIAL])
+    left = [k for k in range(1, rank) if k not in reduced]
+    if mark is not None and 0 not in reduced and len(left) == 1:
+        return (0, left[0], *reduced)
+    return None
+
+
+def _any_layout(node: NodeProto, scope: Scope, label: str, roles, reduced: list[int], keepdims: int, seen: str,
+                mark: str | None = None):
+    """Spatial axes in another layout (Keras SE blocks between tf2onnx's transposes, timm's NHWC heads):
+    pool the channels-first view, then transpose back. The view's Transpose cancels against a model
+    Transpose that made x from a channels-first tensor, and the way back against a model Transpose
+    that turns the result channels-first again (both then go), so the node count does not grow."""
+    rank = len(roles.axes) if roles is not None else len(scope.info(node.input[0]).shape)
+    perm = _layout(roles, reduced, rank, mark)  # x.transpose(perm) is channels-first
+    if perm is None:
         return skip(NAME, scope, node, label, f"it pools spatial axes {reduced} of {seen}, a layout with no single "
                     "batch and channel axis; not rewritten", roles=seen)
-    perm = (where["B"][0], where["C"][0], *where[SPATIAL])  # x.transpose(perm) is channels-first
     back = _inverse(perm)
     x, head, replaces = node.input[0], Transpose(perm), [scope.index_of(node)]
     made = scope.producers.get(x)
