@@ -81,6 +81,8 @@ class Scope:
     def refresh(self) -> None:
         """Rebuild the producer/consumer indexes after the body was edited."""
         self._roles = None
+        self._consts: dict[str, np.ndarray | None] = {}  # folded values (None: not a constant)
+        self.fold_refused: dict[str, str] = {}  # why a constant-only value was not folded, by tensor
         self.producers: dict[str, NodeProto] = {}
         self.position: dict[str, int] = {}  # output name -> index of the node producing it
         self.consumers: dict[str, list[int]] = {}  # name -> indices of nodes reading it directly
@@ -146,8 +148,11 @@ class Scope:
         """Whether anything in this scope (or a graph output) reads ``name``."""
         return self.uses.get(name, 0) > 0
 
-    def const(self, name: str) -> np.ndarray | None:
-        """The value of a constant tensor: an initializer or a Constant node, here or outside."""
+    def const(self, name: str, _depth: int = 0) -> np.ndarray | None:
+        """The value of a constant tensor, here or outside: an initializer, a Constant node, or what a
+        chain of foldable ops computes from constants and static shapes (:mod:`poolfix.fold`: an
+        exporter's ``Concat(Unsqueeze(init), ...)`` index, a TF-"same" padding chain), up to
+        MAX_CONSTANT_ELEMENTS elements, its size told before it runs. None for anything else."""
         s: Scope | None = self
         while s is not None:
             if name in s._overridable:
@@ -159,9 +164,35 @@ class Scope:
                 return _array(t)
             node = s.producers.get(name)
             if node is not None:
-                return constant_value(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
+                return s._folded(node, name, _depth)
             s = s.parent
         return None
+
+    def _folded(self, node: NodeProto, name: str, depth: int) -> np.ndarray | None:
+        """The value of output ``name`` of ``node`` (a node of this body), folded once and kept."""
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            return constant_value(node)
+        if name in self._consts:
+            return self._consts[name]
+        from .fold import evaluate, foldable
+
+        value, shapes = None, None
+        if depth < MAX_FOLD_DEPTH and foldable(node):
+            if node.op_type in ("Shape", "Size"):
+                info = self.info(node.input[0]) if node.input else None
+                values = []
+                if info is not None and info.shape is not None and None not in info.shape:
+                    shapes = {node.input[0]: tuple(info.shape)}
+            else:
+                values = [self.const(x, depth + 1) if x else None for x in node.input]
+            if shapes is not None or (values and all(v is not None for x, v in zip(node.input, values) if x)):
+                try:
+                    outs = evaluate(node, values, self.opset, MAX_CONSTANT_ELEMENTS, shapes)
+                    value = outs[list(node.output).index(name)]
+                except ValueError as e:
+                    self.fold_refused[name] = str(e)
+        self._consts[name] = value
+        return value
 
 
     def part_model(self, members, x: str, x_shape, elem_type: int, out: str, max_extra: int = 8) -> ModelProto | str:
@@ -196,6 +227,8 @@ class Scope:
 
 
 MAX_EXTERNAL_CONSTANT = 16 * 2**20  # a rule's constants (indices, axes, sizes) are small; weights are not read
+MAX_CONSTANT_ELEMENTS = 1 << 21  # the largest value folded for a rule (16 MiB of int64: a GatherND window index)
+MAX_FOLD_DEPTH = 64  # ops in one chain of constant arithmetic
 
 
 def _external_array(t: onnx.TensorProto, data_dir: Path | None) -> np.ndarray | None:

@@ -636,11 +636,7 @@ def _infer(light: ModelProto) -> ModelProto:
             return light
 
 
-MAX_FOLD_ELEMENTS = 4096  # shape arithmetic is small; anything larger is data, never folded
-_FOLDABLE = {"Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Add", "Sub", "Mul", "Div", "Max", "Min",
-             "Ceil", "Floor", "Neg", "Abs", "Equal", "Less", "Greater", "Where", "Mod", "Reshape", "Identity", "Range",
-             "ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin", "Not", "And", "Or", "Sqrt", "Pow", "Clip",
-             "Expand", "Sign", "Round", "Tile", "Transpose", "Flatten", "Constant"}
+MAX_FOLD_ELEMENTS = 4096  # shape arithmetic is small; anything larger is data, never folded for inference
 
 
 def _static_shape(inferred: ModelProto) -> dict[str, tuple[int, ...]]:
@@ -657,11 +653,13 @@ def _static_shape(inferred: ModelProto) -> dict[str, tuple[int, ...]]:
 def _fold(light: ModelProto, inferred: ModelProto, opset: int) -> dict[int, tuple]:
     """Main-graph nodes whose outputs are shape arithmetic on static shapes: {index: output values}.
 
-    A Shape or Size of a tensor whose shape is static is known; so is any small result of the ops in
-    _FOLDABLE computed only from known values and small constants. No data tensor is ever read."""
+    A Shape or Size of a tensor whose shape is static is known; so is any small result of the ops
+    :mod:`poolfix.fold` folds, computed only from known values and small constants, its size told
+    before it runs. No data tensor is ever read."""
     import numpy as np
     from onnx import numpy_helper
-    from onnx.reference import ReferenceEvaluator
+
+    from .fold import evaluate, foldable
 
     shapes = _static_shape(inferred)
     known: dict[str, np.ndarray] = {}
@@ -676,24 +674,11 @@ def _fold(light: ModelProto, inferred: ModelProto, opset: int) -> dict[int, tupl
         known.pop(i, None)  # an initializer that is also an input can be fed anything
     folded: dict[int, tuple] = {}
     for i, n in enumerate(light.graph.node):
-        if n.domain not in ("", "ai.onnx") or not n.output:
+        if not foldable(n) or (n.op_type not in ("Shape", "Size") and not all(x in known for x in n.input if x)):
             continue
-        values = None
-        if n.op_type in ("Shape", "Size") and n.input and n.input[0] in shapes:
-            dims = np.array(shapes[n.input[0]], dtype=np.int64)
-            if n.op_type == "Size":
-                values = (np.array(int(np.prod(dims)), dtype=np.int64),)
-            else:
-                a = {x.name: x.i for x in n.attribute}
-                values = (dims[a.get("start", 0):a.get("end", len(dims))] if "end" in a else dims[a.get("start", 0):],)
-        elif n.op_type in _FOLDABLE and all(x in known for x in n.input if x) and not any(
-                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
-            try:  # a Constant is evaluated too, so that what reads it can fold
-                ev = ReferenceEvaluator(n, opsets={"": opset})
-                values = tuple(np.asarray(v) for v in ev.run(None, {x: known[x] for x in n.input if x}))
-            except Exception:
-                values = None
-        if values is None or any(v.size > MAX_FOLD_ELEMENTS or v.dtype == object for v in values):
+        try:  # a Constant is evaluated too, so that what reads it can fold
+            values = evaluate(n, [known.get(x) if x else None for x in n.input], opset, MAX_FOLD_ELEMENTS, shapes)
+        except ValueError:
             continue
         for name, v in zip(n.output, values):
             known[name] = v

@@ -204,9 +204,12 @@ def _shape_hint(scope: Scope, tensor: str) -> str:
                or None in root.info(i.name).shape]
     if dynamic:
         return "pin it with --input-shape " + " ".join(f"{n}:d0,d1,..." for n in dynamic[:3])
-    lost = _where_lost(scope, tensor)
-    return (f"every graph input is static; the shape is lost at {lost}, whose output shape depends on data "
-            "(pinning inputs would not help)" if lost else "every graph input is static; pinning would not help")
+    lost, why = _where_lost(scope, tensor)
+    if lost is None:
+        return "every graph input is static; pinning would not help"
+    return (f"every graph input is static; the shape is lost at {lost}, " + (
+        f"whose constant inputs poolfix does not fold ({why})" if why else "whose output shape depends on data")
+        + " (pinning inputs would not help)")
 
 
 def _static(scope: Scope, name: str) -> bool:
@@ -214,16 +217,19 @@ def _static(scope: Scope, name: str) -> bool:
     return info is not None and info.shape is not None and None not in info.shape
 
 
-def _where_lost(scope: Scope, tensor: str) -> str | None:
-    """The first node upstream of ``tensor`` whose inputs have static shapes but whose output has not."""
+def _where_lost(scope: Scope, tensor: str) -> tuple[str | None, str | None]:
+    """The first node upstream of ``tensor`` whose inputs have static shapes or are constants but whose
+    output has no static shape, and why poolfix could not fold it, where it tried."""
     name, seen = tensor, set()
     while name in scope.producers and name not in seen:
         seen.add(name)
         node = scope.producers[name]
         unknown = [x for x in node.input if x and not _static(scope, x) and scope.const(x) is None]
         if not unknown:
-            return f"{node.op_type} '{node.name or node.output[0]}'"
+            refused = next((scope.fold_refused[x] for x in node.input if x in scope.fold_refused), None)
+            if refused is None:
+                scope.const(node.output[0])  # try it, to say why not
+                refused = scope.fold_refused.get(node.output[0])
+            return f"{node.op_type} '{node.name or node.output[0]}'", refused
         name = unknown[0]
-    return None
-
-
+    return None, None

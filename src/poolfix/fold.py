@@ -1,0 +1,128 @@
+"""Folding constant-only computations: small values computed from constants, bounded before they run.
+
+Exporters compute what a rule needs to read instead of storing it: torch 2.14's dynamo writes the
+GatherND window index as ``Concat(Unsqueeze(init), Unsqueeze(init))``, TorchScript writes TF-"same"
+padding as ``Shape -> Gather -> ... -> ConstantOfShape -> Concat``. :func:`evaluate` computes one
+node from constant inputs with onnx's reference evaluator, for the ops in :data:`FOLDABLE` only,
+and never before :func:`predicted_elements` has computed the size of every output from the inputs'
+shapes and values: ``Expand(scalar, [20000, 20000])`` is refused with its size, in microseconds,
+instead of allocating 3.2 GB. Shape inference (:func:`poolfix.loader.infer_shapes`) and the rules'
+constant reads (:meth:`poolfix.graphs.Scope.const`) both fold through here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx import AttributeProto, NodeProto
+
+from .nodes import DEFAULT_DOMAINS, attr
+
+_SAME_SIZE = {"Identity", "Cast", "Neg", "Abs", "Ceil", "Floor", "Sqrt", "Sign", "Round", "Not", "Clip", "Transpose",
+              "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Reciprocal", "Relu"}
+_BROADCAST = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+              "Where", "Mod", "And", "Or", "Pow"}
+_AT_MOST_INPUT = {"Slice", "ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceMean"}
+FOLDABLE = _SAME_SIZE | _BROADCAST | _AT_MOST_INPUT | {
+    "Gather", "Concat", "Range", "Expand", "Tile", "ConstantOfShape", "Constant", "Shape", "Size"}
+
+
+class TooLarge(ValueError):
+    """A folded output would hold more elements than allowed; the message says how many."""
+
+
+def _broadcast(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(d) for d in np.broadcast_shapes(*shapes))
+    except ValueError:
+        return None
+
+
+def _ints(value: np.ndarray | None) -> list[int] | None:
+    if value is None or value.dtype.kind not in "iu" or value.size > 64:
+        return None
+    return [int(v) for v in value.reshape(-1)]
+
+
+def predicted_elements(node: NodeProto, values: list[np.ndarray | None]) -> int | None:
+    """Elements of ``node``'s largest output, from its inputs' shapes and (shape-giving) values alone;
+    None where it cannot be told without running the node (then it is not folded)."""
+    op = node.op_type
+    first = values[0] if values else None
+    if op == "Constant":
+        return 1  # its value is already in the model
+    if op in ("Shape", "Size"):
+        return 64
+    if op in _SAME_SIZE or op in _AT_MOST_INPUT:
+        return None if first is None else int(first.size)
+    if op in _BROADCAST:
+        if any(v is None for v in values):
+            return None
+        shape = _broadcast([v.shape for v in values])
+        return None if shape is None else math.prod(shape)
+    if op == "Concat":
+        return None if any(v is None for v in values) else sum(int(v.size) for v in values)
+    if op == "Gather" and len(values) > 1 and first is not None and values[1] is not None:
+        axis = int(attr(node, "axis", 0))
+        if not -first.ndim <= axis < first.ndim:
+            return None
+        axis %= first.ndim
+        return math.prod(first.shape[:axis]) * int(values[1].size) * math.prod(first.shape[axis + 1:])
+    if op == "Range" and len(values) == 3 and all(v is not None and v.size == 1 for v in values):
+        start, limit, delta = (float(v.reshape(-1)[0]) for v in values)
+        return None if delta == 0 or not all(map(math.isfinite, (start, limit, delta))) else \
+            max(0, math.ceil((limit - start) / delta))
+    if op == "Expand" and len(values) == 2 and first is not None:
+        dims = _ints(values[1])
+        if dims is None or any(d < 0 for d in dims):
+            return None
+        shape = _broadcast([first.shape, tuple(dims)])
+        return None if shape is None else math.prod(shape)
+    if op == "Tile" and len(values) == 2 and first is not None:
+        reps = _ints(values[1])
+        if reps is None or len(reps) != first.ndim or any(r < 0 for r in reps):
+            return None
+        return math.prod(d * r for d, r in zip(first.shape, reps))
+    if op == "ConstantOfShape" and first is not None:
+        dims = _ints(first)
+        return None if dims is None or any(d < 0 for d in dims) else math.prod(dims)
+    return None
+
+
+def foldable(node: NodeProto) -> bool:
+    return node.domain in DEFAULT_DOMAINS and node.op_type in FOLDABLE and bool(node.output) and not any(
+        a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def evaluate(node: NodeProto, values: list[np.ndarray | None], opset: int, limit: int,
+             shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[np.ndarray, ...]:
+    """``node``'s outputs from its inputs' ``values`` (None for an absent optional input). Shape and
+    Size read ``shapes`` (static shapes by tensor name). Raises TooLarge past ``limit`` elements (told
+    before anything runs) and ValueError where the node cannot be folded here."""
+    if not foldable(node):
+        raise ValueError(f"{node.op_type} is not folded")
+    if node.op_type in ("Shape", "Size"):
+        dims = (shapes or {}).get(node.input[0]) if node.input else None
+        if dims is None:
+            raise ValueError("the input's shape is not static")
+        if node.op_type == "Size":
+            return (np.array(math.prod(dims), dtype=np.int64),)
+        start, end = int(attr(node, "start", 0)), attr(node, "end")
+        return (np.array(dims[start:] if end is None else dims[start:int(end)], dtype=np.int64),)
+    n = predicted_elements(node, values)
+    if n is None:
+        raise ValueError(f"the size of {node.op_type}'s output cannot be told before it runs")
+    if n > limit:
+        raise TooLarge(f"its output would hold {n:,} elements, past the {limit:,} poolfix folds")
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {x: v for x, v in zip(node.input, values) if x and v is not None}
+    try:
+        out = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
+    except Exception as e:
+        raise ValueError(f"{node.op_type} does not evaluate: {str(e).splitlines()[0][:100] if str(e) else e}") from None
+    got = tuple(np.asarray(v) for v in out)
+    if any(v.dtype == object or v.size > limit for v in got):
+        raise TooLarge(f"its output holds more than the {limit:,} elements poolfix folds")
+    return got
