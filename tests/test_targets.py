@@ -320,3 +320,95 @@ def test_a_conversion_the_checker_refuses_is_the_input_s_error_not_poolfix_s():
               opset=20, ir=9)
     with pytest.raises(poolfix.InputError, match="converted model fails the ONNX checker"):
         poolfix.fix(m, opset=19)
+
+
+def test_under_a_target_the_models_own_pools_keep_its_limits_by_default(tmp_path):
+    src = MODELS / "torch" / "psp.aten.onnx"  # its own AveragePool: kernel 32, stride 32 (rknn: stride <= 8)
+    r = poolfix.fix(src, target="rknn")
+    assert all(max(attrs(p)["strides"]) <= 8 for p in pools(r.model)) and not r.skipped
+    assert any(f.pattern == "pool-limits" for f in r.rewritten)
+    kept = poolfix.fix(src, target="rknn", enforce_limits=False)
+    left = [f for f in kept.skipped if f.pattern == "pool-limits"]
+    assert left and "--no-enforce-limits" in left[0].reason and "stride" in left[0].reason
+    out = tmp_path / "o.onnx"
+    code, _, err = cli(src, "-o", out, "--target", "rknn", "--no-enforce-limits", "--strict")
+    assert code == 4 and "--no-enforce-limits" in err and not out.exists()
+
+
+# -- ops with no older version are lowered, so that any model reaches the target's opset
+
+
+@pytest.mark.parametrize(("op", "opset", "attrs"), [
+    ("Gelu", 20, {}), ("Gelu", 20, {"approximate": "tanh"}), ("Mish", 18, {}), ("HardSwish", 14, {}),
+    ("Swish", 24, {"alpha": 1.5}),
+])
+def test_activations_without_an_older_version_are_written_as_their_definitions(op, opset, attrs):
+    from poolfix.targets.lowering import lower
+
+    m = model([h.make_node(op, ["x"], ["a"], name="act", **attrs), h.make_node("Relu", ["a"], ["y"])],
+              [vi("x", [2, 5, 7])], [vi("y", [2, 5, 7])], opset=opset, ir=10)
+    down = onnx.ModelProto()
+    down.CopyFrom(m)
+    assert lower(down, opset - 1, {}) == [op] and op not in op_types(down)  # written at the model's own opset
+    onnx.checker.check_model(down, full_check=True)
+    x = np.random.default_rng(0).uniform(-4, 4, [2, 5, 7]).astype(np.float32)
+    # onnxruntime here has no Swish kernel: its definition, x * sigmoid(alpha x)
+    want = np.maximum(x / (1 + np.exp(-1.5 * x)), 0) if op == "Swish" else run(m, {"x": x})[0]
+    np.testing.assert_allclose(run(down, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["LayerNormalization", "RMSNormalization"])
+def test_normalizations_without_an_older_version_are_their_statistics(op):
+    scale = onnx.numpy_helper.from_array(np.linspace(0.5, 1.5, 8).astype(np.float32), "g")
+    bias = onnx.numpy_helper.from_array(np.linspace(-1, 1, 8).astype(np.float32), "b")
+    inputs = ["x", "g", "b"] if op == "LayerNormalization" else ["x", "g"]
+    opset = 17 if op == "LayerNormalization" else 23
+    m = model([h.make_node(op, inputs, ["y"], axis=-1, epsilon=1e-3)], [vi("x", [2, 3, 8])], [vi("y", [2, 3, 8])],
+              [scale, bias] if op == "LayerNormalization" else [scale], opset=opset, ir=10)
+    from poolfix.targets.opset import convert
+
+    down, lowered = convert(m, 16 if op == "LayerNormalization" else 21)
+    assert lowered == [op]
+    x = np.random.default_rng(1).standard_normal([2, 3, 8]).astype(np.float32)
+    v = x.astype(np.float64)
+    n = (v - v.mean(-1, keepdims=True)) if op == "LayerNormalization" else v
+    want = n / np.sqrt((n * n).mean(-1, keepdims=True) + 1e-3) * np.linspace(0.5, 1.5, 8)
+    if op == "LayerNormalization":
+        want = want + np.linspace(-1, 1, 8)
+    np.testing.assert_allclose(run(down, {"x": x})[0], want, rtol=1e-4, atol=1e-5)
+
+
+def transformer_block(opset=20):
+    """A dynamo-like transformer MLP at opset 20: LayerNormalization, MatMul, Gelu, MatMul; no pool."""
+    rng = np.random.default_rng(0)
+    w1 = onnx.numpy_helper.from_array(rng.standard_normal((16, 64)).astype(np.float32) * 0.1, "w1")
+    w2 = onnx.numpy_helper.from_array(rng.standard_normal((64, 16)).astype(np.float32) * 0.1, "w2")
+    g = onnx.numpy_helper.from_array(np.ones(16, np.float32), "g")
+    nodes = [h.make_node("LayerNormalization", ["x", "g"], ["n"], axis=-1),
+             h.make_node("MatMul", ["n", "w1"], ["h1"]), h.make_node("Gelu", ["h1"], ["a"]),
+             h.make_node("MatMul", ["a", "w2"], ["h2"]), h.make_node("Add", ["x", "h2"], ["y"])]
+    return model(nodes, [vi("x", [1, 10, 16])], [vi("y", [1, 10, 16])], [w1, w2, g], opset=opset, ir=10)
+
+
+@pytest.mark.parametrize("target", ["rknn", "ethos-u"])
+def test_a_model_with_nothing_to_pool_is_lowered_to_the_targets_opset_and_written(tmp_path, target):
+    src = tmp_path / "bert_mlp.onnx"
+    onnx.save(transformer_block(), src)
+    out = tmp_path / "o.onnx"
+    code, text, err = cli(src, "-o", out, "--target", target)
+    assert code == 0, err
+    m = onnx.load(out)
+    want = PROFILES[target].max_opset
+    assert default_opset(m) == min(want, 20) and m.ir_version == 10
+    if want < 20:
+        assert "Gelu" not in op_types(m) and "Gelu x1 written as its decomposition" in text and "verified" in text
+
+
+def test_an_op_that_cannot_be_lowered_is_named():
+    m = model([h.make_node("LayerNormalization", ["x", "g"], ["y", "mean"], axis=-1)], [vi("x", [1, 4, 8])],
+              [vi("y", [1, 4, 8]), vi("mean", None)], [onnx.numpy_helper.from_array(np.ones(8, np.float32), "g")],
+              opset=17, ir=8)
+    from poolfix.targets.opset import convert
+
+    with pytest.raises(poolfix.InputError, match=r"LayerNormalization .* no older version"):
+        convert(m, 16)

@@ -38,7 +38,7 @@ class FixResult:
     data_dir: Path | None = None  # where the model's external data lives, if it has any
     input_files: frozenset[Path] = frozenset()  # the input's model file and data files: never written
     inline_refs: bool = False  # the input's inline weights were left in its file (written inline again)
-    converted: tuple[int, int] | None = None  # (from, to) where the opset was converted down
+    converted: tuple[int, int, tuple[str, ...]] | None = None  # (from, to, ops lowered) where converted down
     source: Path | None = None  # the input model file (resolved), when it came from a path
 
     @property
@@ -147,12 +147,12 @@ def _fix(model_or_path, opts: Options, data_dir, step: Callable[[str], None]) ->
         step("converting opset")
         down = convert_opset(model, opts.opset)
         if down is not None:
-            err = _checker_error(down, loaded.full_check_ok)
+            model, lowered = down
+            err = _checker_error(model, loaded.full_check_ok)
             if err is not None:  # onnx's converter, not a rewrite, made it: the input's to answer for
                 raise InputError(f"cannot convert from opset {before} to {opts.opset}: the converted model fails "
                                  f"the ONNX checker ({err})")
-            model = down
-            converted = (before, opts.opset)
+            converted = (before, opts.opset, tuple(lowered))
     step("finding and rewriting")
     inferred = loader.infer_shapes(model)  # for the first round, and for verification's memory estimate
     rewrites, skips = rewrite(model, opts, data_dir=loaded.data_dir, inferred=inferred)

@@ -271,8 +271,10 @@ def _verdict(result) -> str:
         verdict += (f"; {len(report.differs)} site(s) DIFFER from the original on NaN or infinities (rows above; "
                     "--exact-special-values leaves them)")
     if result.converted is not None:
-        a, b = result.converted
-        verdict = f"opset {a} -> {b} by onnx.version_converter, " + verdict
+        a, b, lowered = result.converted
+        counts = {op: lowered.count(op) for op in dict.fromkeys(lowered)}
+        how = "".join(f" and {op} x{n} written as its decomposition" for op, n in counts.items())
+        verdict = f"opset {a} -> {b} by onnx.version_converter{how}, " + verdict
     return verdict
 
 

@@ -95,7 +95,8 @@ def rewrite(model: ModelProto, opts: Options, *, data_dir: Path | None = None,
         rules = select(opts.patterns, opts.skip_patterns)
     except ValueError as e:
         raise InputError(str(e)) from None
-    ctx = Context(enforce=opts.limits if opts.enforce_limits else None, shape_only=opts.shape_only_pools)
+    ctx = Context(enforce=opts.limits if opts.enforce_limits else None, shape_only=opts.shape_only_pools,
+                  limits=opts.limits)
     names = Names(model)
     rewrites: list[Rewrite] = []
     skips: list[Skip] = []

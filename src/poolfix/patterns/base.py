@@ -154,6 +154,7 @@ class Context:
 
     enforce: Limits | None = None  # --enforce-limits: the limits the model's own pools must keep
     shape_only: bool = False  # --shape-only-pools: a reduction over axes 2.. is a pool, whatever the roles say
+    limits: Limits | None = None  # the run's limits, where the model's own pools are not held to them: reported
 
 
 Match = Callable[[NodeProto, Scope, str, Context], "Site | Skip | None"]

@@ -4,8 +4,10 @@
 :func:`convert` wraps ``onnx.version_converter`` and repairs what it leaves behind: it keeps
 attributes the older schema does not know (``noop_with_empty_axes`` on ReduceMean-18 -> 17), which
 the checker refuses. Such an attribute is dropped where it holds the value the older operator
-behaves as anyway (its default), and refused otherwise. The IR version is never raised. Whatever
-cannot be converted is one line (:class:`~poolfix.errors.InputError`); the model is left as it was.
+behaves as anyway (its default), and refused otherwise. Ops with no older version at all (Gelu,
+opset 20) are first written as their decompositions (:mod:`poolfix.targets.lowering`). The IR
+version is never raised. Whatever cannot be converted is one line
+(:class:`~poolfix.errors.InputError`); the model is left as it was.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from onnx import AttributeProto, ModelProto, defs, helper, version_converter
 
 from ..errors import InputError
 from ..graphs import default_opset, subgraphs
+from .lowering import lower
 
 __all__ = ["convert", "default_opset"]
 
@@ -51,8 +54,21 @@ def _repair(model: ModelProto, source: int, target: int) -> None:
             n.attribute.remove(a)
 
 
-def convert(model: ModelProto, target: int) -> ModelProto | None:
-    """``model`` converted down to default-domain opset ``target``; None if it is there already."""
+def _types(model: ModelProto) -> dict[str, tuple[int, int | None]]:
+    """Element type and rank of the main graph's tensors, from shape inference on the weightless model."""
+    from ..loader import infer_shapes
+
+    g = infer_shapes(model).graph
+    out: dict[str, tuple[int, int | None]] = {t.name: (t.data_type, len(t.dims)) for t in g.initializer}
+    for vi in (*g.input, *g.value_info, *g.output):
+        tt = vi.type.tensor_type
+        out[vi.name] = (tt.elem_type, len(tt.shape.dim) if tt.HasField("shape") else None)
+    return out
+
+
+def convert(model: ModelProto, target: int) -> tuple[ModelProto, list[str]] | None:
+    """``model`` converted down to default-domain opset ``target``, with the ops that had to be written
+    as their decompositions (:mod:`poolfix.targets.lowering`); None if it is there already."""
     source = default_opset(model)
     if source <= target:
         return None
@@ -62,11 +78,14 @@ def convert(model: ModelProto, target: int) -> ModelProto | None:
         if any(o.domain in ("", "ai.onnx") and o.version > target for o in f.opset_import):
             raise InputError(f"cannot convert to opset {target}: model-local function {f.name!r} imports opset "
                              f"{source} and onnx's converter does not convert functions")
+    work = ModelProto()
+    work.CopyFrom(model)
+    lowered = lower(work, target, _types(model))
     try:
-        out = version_converter.convert_version(model, target)
+        out = version_converter.convert_version(work, target)
     except Exception as e:
         first = " ".join(str(e).split())[:200] or type(e).__name__
         raise InputError(f"cannot convert from opset {source} to {target} (onnx.version_converter: {first})") from None
     _repair(out, source, target)
     out.ir_version = min(out.ir_version, model.ir_version)  # never raise the user's IR version
-    return out
+    return out, lowered
