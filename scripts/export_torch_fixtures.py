@@ -31,46 +31,10 @@ import onnx
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "exporters"))
+from modules import PSP, SE, Adaptive  # the modules the exporter matrix exports too
+
 OUT = Path(__file__).resolve().parent.parent / "models" / "torch"
-
-
-class Adaptive(nn.Module):
-    def __init__(self, pool: nn.Module):
-        super().__init__()
-        self.pool = pool
-
-    def forward(self, x):
-        return self.pool(x)
-
-
-class SE(nn.Module):
-    """Squeeze-and-excitation with AdaptiveAvgPool2d(1), as torchvision writes it."""
-
-    def __init__(self, c=16, r=4):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(c, c // r, 1)
-        self.fc2 = nn.Conv2d(c // r, c, 1)
-
-    def forward(self, x):
-        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(self.pool(x)))))
-        return x * s
-
-
-class PSP(nn.Module):
-    """PSPNet pyramid pooling module: bins 1, 2, 3, 6 on a 64x64 map."""
-
-    def __init__(self, c=8, bins=(1, 2, 3, 6)):
-        super().__init__()
-        self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(c, c // 4, 1, bias=False), nn.ReLU()) for b in bins
-        )
-
-    def forward(self, x):
-        size = x.shape[-2:]
-        feats = [x] + [nn.functional.interpolate(s(x), size=size, mode="bilinear", align_corners=False)
-                       for s in self.stages]
-        return torch.cat(feats, dim=1)
 
 
 def cases():

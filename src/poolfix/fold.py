@@ -19,8 +19,8 @@ from onnx import AttributeProto, NodeProto
 
 from .nodes import DEFAULT_DOMAINS, attr
 
-_SAME_SIZE = {"Identity", "Cast", "Neg", "Abs", "Ceil", "Floor", "Sqrt", "Sign", "Round", "Not", "Clip", "Transpose",
-              "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Reciprocal", "Relu"}
+_SAME_SIZE = {"Identity", "Cast", "CastLike", "Neg", "Abs", "Ceil", "Floor", "Sqrt", "Sign", "Round", "Not", "Clip",
+              "Transpose", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Reciprocal", "Relu"}
 _BROADCAST = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
               "Where", "Mod", "And", "Or", "Pow"}
 _AT_MOST_INPUT = {"Slice", "ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceMean"}
@@ -90,20 +90,33 @@ def predicted_elements(node: NodeProto, values: list[np.ndarray | None]) -> int 
     return None
 
 
-def foldable(node: NodeProto) -> bool:
+Functions = dict  # (domain, name) -> FunctionProto: a model's local functions, whose calls fold too
+MAX_CALL_DEPTH = 8
+
+
+def foldable(node: NodeProto, functions: Functions | None = None) -> bool:
+    """Whether ``node`` is an op folded here, or a call of a model-local function (whose body is
+    folded node by node: torch 2.6's dynamo computes indices through aten_trunc and aten_minimum)."""
+    if functions and (node.domain, node.op_type) in functions:
+        return bool(node.output)
     return node.domain in DEFAULT_DOMAINS and node.op_type in FOLDABLE and bool(node.output) and not any(
         a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute)
 
 
 def evaluate(node: NodeProto, values: list[np.ndarray | None], opset: int, limit: int,
-             shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[np.ndarray, ...]:
+             shapes: dict[str, tuple[int, ...]] | None = None, functions: Functions | None = None,
+             depth: int = 0) -> tuple[np.ndarray, ...]:
     """``node``'s outputs from its inputs' ``values`` (None for an absent optional input). Shape and
-    Size read ``shapes`` (static shapes by tensor name). Raises TooLarge past ``limit`` elements (told
-    before anything runs) and ValueError where the node cannot be folded here."""
-    if not foldable(node):
+    Size read ``shapes`` (static shapes by tensor name) or the input's value. Raises TooLarge past
+    ``limit`` elements (told before anything runs) and ValueError where the node cannot be folded here."""
+    if not foldable(node, functions):
         raise ValueError(f"{node.op_type} is not folded")
+    if functions and (node.domain, node.op_type) in functions:
+        return _call(functions[(node.domain, node.op_type)], values, limit, functions, depth)
     if node.op_type in ("Shape", "Size"):
         dims = (shapes or {}).get(node.input[0]) if node.input else None
+        if dims is None and values and values[0] is not None:
+            dims = tuple(values[0].shape)
         if dims is None:
             raise ValueError("the input's shape is not static")
         if node.op_type == "Size":
@@ -126,3 +139,21 @@ def evaluate(node: NodeProto, values: list[np.ndarray | None], opset: int, limit
     if any(v.dtype == object or v.size > limit for v in got):
         raise TooLarge(f"its output holds more than the {limit:,} elements poolfix folds")
     return got
+
+
+def _call(f, values: list[np.ndarray | None], limit: int, functions: Functions, depth: int) -> tuple[np.ndarray, ...]:
+    """A model-local function's outputs, its body folded node by node (each node bounded)."""
+    if depth >= MAX_CALL_DEPTH:
+        raise ValueError("model-local functions nest too deep to fold")
+    if any(a.ref_attr_name for n in f.node for a in n.attribute):
+        raise ValueError(f"function {f.name!r} reads the attributes of its call")
+    opset = next((o.version for o in f.opset_import if o.domain in DEFAULT_DOMAINS), 1)
+    env: dict[str, np.ndarray] = {x: v for x, v in zip(f.input, values) if v is not None}
+    for n in f.node:
+        if any(x and x not in env for x in n.input) and n.op_type not in ("Shape", "Size"):
+            raise ValueError(f"function {f.name!r} reads what is not a constant")
+        outs = evaluate(n, [env.get(x) if x else None for x in n.input], opset, limit, None, functions, depth + 1)
+        env.update({o: v for o, v in zip(n.output, outs) if o})
+    if any(o not in env for o in f.output):
+        raise ValueError(f"function {f.name!r} gives no value")
+    return tuple(env[o] for o in f.output)

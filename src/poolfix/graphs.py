@@ -74,6 +74,7 @@ class Scope:
     is_function: bool = False
     ir_version: int = 0  # the model's, for one-graph models built from this scope's nodes
     data_dir: Path | None = None  # where the model's external data lives, for constants stored there
+    functions: dict = field(default_factory=dict)  # the model's local functions, by (domain, name): folded calls
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -177,7 +178,7 @@ class Scope:
         from .fold import evaluate, foldable
 
         value, shapes = None, None
-        if depth < MAX_FOLD_DEPTH and foldable(node):
+        if depth < MAX_FOLD_DEPTH and foldable(node, self.functions):
             if node.op_type in ("Shape", "Size"):
                 info = self.info(node.input[0]) if node.input else None
                 values = []
@@ -187,7 +188,7 @@ class Scope:
                 values = [self.const(x, depth + 1) if x else None for x in node.input]
             if shapes is not None or (values and all(v is not None for x, v in zip(node.input, values) if x)):
                 try:
-                    outs = evaluate(node, values, self.opset, MAX_CONSTANT_ELEMENTS, shapes)
+                    outs = evaluate(node, values, self.opset, MAX_CONSTANT_ELEMENTS, shapes, self.functions)
                     value = outs[list(node.output).index(name)]
                 except ValueError as e:
                     self.fold_refused[name] = str(e)
@@ -302,14 +303,15 @@ def _graph_infos(g: GraphProto) -> dict[str, TensorInfo]:
 
 
 def _walk(g: GraphProto, inferred: GraphProto | None, where: str, opset: int, ir_version: int,
-          parent: Scope | None, is_function: bool = False, data_dir: Path | None = None) -> Iterator[Scope]:
+          parent: Scope | None, is_function: bool = False, data_dir: Path | None = None,
+          functions: dict | None = None) -> Iterator[Scope]:
     infos = _graph_infos(inferred if inferred is not None else g) if not is_function else {}
     if is_function:
         for vi in getattr(g, "value_info", []):
             inf = _info(vi)
             if inf is not None:
                 infos[vi.name] = inf
-    scope = Scope(g, where, opset, parent, infos, is_function, ir_version, data_dir)
+    scope = Scope(g, where, opset, parent, infos, is_function, ir_version, data_dir, functions or {})
     yield scope
     inferred_nodes = inferred.node if inferred is not None and len(inferred.node) == len(g.node) else None
     for i, n in enumerate(g.node):
@@ -318,7 +320,8 @@ def _walk(g: GraphProto, inferred: GraphProto | None, where: str, opset: int, ir
             label = f"{n.op_type} '{node_label(n, i)}'.{attr}"
             if not scope.is_main:
                 label = f"{where} > {label}"
-            yield from _walk(sub, inf_sub.get(attr), label, opset, ir_version, scope, data_dir=data_dir)
+            yield from _walk(sub, inf_sub.get(attr), label, opset, ir_version, scope, data_dir=data_dir,
+                             functions=functions)
 
 
 def scopes(model: ModelProto, inferred: ModelProto | None, data_dir: Path | None = None) -> list[Scope]:
@@ -329,9 +332,11 @@ def scopes(model: ModelProto, inferred: ModelProto | None, data_dir: Path | None
     """
     opset = default_opset(model)
     ir = model.ir_version
+    functions = {(f.domain, f.name): f for f in model.functions}
     out = list(_walk(model.graph, inferred.graph if inferred is not None else None, "main graph", opset, ir, None,
-                     data_dir=data_dir))
+                     data_dir=data_dir, functions=functions))
     for f in model.functions:
         fopset = next((o.version for o in f.opset_import if o.domain in ("", "ai.onnx")), opset)
-        out.extend(_walk(f, None, f"function '{f.domain}::{f.name}'", fopset, ir, None, is_function=True))
+        out.extend(_walk(f, None, f"function '{f.domain}::{f.name}'", fopset, ir, None, is_function=True,
+                         functions=functions))
     return out

@@ -28,7 +28,7 @@ from .base import Context, Rule, Site, Skip, attr, axes, is_op, skip, spatial_or
 
 NAME = "dynamo-adaptive"
 _BODY_OPS = {"Transpose", "GatherND", "ReduceMean", "ReduceSum", "Where", "Gather", "Add", "Div", "Mul",
-             "Squeeze", "Unsqueeze", "Cast"}
+             "Squeeze", "Unsqueeze", "Cast", "CastLike", "Slice"}  # torch 2.6 slices and CastLikes in its sum
 _MAX_NODES = 20000
 
 
