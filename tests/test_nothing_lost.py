@@ -380,3 +380,14 @@ def test_an_all_minus_inf_window_among_ordinary_ones_is_caught():
     r = poolfix.fix(m)
     (special,) = [c for c in r.verification.checks if c.kind == "special"]
     assert special.verdict == "DIFFERS" and "all -inf" in special.note
+
+
+def test_the_reference_scan_stops_at_once_on_data_files(tmp_path):
+    from poolfix.loader import external_locations, light_bytes
+
+    with pytest.raises(ValueError, match="field number 0"):  # the first two bytes of zeros end the scan
+        light_bytes(b"\x00" * 1000)
+    zeros = tmp_path / "zeros.bin"
+    with open(zeros, "wb") as f:
+        f.truncate(64 * 2**20)  # 64 MiB of zero bytes, as a preallocated data file reads
+    assert external_locations(zeros) == set()

@@ -153,3 +153,29 @@ def test_explain_shows_both_window_lists():
     assert "kernel=3 stride=2 pads=(1,1)" in text and "INEXACT" in text
     assert "[0,2)" in text and "[3,5)" in text
     assert "no single pool is exact" in explain(10, 4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 5000), st.integers(1, 1200))
+def test_adaptive_windows_repeat_in_blocks_of_the_gcd(size_in, size_out):
+    from poolfix.planner import period
+
+    got = period(size_in, size_out)
+    windows = adaptive_windows(size_in, size_out)
+    if got is None:
+        from math import gcd
+
+        assert gcd(size_in, size_out) == 1
+        return
+    g, block_in, block_out = got
+    inner = adaptive_windows(block_in, block_out)
+    assert windows == [(k * block_in + a, k * block_in + b) for k in range(g) for a, b in inner]
+    assert all(k * block_in <= a and b <= (k + 1) * block_in  # no window crosses a block
+               for k in range(g) for a, b in windows[k * block_out:(k + 1) * block_out])
+
+
+def test_the_patchcore_sizes_reduce_to_small_blocks():
+    from poolfix.planner import period, plan_axis
+
+    assert period(4608, 1024) == (512, 9, 2) and plan_axis(9, 2) is not None  # one pool per block
+    assert period(12288, 1000) == (8, 1536, 125) and period(250, 16) == (2, 125, 8)

@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 import run as harness
 
 HERE = Path(__file__).resolve().parent
@@ -154,12 +155,70 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
                 model("Concat", S, None, {"axis": 2}, [const("c", np.ones((1, 8, 4, 64)), np.float32)], ["c"])))
     out.append(("mul", {"op": "Mul", "placement": ["Mul", 4]},
                 model("Mul", S, None, None, [const("c", np.full((1, 1, 64, 64), 1.5), np.float32)], ["c"])))
+    for r, shape, w in ((3, (1, 8, 64), (64, 6)), (4, (1, 8, 64, 64), (64, 6)), (5, (1, 8, 4, 16, 96), (96, 12))):
+        what = {"op": "MatMul", "placement": ["MatMul", r], "elems": int(np.prod(shape[:-1])) * w[1], "k": w[0]}
+        out.append((f"matmul{r}d", what,
+                    model("MatMul", shape, None, None, [const("w", np.full(w, 1.0 / w[0]), np.float32)], ["w"])))
+    out.append(("reducemean5d", {"op": "ReduceMean", "placement": ["ReduceMean", 5]},
+                model("ReduceMean", (1, 4, 8, 16, 16), (1, 4, 1, 1, 1), {"axes": [2, 3, 4]}, opset=17)))
+    out.append(("gap5d", {"op": "GlobalAveragePool", "placement": ["GlobalAveragePool", 5]},
+                model("GlobalAveragePool", (1, 4, 8, 16, 16), (1, 4, 1, 1, 1))))
+    out.append(("reshape3d", {"op": "Reshape", "placement": ["Reshape", 3]},
+                model("Reshape", (1, 8, 64), (1, 8, 8, 8), None, [const("s", [-1, 8, 8, 8])], ["s"])))
+    out.extend(constructions())
     for v in range(13, 22):
         m = pool("avg", (1, 8, 16, 16), (2, 2), (2, 2))
         m.opset_import[0].version = v
         m.ir_version = 10 if v >= 21 else 9 if v >= 19 else IR
         out.append((f"opset{v}", {"opset": v}, m))
     return out
+
+
+def adaptive_site(kind: str, shape, size) -> onnx.ModelProto:
+    """One adaptive pooling site as the ATen fallback writes it (what poolfix rewrites)."""
+    op = f"adaptive_{kind}_pool{len(size)}d"
+    nodes = [helper.make_node(op, ["x", "size"], ["y"] + (["idx"] if kind == "max" else []), domain="org.pytorch.aten")]
+    g = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*shape[:2], *size])],
+                          [const("size", list(size))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("org.pytorch.aten", 1)])
+    m.ir_version = IR
+    return m
+
+
+# each construction poolfix builds, on the sites that need it (built by poolfix itself under each target,
+# --construction forcing the one probed): whether the toolchain converts, places and computes it right
+CONSTRUCTION_SITES = {
+    "gather": [("avg", (1, 8, 10, 10), (4, 4)), ("max", (1, 8, 10, 10), (4, 4))],
+    "slice": [("avg", (1, 8, 10, 10), (4, 4)), ("max", (1, 8, 23), (5,))],
+    "runs": [("avg", (1, 8, 10, 10), (4, 4)), ("max", (1, 8, 23), (5,))],
+    "grid": [("avg", (1, 8, 10, 10), (4, 4)), ("max", (1, 8, 10, 10), (4, 4))],
+    "matmul": [("avg", (1, 8, 10, 10), (4, 4)), ("avg", (1, 8, 23), (5,)), ("avg", (2, 1, 4608), (1024,))],
+    "blocks": [("avg", (2, 1, 4608), (1024,)), ("max", (2, 1, 4608), (1024,))],
+}
+
+
+def constructions() -> list:
+    """Probes of whole constructions (built lazily per engine: the limits shape them)."""
+    out = []
+    for name, sites in CONSTRUCTION_SITES.items():
+        for kind, shape, size in sites:
+            what = {"construction": name, "site": f"{kind} {'x'.join(map(str, shape[2:]))}->{'x'.join(map(str, size))}"}
+            out.append((f"construct_{name}_{kind}{len(size)}d_{shape[-1]}to{size[-1]}", what, (kind, shape, size)))
+    return out
+
+
+def built(engine: str, what: dict, site) -> onnx.ModelProto | str:
+    """The construction ``what`` names, as poolfix emits it for ``engine``; or why it cannot be built."""
+    import poolfix
+
+    kind, shape, size = site
+    asked = [what["construction"]] + (["runs"] if what["construction"] == "blocks" and kind == "max" else [])
+    try:
+        return poolfix.fix(adaptive_site(kind, shape, size), target=engine, constructions=asked, node_budget=10**6,
+                           verify=False).model
+    except poolfix.PoolfixError as e:
+        return str(e)
 
 
 def outcome(res: dict, op_hint: str) -> dict:
@@ -186,7 +245,7 @@ def outcome(res: dict, op_hint: str) -> dict:
 WRONG = 0.25
 
 
-HINTS = {"avg": "pool", "max": "pool", "lp": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool",
+HINTS = {"MatMul": "", "avg": "pool", "max": "pool", "lp": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool",
          "GlobalLpPool": "",
          "ReduceMean": "mean", "ReduceMax": "max", "GatherND": "gather", "Gather": "gather", "Slice": "slice",
          "Reshape": "", "Transpose": "transpose", "Concat": "concat", "Mul": "mul"}
@@ -198,12 +257,19 @@ def run_probes(engine: str, only: str | None) -> dict:
         for name, what, m in probes():
             if only and only not in name:
                 continue
+            if "construction" in what:
+                m = built(engine, what, m)
+                if isinstance(m, str):
+                    results[name] = {**what, "outcome": "not built", "errors": [m[:300]]}
+                    print(f"{name:24s} not built: {m[:80]}", flush=True)
+                    continue
+                what = {**what, "nodes": sum(n.op_type != "Constant" for n in m.graph.node)}
             work = Path(tmp) / name
             work.mkdir()
             path = work / f"{name}.onnx"
             onnx.save(m, path)
             res = harness.run_engine(engine, path, work, timeout=600)
-            hint = "" if "opset" in what else HINTS.get(what.get("op", ""), "")
+            hint = "" if "opset" in what or "construction" in what else HINTS.get(what.get("op", ""), "")
             results[name] = {**what, **outcome(res, hint)}
             print(f"{name:<24} {results[name]['outcome']:<9} {results[name].get('cycles', '')}", flush=True)
             toolchain = res.get("toolchain")
@@ -239,6 +305,9 @@ def derive_costs(r: dict) -> dict:
                 "Gather": ("gather", c * 3 * n), "Slice": ("slice", c * 37 * n), "Concat": ("concat", c * 68 * n),
                 "Reshape": ("reshape", c * n * n), "Transpose": ("transpose", c * n * n), "Mul": ("mul", c * n * n)}
     ops = {op: round(cycles(name) / elems, 4) for op, (name, elems) in per_elem.items() if cycles(name)}
+    mm = [cycles(k) / (p["elems"] * p["k"]) for k, p in r.items() if k.startswith("matmul") and cycles(k)]
+    if mm:  # per output element x contracted length
+        ops["MatMul"] = round(sorted(mm)[len(mm) // 2], 4)
     # a mode without a stride-1 rate has too few estimates to rank by (rknn's simulator reports no
     # cycles for small pools, none for max pools below stride 8): its candidates rank by node count
     pools = {kind: rates for kind, rates in pools.items() if 1 in rates}
@@ -292,11 +361,26 @@ def derive(data: dict) -> dict:
     return {
         "limits": limits,
         "placement": placement(r),
+        "constructions": construction_outcomes(r),
         "max_opset": max(opsets) if opsets else None,
         "costs": derive_costs(r),
         "toolchain": data["toolchain"],
         "probed": data["date"],
     }
+
+
+def construction_outcomes(r: dict) -> dict:
+    """Per construction, the worst outcome over its probed sites (refused, crash, register, wrong, CPU,
+    NPU): what the toolchain does with what poolfix builds, not only with each op alone."""
+    order = ("crash", "register", "refused", "wrong", "CPU", "NPU")
+    out: dict[str, str] = {}
+    for res in r.values():
+        c = res.get("construction")
+        if c is None or res["outcome"] == "not built":
+            continue
+        worst = out.get(c, "NPU")
+        out[c] = min(worst, res["outcome"], key=lambda o: order.index(o) if o in order else 0)
+    return dict(sorted(out.items()))
 
 
 def placement(r: dict) -> dict:

@@ -16,6 +16,7 @@ import click
 from . import __version__
 from .api import fix
 from .batch import DEFAULT_TIMEOUT
+from .emitter import CONSTRUCTIONS
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, StrictError, VerificationError
 from .finder import MAX_SPATIAL
 from .limits import limit_fields
@@ -63,7 +64,8 @@ HELP_GROUPS = {
                      "exact_special_values"],
     "Patterns and plans": ["patterns", "skip_patterns", "shape_only_pools", "allow_approx", "list_patterns",
                            "explain_pairs", "explain_svg"],
-    "Limits and targets": ["target_name", "list_targets", "enforce_limits", "opset", "node_budget"],  # + Limits fields
+    "Limits and targets": ["target_name", "list_targets", "enforce_limits", "opset", "node_budget",
+                           "constructions"],  # + one option per Limits field
     "Output control": ["strict", "quiet", "verbose", "debug", "version", "help"],
 }
 
@@ -157,6 +159,9 @@ def limit_options(command):
 @click.option("--enforce-limits/--no-enforce-limits", default=None,
               help="Hold the model's own AveragePool/MaxPool/LpPool nodes to the limits too (default: on under "
                    "--target; off, a pool past the target's limits is reported, and --strict counts it).")
+@click.option("--construction", "constructions", multiple=True, type=click.Choice(CONSTRUCTIONS), metavar="NAME",
+              help=f"Under limits, build only these constructions (repeatable: {', '.join(CONSTRUCTIONS)}); "
+                   "for engines whose compiler refuses the others.")
 @click.option("--node-budget", type=click.IntRange(min=1), default=DEFAULT_NODE_BUDGET, show_default=True,
               metavar="N", help="Most nodes one site's rewrite may take; a site whose every exact rewrite takes "
                                 "more is left, with the reason.")
@@ -287,7 +292,7 @@ def _options(f: SimpleNamespace, limit_values: dict) -> Options:
         enforce_limits=f.enforce_limits, opset=f.opset, verify_memory_limit=f.verify_memory_limit * 2**20,
         exact_special_values=f.exact_special_values, patterns=f.patterns, skip_patterns=f.skip_patterns,
         shape_only_pools=f.shape_only_pools, input_ranges=dict(parse_input_range(r) for r in f.input_ranges),
-        node_budget=f.node_budget, lazy_weights=True)
+        node_budget=f.node_budget, constructions=f.constructions, lazy_weights=True)
 
 
 def _batch(models: list[Path], folder: Path, f: SimpleNamespace, options: Options, say, level: int) -> None:

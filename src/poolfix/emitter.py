@@ -10,6 +10,7 @@ name comes from :class:`~poolfix.rewriter.Names`, which knows every name in the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum
 
 import numpy as np
@@ -19,12 +20,13 @@ from .cascade import NoCascade, plan_cascade
 from .limits import Limits
 from .patterns import Site
 from .patterns.base import Reshape, Squeeze, TailStep, Transpose
-from .planner import AdaptivePlan, GatherAxis
-from .pools import Pool
+from .planner import AdaptivePlan, GatherAxis, period, plan_adaptive, plan_axis
+from .pools import AxisPool, Pool
 from .rewriter import Names
-from .windows import Window, pool_output_size, pool_windows, runs
+from .windows import Window, adaptive_windows, pool_output_size, pool_windows, runs
 
 _POOL_OPS = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}
+MAX_AVERAGING_MATRIX = 1 << 24  # elements of one averaging matrix (64 MiB of float32)
 
 
 class Style(str, Enum):
@@ -34,9 +36,14 @@ class Style(str, Enum):
     SLICE = "slice"  # each window sliced out and pooled whole
     RUNS = "runs"  # windows in runs of one length and one step: one Slice and one strided pool per run
     GRID = "grid"  # the runs of every axis crossed: one Slice and one N-D pool per box
+    MATMUL = "matmul"  # average only: each irregular axis one MatMul by a constant averaging matrix
 
     def __str__(self) -> str:
         return self.value
+
+
+# what --construction takes: each style, and "blocks" (a 1D site pooled in its repeating blocks)
+CONSTRUCTIONS = (*(s.value for s in Style), "blocks")
 
 
 class Emitter:
@@ -60,10 +67,11 @@ class Emitter:
     """
 
     def __init__(self, site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True,
-                 limits: Limits | None = None, style: Style = Style.GATHER):
+                 limits: Limits | None = None, style: Style = Style.GATHER, blocks: bool = False):
         self.site, self.plan, self.opset, self.names = site, plan, opset, names
         self.initializers = initializers
         self.style = style
+        self.blocks = blocks  # a 1D site reshaped into its repeating blocks first (planner.period)
         self.limits = limits if limits is not None and limits.active else None
         self.base = f"{site.node.name or site.node.op_type}_poolfix"
         self.rank = len(site.in_spatial)
@@ -462,8 +470,114 @@ class Emitter:
 
     # -- the whole site
 
+    # -- constructions that change the problem: blocks of a period, averaging matrices
+
+    def leading(self, dims: list[int]) -> list[int]:
+        """A Reshape shape of the batch, the channels and ``dims``: literal but for the batch (-1) where the
+        channel count is known (converters turn 0 into Shape/Slice/Concat at run time), else 0, 0."""
+        c = self.site.in_shape[1]
+        if c is None:
+            return [0, 0, *dims]
+        self.literal_channels = True
+        return [-1, c, *dims]
+
+    def merged(self, blocks: int, block: int) -> list[int]:
+        """The Reshape shape of a 1D site split into ``blocks`` of ``block``, the blocks merged into the
+        channels: [N, C*blocks, block] (the rank stays)."""
+        c = self.site.in_shape[1]
+        if c is None:
+            return [0, -1, block]
+        self.literal_channels = True
+        return [-1, c * blocks, block]
+
+    def block_steps(self) -> list:
+        """A 1D site whose windows repeat (:func:`~poolfix.planner.period`): [N, C, L] -> [N, C*g, L/g], the
+        blocks' own adaptive pooling (any style), then back to [N, C, g * out/g]. The blocks go into the
+        channels, so every tensor keeps the site's rank (onnx2tf refuses a rank-4 detour of a 1D plan)."""
+        ((n_in,), (n_out,)) = self.site.in_spatial, self.site.out_spatial
+        found = period(n_in, n_out)
+        if self.rank != 1 or found is None:
+            raise NoCascade("only a 1D site whose windows repeat is pooled in blocks")
+        g, block_in, block_out = found
+        c = self.site.in_shape[1]
+        inner = replace(self.site, in_shape=(self.site.in_shape[0], None if c is None else c * g, block_in),
+                        out_spatial=(block_out,), tail=(), head=None)
+        pads = self.plan.pool is not None and self.plan.pool.padded
+        inner_plan = plan_adaptive((block_in,), (block_out,), allow_pads=pads or not self.plan.gathers)
+
+        def pooled(x: str, y: str) -> None:
+            e = Emitter(replace(inner, x=x, output=y), inner_plan, self.opset, self.names,
+                        initializers=self.initializers, limits=self.limits, style=self.style)
+            nodes, tensors = e.emit()
+            self.nodes.extend(nodes)
+            self.tensors.extend(tensors)
+            self.literal_channels |= e.literal_channels
+
+        steps: list = []
+        if self.site.head is not None:
+            steps.append(lambda x, y: self.transpose(self.site.head, x, y))
+        steps.append(lambda x, y: self.reshape_to(x, y, self.merged(g, block_in), "blocks"))
+        steps.append(pooled)
+        steps.append(lambda x, y: self.reshape_to(x, y, self.leading([g * block_out]), "unblocks"))
+        return steps + self.tail_steps()
+
+    def average_axis(self, x: str, y: str, spatial, axis: int) -> None:
+        """Adaptive average pooling of one axis as a MatMul by a constant [in, out] averaging matrix
+        (column i: 1/length over window i). The axis is made the last one where it is not (a Transpose
+        each way). A 1D site whose windows repeat gets the matrix of one block in the ``blocks``
+        construction (:meth:`block_steps`): 12288 -> 1000 is 8 blocks of 1536 -> 125."""
+        n_in, n_out = spatial[axis], self.site.out_spatial[axis]
+        if n_in * n_out > MAX_AVERAGING_MATRIX:
+            raise NoCascade(f"an averaging matrix of {n_in} x {n_out} is past the {MAX_AVERAGING_MATRIX:,} "
+                            "elements poolfix writes")
+        rank = 2 + self.rank
+        last = axis == self.rank - 1
+        src = x
+        if not last:
+            perm = list(range(rank))
+            perm[2 + axis], perm[-1] = perm[-1], perm[2 + axis]
+            src = self.fresh(f"avg{axis}_t")
+            self.node("Transpose", [x], src, f"avg{axis}_t", perm=perm)
+        matrix = np.zeros((n_in, n_out), dtype=np.float64)
+        for i, (b, e) in enumerate(adaptive_windows(n_in, n_out)):
+            matrix[b:e, i] = 1.0 / (e - b)
+        averaged = y if last else self.fresh(f"avg{axis}")
+        self.node("MatMul", [src, self.float_const(matrix, f"avg{axis}_matrix")], averaged, f"avg{axis}_mm")
+        if not last:
+            self.node("Transpose", [averaged], y, f"avg{axis}_back", perm=perm)
+
+    def matmul_steps(self) -> list:
+        """``matmul`` style: the axes with a single exact pool pooled (one pool, within the limits), each
+        other axis averaged by a MatMul (:meth:`average_axis`). Average only."""
+        if self.site.mode != "avg":
+            raise NoCascade("an averaging matrix computes a mean, not a max or an Lp norm")
+        irregular = [g.axis for g in self.plan.gathers]
+        if not irregular:
+            raise NoCascade("every axis has a single exact pool")
+        axes = [plan_axis(n, o) or AxisPool(1, 1) if a not in irregular else AxisPool(1, 1)
+                for a, (n, o) in enumerate(zip(self.site.in_spatial, self.site.out_spatial))]
+        pool = Pool.of_axes(axes)
+        spatial = list(self.site.in_spatial)
+        steps: list = []
+        if self.site.head is not None:
+            steps.append(lambda x, y: self.transpose(self.site.head, x, y))
+        if not pool.is_identity:
+            before = tuple(spatial)
+            steps.append(lambda x, y: self.pool(x, y, before, pool, "pool"))
+            spatial = [pool_output_size(n, k, s, pool.pads[a], pool.pads[a + self.rank])
+                       for a, (n, k, s) in enumerate(zip(spatial, pool.kernel, pool.strides))]
+        for axis in irregular:
+            here = list(spatial)
+            steps.append(lambda x, y, axis=axis, here=here: self.average_axis(x, y, here, axis))
+            spatial[axis] = self.site.out_spatial[axis]
+        return steps + self.tail_steps()
+
     def steps(self) -> list:
         """The site's computation as (x, y) -> None steps, in order."""
+        if self.blocks:
+            return self.block_steps()
+        if self.style == Style.MATMUL:
+            return self.matmul_steps()
         plan, rank = self.plan, self.rank
         spatial = list(self.site.in_spatial)  # spatial sizes as the steps go: gathered axes first, then the pool
         steps: list = []
@@ -536,9 +650,10 @@ def _identity(rank: int) -> Pool:
 
 
 def emit(site: Site, plan: AdaptivePlan, opset: int, names: Names, *, initializers: bool = True,
-         limits: Limits | None = None, style: Style = Style.GATHER) -> tuple[list[NodeProto], list[TensorProto], bool]:
+         limits: Limits | None = None, style: Style = Style.GATHER,
+         blocks: bool = False) -> tuple[list[NodeProto], list[TensorProto], bool]:
     """The nodes and constant tensors for one site (:class:`Emitter` at work), and whether they hold
     the channel count (:attr:`Emitter.literal_channels`)."""
-    e = Emitter(site, plan, opset, names, initializers=initializers, limits=limits, style=style)
+    e = Emitter(site, plan, opset, names, initializers=initializers, limits=limits, style=style, blocks=blocks)
     nodes, tensors = e.emit()
     return nodes, tensors, e.literal_channels

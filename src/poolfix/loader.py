@@ -256,6 +256,8 @@ def _fields(buf, start: int, end: int):
         field_start = pos
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
+        if number == 0:  # not a protobuf field: a data file of zeros ends the scan here, not 2 bytes at a time
+            raise ValueError("field number 0")
         if wire == 0:
             _, pos = _varint(buf, pos)
             yield number, wire, field_start, field_start, pos

@@ -43,6 +43,7 @@ class Options:
     enforce_limits: bool = False  # the model's own pools keep them too
     opset: int | None = None  # convert the model down to this opset first
     node_budget: int = DEFAULT_NODE_BUDGET
+    constructions: tuple[str, ...] = ()  # under limits: only these (poolfix.emitter.CONSTRUCTIONS); () all
     lazy_weights: bool = False  # a path's large inline weights stay in its file
 
     @classmethod
@@ -126,10 +127,18 @@ def _checked(name: str, value):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
             raise InputError(f"{name} must be a number >= 0, got {value!r}")
         return value
-    if name in ("patterns", "skip_patterns"):
+    if name in ("patterns", "skip_patterns", "constructions"):
         if isinstance(value, str):
             value = (value,)
-        return tuple(value)
+        value = tuple(value)
+        if name == "constructions":
+            from .emitter import CONSTRUCTIONS
+
+            bad = [v for v in value if v not in CONSTRUCTIONS]
+            if bad:
+                raise InputError(f"unknown construction(s) {', '.join(bad)}; the constructions are "
+                                 f"{', '.join(CONSTRUCTIONS)}")
+        return value
     if name in ("verify_memory_limit", "node_budget"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")

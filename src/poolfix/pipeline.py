@@ -6,7 +6,8 @@ Each site goes through the stages in turn:
 * :mod:`poolfix.finder` and the rules of :mod:`poolfix.patterns` find it (or say why not);
 * :func:`plan_site` plans it (:mod:`poolfix.planner`: pure arithmetic);
 * :mod:`poolfix.emitter` builds its candidates: without limits the plan as it is; within limits
-  every exact construction (plans with and without pads, each window-picking :class:`Style`);
+  every exact construction (plans with and without pads, each window-picking :class:`Style`, an
+  averaging MatMul for averages, and a 1D site's repeating blocks);
 * :mod:`poolfix.targets.ranking` picks one, or leaves the site (node budget, already on the NPU);
 * :mod:`poolfix.verifier` checks the replacement alone against the numpy reference before it is
   spliced in (:func:`poolfix.rewriter.splice`); a site that fails is left, with its error.
@@ -27,7 +28,7 @@ from .finder import find
 from .graphs import Scope, scopes
 from .options import Options
 from .patterns import Context, Site, Skip, select
-from .planner import AdaptivePlan, plan_adaptive
+from .planner import AdaptivePlan, period, plan_adaptive
 from .report import Finding
 from .rewriter import Names, Rewrite, splice
 from .targets.costs import with_input_shape
@@ -50,13 +51,13 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
     """Every exact construction of the site the options allow. Without limits: the plan alone.
     Within limits: the plan with pads and without, each in every :data:`LIMITED_STYLES` style that
     keeps them. Raises NoCascade (none keeps the limits) or ValueError (none can be written here)."""
-    def build(plan: AdaptivePlan, style: Style) -> Candidate:
+    def build(plan: AdaptivePlan, style: Style, blocks: bool = False) -> Candidate:
         if plan.gathers and not use_initializers and scope.opset < 9:
             raise ValueError(f"the exact plan needs int64 indices, which opset {scope.opset} Constant nodes "
                              "cannot hold in this IR version")
         nodes, tensors, literal = emit(site, plan, scope.opset, names, initializers=use_initializers,
-                                       limits=opts.limits, style=style)
-        return Candidate(plan, style, tuple(nodes), tuple(tensors), literal)
+                                       limits=opts.limits, style=style, blocks=blocks)
+        return Candidate(plan, f"{style}{' in blocks' if blocks else ''}", tuple(nodes), tuple(tensors), literal)
 
     plan = plan_site(site, scope.opset, allow_approx=opts.allow_approx)
     if opts.limits is None:
@@ -65,12 +66,22 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
     if plan.pool is not None and plan.pool.padded and site.target is None:
         plans.append(plan_site(site, scope.opset, allow_approx=opts.allow_approx, allow_pads=False))
     out, errors = [], []
+    styles = LIMITED_STYLES + ((Style.MATMUL,) if plan.gathers else ())  # matmul says why where it cannot
+    blocked = (False, True) if len(site.in_spatial) == 1 and plan.gathers and \
+        period(site.in_spatial[0], site.out_spatial[0]) else (False,)
+    asked = set(opts.constructions)
+    asked_styles = asked - {"blocks"}
     for p in plans:
-        for style in LIMITED_STYLES:
-            try:
-                out.append(build(p, style))
-            except NoCascade as e:
-                errors.append(e)
+        for style in styles:
+            for blocks in blocked:
+                if (asked_styles and style.value not in asked_styles) or ("blocks" in asked and not blocks):
+                    continue  # --construction: only those asked for ('blocks': in blocks, any style)
+                try:
+                    out.append(build(p, style, blocks))
+                except NoCascade as e:
+                    errors.append(e)
+    if not out and not errors:
+        raise NoCascade(f"none of the constructions asked for ({', '.join(sorted(asked))}) applies to this site")
     if not out:
         raise errors[0]
     return out
@@ -151,7 +162,7 @@ def _one_site(site: Site, scope: Scope, names: Names, opts: Options, use_initial
         part = scope.part_model(list(site.replaces), site.x, site.x_free_shape(), site.elem_type, site.output)
         original = None if isinstance(part, str) else part
     rw = Rewrite(site, best.plan, best.nodes, scope.opset, scope.is_main, best.tensors, original,
-                 literal_channels=best.literal_channels)
+                 literal_channels=best.literal_channels, construction=best.style if opts.limits is not None else "")
     if opts.verify and rw.plan.exact:
         rw = replace(rw, check=verifier.site_checks(rw, opts.seeds, ir_version, opts.atol, opts.rtol))
         c = rw.check
@@ -177,8 +188,11 @@ def findings(rewrites: list[Rewrite], skips: list[Skip], ir_version: int, seed: 
         if c is not None:  # asked for: say how far off it is, measured, whether or not we verify
             notes.append(f"APPROXIMATE: max abs err {c.max_abs:.3g} (max rel {c.max_rel:.3g}) against exact "
                          "adaptive pooling on a random input")
+        plan = rw.plan.describe() if rw.construction in ("", "gather") else (
+            f"{rw.construction}: exact adaptive pooling {list(s.in_spatial)} -> {list(s.out_spatial)} "
+            f"(the plan it replaces: {rw.plan.describe()})")
         out.append(Finding("rewritten", s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),
-                           rw.plan.describe(), "", rw.op_types, notes, s.roles))
+                           plan, "", rw.op_types, notes, s.roles))
     for sk in skips:
         out.append(Finding("skipped" if sk.pool else "not a pool", sk.pattern, sk.op, sk.label, reason=sk.reason,
                            roles=sk.roles))

@@ -217,6 +217,18 @@ def plan_adaptive(
                         tuple(inexact))
 
 
+def period(size_in: int, size_out: int) -> tuple[int, int, int] | None:
+    """Where adaptive windows repeat: (g, block_in, block_out) with g = gcd(in, out) > 1. The windows
+    of in -> out are g copies, block_in inputs apart, of the windows of block_in -> block_out, and no
+    window crosses a block: window i = k*block_out + j starts at floor(i*in/out) = k*block_in +
+    floor(j*block_in/block_out), and ends likewise. So [.., in] reshaped to [.., g, block_in] pools as
+    block_in -> block_out along its last axis: 4608 -> 1024 is 512 blocks of 9 -> 2, one pool."""
+    from math import gcd
+
+    g = gcd(size_in, size_out)
+    return (g, size_in // g, size_out // g) if g > 1 else None
+
+
 def plan_global(size_in: tuple[int, ...] | list[int]) -> Pool:
     """Global pooling: one pool with kernel = the spatial dims."""
     plan = plan_adaptive(size_in, [1] * len(size_in)).pool

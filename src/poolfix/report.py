@@ -23,6 +23,11 @@ class Finding:
     notes: list[str] = field(default_factory=list)
     roles: str = ""  # the roles of the reduced or pooled tensor and their evidence, where a rule read them
 
+    @property
+    def nodes(self) -> int:
+        """Nodes the rewrite emitted (Constant nodes not counted)."""
+        return len(self.emitted)
+
     def line(self, verbose: bool = False) -> str:
         roles = f"\n          roles: {self.roles}" if verbose and self.roles else ""
         if self.status == "skipped":
@@ -31,7 +36,10 @@ class Finding:
             return f"not pool  {self.op} '{self.node}': {self.reason.removeprefix('not a pool: ')}{roles}"
         shapes = f"{fmt_shape(self.in_shape)} -> {fmt_shape(self.out_shape)}"
         extra = "".join(f"; {n}" for n in self.notes)
-        return f"rewritten {self.op} '{self.node}' {shapes}: {' + '.join(self.emitted)} ({self.plan}){extra}{roles}"
+        ops = " + ".join(self.emitted) if len(self.emitted) <= 8 else \
+            " + ".join(self.emitted[:6]) + f" + ... ({len(self.emitted) - 6} more)"
+        return (f"rewritten {self.op} '{self.node}' {shapes}: {len(self.emitted)} node(s) {ops} ({self.plan})"
+                f"{extra}{roles}")
 
 
 def _num(x: float) -> str:
@@ -76,7 +84,7 @@ def to_dict(findings: list[Finding], report: VerificationReport | None, **extra)
         "rewritten": sum(f.status == "rewritten" for f in findings),
         "skipped": sum(f.status == "skipped" for f in findings),
         "not_pools": sum(f.status == "not a pool" for f in findings),
-        "findings": [asdict(f) for f in findings],
+        "findings": [{**asdict(f), "nodes": f.nodes} for f in findings],
         "verification": report.to_dict() if report is not None else None,
     }
 

@@ -65,6 +65,7 @@ class Rewrite:
     check: object = None  # the site's own check (verifier.Check), when it ran before the splice
     special: object = None  # its special-value check (verifier.Check), likewise
     literal_channels: bool = False  # the nodes hold the channel count: site checks use every channel
+    construction: str = ""  # the emitter's construction, where limits chose one (poolfix.emitter.Style)
 
     @property
     def op_types(self) -> list[str]:

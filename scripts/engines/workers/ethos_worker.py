@@ -59,8 +59,9 @@ def main(job_path: str) -> None:
             "output_integer_quantized_tflite": True, "custom_input_op_name_np_data_path": cind,
             "non_verbose": True}
     Path(work, "args.pkl").write_bytes(pickle.dumps(args))
-    p = subprocess.run([sys.executable, "-c", code, os.path.join(work, "args.pkl")], cwd=work,
-                       stdout=log, stderr=subprocess.STDOUT, timeout=job.get("timeout", 900))
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}  # as an activated venv: onnx2tf
+    p = subprocess.run([sys.executable, "-c", code, os.path.join(work, "args.pkl")], cwd=work,  # runs onnxsim
+                       stdout=log, stderr=subprocess.STDOUT, timeout=job.get("timeout", 900), env=env)
     found = glob.glob(os.path.join(out_dir, "*_full_integer_quant.tflite"))
     result["load"] = 0 if p.returncode == 0 and found else 1
     if not found:

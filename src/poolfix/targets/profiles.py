@@ -21,6 +21,7 @@ from ..limits import Limits
 from .probed import PROBED
 
 NPU = "NPU"
+REJECTED = ("refused", "crash", "register", "wrong")  # outcomes of a probe that no plan should meet again
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class Profile:
     probed: str = ""  # the date of the probe
     costs: dict | None = field(default=None, compare=False)  # cycle rates (poolfix.targets.costs)
     npu_pool_dims: int | None = None  # most spatial dims of a pool the NPU runs (None: any, as far as known)
+    constructions: Mapping[str, str] = field(default_factory=dict, compare=False)  # probed whole: name -> outcome
+
+    def rejects(self, construction: str) -> bool:
+        """Whether the toolchain was seen to refuse, crash on, overflow or miscompute this construction
+        (poolfix.emitter.CONSTRUCTIONS) as poolfix builds it."""
+        return self.constructions.get(construction) in REJECTED
 
     @property
     def probed_ops(self) -> frozenset[str]:
@@ -78,7 +85,8 @@ def _probed(name: str, source: str, notes: str) -> Profile:
     return Profile(name, Limits(**d["limits"]), f"probed on {d['toolchain']}, {d['probed']} "
                    f"(scripts/engines/probe.py); {source}", notes, placement=placement,
                    max_opset=d["max_opset"], toolchain=d["toolchain"], probed=d["probed"],
-                   costs=d.get("costs") or None, npu_pool_dims=None if pool_5d else 2)
+                   costs=d.get("costs") or None, npu_pool_dims=None if pool_5d else 2,
+                   constructions=d.get("constructions", {}))
 
 
 PROFILES: dict[str, Profile] = {

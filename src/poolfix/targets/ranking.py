@@ -5,11 +5,13 @@ differ in what the target's compiler does with them. Ranking, in order:
 
 1. the node budget: a candidate of more nodes than ``budget`` is out (where every candidate is,
    the site is left, with the count of the smallest);
-2. ops off the NPU, as the profile's placement says (an op at a tensor rank the probe saw off the
+2. what the toolchain does with the construction as a whole: one the probe saw refused, crash,
+   overflow a register or compute wrong ranks after every other (``Profile.rejects``);
+3. ops off the NPU, as the profile's placement says (an op at a tensor rank the probe saw off the
    NPU, or a pool that breaks the limits);
-3. the target's cycle estimate (:mod:`poolfix.targets.costs`), where every candidate left has one;
+4. the target's cycle estimate (:mod:`poolfix.targets.costs`), where every candidate left has one;
    estimates within :data:`COST_TIE` of the cheapest are equal;
-4. node count, then the order the candidates were built in.
+5. node count, then the order the candidates were built in.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ class Candidate:
     def size(self) -> int:
         """Nodes that compute (Constant nodes hold values only)."""
         return sum(n.op_type != "Constant" for n in self.nodes)
+
+    @property
+    def constructions(self) -> list[str]:
+        """Its names in poolfix.emitter.CONSTRUCTIONS: the style, and 'blocks' where it pools in blocks."""
+        style, _, rest = self.style.partition(" ")
+        return [style, *(["blocks"] if rest else [])]
 
 
 def part_model(site, opset: int, nodes, tensors=()) -> ModelProto:
@@ -96,7 +104,9 @@ def choose(site, opset: int, candidates: Sequence[Candidate], limits: Limits | N
                 "--node-budget raises it")
     models = {i: part_model(site, opset, candidates[i].nodes, candidates[i].tensors) for i in fits} \
         if profile is not None and profile.placement is not None else {}
-    off = {i: off_npu(candidates[i].nodes, limits, profile, tensor_ranks(models[i]) if models else None) for i in fits}
+    off = {i: (any(profile.rejects(c) for c in candidates[i].constructions) if profile is not None else False,
+               off_npu(candidates[i].nodes, limits, profile, tensor_ranks(models[i]) if models else None))
+           for i in fits}
     fewest = min(off.values())
     pool = [i for i in fits if off[i] == fewest]
     if len(pool) > 1 and profile is not None and profile.costs:  # the estimate, where every candidate has one
