@@ -29,3 +29,11 @@ def race(models: dict, feeds: dict, repeat: int, threads: int = 1) -> dict[str, 
             s.run(None, feeds)
             times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def markdown_table(rows: list[tuple[str, ...]]) -> str:
+    """Rows (the first is the header) as a Markdown table with aligned columns, for the README."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)

@@ -98,10 +98,10 @@ def table() -> str:
         r = evaluate(path)
         rows.append((path.parent.name, path.name.removesuffix(".onnx"), str(r["found"]), str(r["rewritten"]),
                      str(r["left"]), str(r["not_pools"]), r["error_text"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchlib import markdown_table
+
+    return markdown_table(rows)
 
 
 def main(argv=None) -> int:

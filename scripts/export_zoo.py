@@ -155,10 +155,10 @@ def table(target: str | None) -> str:
             rows.append((name, entry["kind"], exporter, str(p.returncode), str(data.get("rewritten", "-")),
                          str(data.get("skipped", "-")), str(data.get("not_pools", "-")),
                          "-" if err is None else f"{err:.2g}", f"{seconds:.1f}", note))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchlib import markdown_table
+
+    return markdown_table(rows)
 
 
 def main(argv=None) -> int:

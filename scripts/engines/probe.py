@@ -1,7 +1,7 @@
 """Probe what an NPU compiler does with each pooling form and each helper op, and write a profile.
 
     python scripts/engines/probe.py rknn            # writes scripts/engines/probes/rknn.json
-    python scripts/engines/probe.py rknn --write    # ... and regenerates src/poolfix/probed.py
+    python scripts/engines/probe.py rknn --write    # ... and regenerates src/poolfix/targets/probed.py
 
 Each probe is a one-op ONNX model (made here with onnx.helper) run through the engine's worker
 (run.py). Its outcome is what the compiler did with the probed op: ``refused`` (load or build
@@ -426,7 +426,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("engine", nargs="?", choices=sorted(harness.ENGINES))
     ap.add_argument("--only", help="run only probes whose name contains this")
-    ap.add_argument("--write", action="store_true", help="regenerate src/poolfix/probed.py from probes/*.json")
+    ap.add_argument("--write", action="store_true", help="regenerate src/poolfix/targets/probed.py from probes/*.json")
     ap.add_argument("--no-run", action="store_true", help="with --write: only regenerate from the saved probes")
     ap.add_argument("--check", action="store_true", help="only check that probed.py is in sync with the probe files")
     args = ap.parse_args(argv)

@@ -331,6 +331,12 @@ def _batch(models: list[Path], folder: Path, f: SimpleNamespace, options: Option
     sys.exit(batch.worst(codes))
 
 
+def _ranks(op: str, ranks: dict, npu: bool) -> str:
+    """'MatMul (3D)': the tensor ranks the probe saw an op on the NPU at (or off it)."""
+    got = [r for r, o in sorted(ranks.items()) if (o == "NPU") == npu]
+    return f"{op} ({'/'.join(f'{r}D' for r in got)})"
+
+
 def _targets_text() -> str:
     lines = []
     for p in PROFILES.values():
@@ -338,10 +344,15 @@ def _targets_text() -> str:
         lines.append(f"    source: {p.source}")
         if p.max_opset is not None:
             lines.append(f"    max opset {p.max_opset}; toolchain {p.toolchain}, probed {p.probed}")
-        if p.npu_ops is not None:
-            lines.append(f"    NPU ops: {', '.join(sorted(p.npu_ops))}; on the CPU: "
-                         f"{', '.join(sorted(p.probed_ops - p.npu_ops)) or 'none probed'}")
-        if p.npu_ops is not None:
+        if p.placement is not None:
+            on = [_ranks(op, p.placement[op], True) for op in sorted(p.placement) if "NPU" in p.placement[op].values()]
+            off = [_ranks(op, p.placement[op], False) for op in sorted(p.placement)
+                   if any(o != "NPU" for o in p.placement[op].values())]
+            lines.append(f"    NPU ops (tensor ranks probed): {', '.join(on)}")
+            lines.append(f"    off the NPU: {', '.join(off) or 'none probed'}")
+        if p.constructions:
+            lines.append("    constructions as built: " + ", ".join(f"{c} {o}" for c, o in p.constructions.items()))
+        if p.placement is not None:
             modes = ", ".join(sorted(p.costs["pool"])) if p.costs else ""
             lines.append(f"    cost estimate: the probe's cycle rates for {modes} pools rank equally placed "
                          "candidates (node count ranks the rest)" if modes else
