@@ -138,3 +138,25 @@ def test_a_hostile_model_ends_quickly_with_exit_0(tmp_path):
     onnx.save(hostile_expand(), p)
     code, _, err = cli(p, "-o", tmp_path / "o.onnx")
     assert code == 0, err
+
+
+def test_padding_computed_block_after_block_is_folded_through_every_block():
+    """Swin's window padding: each block's pads come from the Shape of the block before, so each
+    block's shape is known only after the one before it was folded (12 blocks: 12 rounds)."""
+    nodes, x = [], "x"
+    inits = [i64("idx", [2]), i64("zero", [0]), i64("two", [2]), i64("minus1", [-1]),
+             numpy_helper.from_array(np.full((4, 4, 1, 1), 0.25, np.float32), "w")]
+    for b in range(12):
+        p = f"b{b}"
+        nodes += [h.make_node("Shape", [x], [f"{p}_s"]),
+                  h.make_node("Gather", [f"{p}_s", "idx"], [f"{p}_h"]),
+                  h.make_node("Mod", [f"{p}_h", "two"], [f"{p}_odd"]),  # pad an odd size to even
+                  h.make_node("Concat", ["zero", "zero", "zero", "zero", "zero", "zero", f"{p}_odd", f"{p}_odd"],
+                              [f"{p}_pads"], axis=0),
+                  h.make_node("Pad", [x, f"{p}_pads"], [f"{p}_pad"]),
+                  h.make_node("Conv", [f"{p}_pad", "w"], [f"{p}_out"], kernel_shape=[1, 1])]
+        x = f"{p}_out"
+    nodes.append(h.make_node("ReduceMean", [x], ["y"], name="head", axes=[2, 3], keepdims=0))
+    m = model(nodes, [vi("x", [1, 4, 7, 7])], [vi("y", None)], inits, opset=13)
+    r = poolfix.fix(m)
+    assert [f.node for f in r.rewritten] == ["head"], [f.reason for f in r.skipped]

@@ -12,7 +12,8 @@ the original and poolfix's output under the same compiler. Columns: whether it l
 runs; layers on the NPU of all layers and the same for pooling layers (pools, reductions, gathers),
 read from the compiler's own report; compiler errors (REGTASK, crashes, refusals); the largest
 error of the engine's outputs against onnxruntime on the same model and inputs; the compiler's
-cycle estimate. ``--json`` keeps every row.
+cycle estimate; for poolfix's variants, the node count of each site it rewrote. ``--json`` keeps
+every row.
 """
 
 from __future__ import annotations
@@ -155,17 +156,23 @@ def summarize(res: dict) -> dict:
             "errors": res.get("errors", []), "max_err": res.get("max_err"), "cycles": cycles}
 
 
-def poolfix(model: Path, args: str, out: Path) -> tuple[Path | None, str]:
-    p = subprocess.run([sys.executable, "-m", "poolfix", str(model), "-o", str(out), "-q",
+def poolfix(model: Path, args: str, out: Path) -> tuple[Path | None, str, list[int]]:
+    """poolfix on the model with ``args``: the output, or why none, and the node count of each site
+    it rewrote (from its report)."""
+    report = out.with_suffix(".report.json")
+    p = subprocess.run([sys.executable, "-m", "poolfix", str(model), "-o", str(out), "-q", "--report", str(report),
                         *shlex.split(args)], capture_output=True, text=True)
+    sites = []
+    if report.exists():
+        sites = [f["nodes"] for f in json.loads(report.read_text())["findings"] if f["status"] == "rewritten"]
     if p.returncode != 0 or not out.exists():
-        return None, (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:200]
-    return out, ""
+        return None, (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:200], sites
+    return out, "", sites
 
 
 def table(rows: list[dict]) -> str:
     head = f"{'model':<34} {'variant':<8} {'build':<5} {'run':<4} {'NPU/all':>8} {'pool NPU':>9} " \
-           f"{'cycles':>9} {'max err':>9}  errors / CPU ops"
+           f"{'cycles':>9} {'max err':>9} {'site nodes':<12} errors / CPU ops"
     lines = [head, "-" * len(head)]
     for r in rows:
         s = r["summary"]
@@ -176,9 +183,10 @@ def table(rows: list[dict]) -> str:
             note = "poolfix: " + r["poolfix_error"]
         elif not note and s["cpu_ops"]:
             note = "CPU: " + ",".join(s["cpu_ops"])
+        nodes = ",".join(map(str, r.get("site_nodes") or [])) or "-"
         lines.append(f"{r['model'][:34]:<34} {r['variant']:<8} {'yes' if s['builds'] else 'NO':<5} "
                      f"{'yes' if s['runs'] else 'no':<4} {s['npu']:>3}/{s['layers']:<4} "
-                     f"{s['pool_npu']:>4}/{s['pool_layers']:<4} {cyc:>9} {err:>9}  {note[:110]}")
+                     f"{s['pool_npu']:>4}/{s['pool_layers']:<4} {cyc:>9} {err:>9} {nodes[:12]:<12} {note[:100]}")
     return "\n".join(lines)
 
 
@@ -187,7 +195,7 @@ def totals(rows: list[dict]) -> str:
     pooling layers on the NPU (a share of layers: a Gather-heavy model weighs more), REGTASK errors,
     crashes and refusals."""
     lines = [f"{'variant':<8} {'build+run':>10} {'all pooling on NPU':>19} {'pool layers on NPU':>19} "
-             f"{'REGTASK':>8} {'crash':>6} {'refused':>8}"]
+             f"{'REGTASK':>8} {'crash':>6} {'refused':>8} {'sites':>6} {'max nodes':>9}"]
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
         ran = [r for r in mine if r["summary"]["builds"] and r["summary"]["runs"]]
@@ -198,8 +206,9 @@ def totals(rows: list[dict]) -> str:
         crash = sum(any(e.startswith("crash") for e in r["summary"]["errors"]) for r in mine)
         refused = sum(not r["summary"]["builds"] for r in mine)
         share = f"{pn}/{pl} ({100 * pn / pl:.0f}%)" if pl else "-"
+        nodes = [n for r in mine for n in r.get("site_nodes") or []]
         lines.append(f"{name:<8} {len(ran):>5}/{len(mine):<4} {whole:>14}/{len(ran):<4} {share:>19} {reg:>8} "
-                     f"{crash:>6} {refused:>8}")
+                     f"{crash:>6} {refused:>8} {len(nodes):>6} {max(nodes, default=0):>9}")
     return "\n".join(lines)
 
 
@@ -226,7 +235,7 @@ def main(argv=None) -> int:
                 row = {"model": model.name, "variant": name, "poolfix_args": pf_args}
                 target = model
                 if pf_args is not None:
-                    fixed, err = poolfix(model, pf_args, work / "fixed.onnx")
+                    fixed, err, row["site_nodes"] = poolfix(model, pf_args, work / "fixed.onnx")
                     if fixed is None:
                         row["poolfix_error"] = err
                         row["summary"] = summarize({"errors": []})

@@ -652,41 +652,60 @@ def _static_shape(inferred: ModelProto) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _fold(light: ModelProto, inferred: ModelProto, opset: int) -> dict[int, tuple]:
-    """Main-graph nodes whose outputs are shape arithmetic on static shapes: {index: output values}.
+class _Folder:
+    """Main-graph nodes whose outputs are shape arithmetic on static shapes, folded round by round.
 
     A Shape or Size of a tensor whose shape is static is known; so is any small result of the ops
     :mod:`poolfix.fold` folds, computed only from known values and small constants, its size told
-    before it runs. No data tensor is ever read."""
-    import numpy as np
-    from onnx import numpy_helper
+    before it runs. No data tensor is ever read. Each node is evaluated once over all rounds: a round
+    only tries what the last round's shapes newly made possible (Swin's window padding needs one
+    round per block)."""
 
-    from .fold import evaluate, foldable
+    def __init__(self, light: ModelProto, opset: int):
+        import numpy as np
+        from onnx import numpy_helper
 
-    shapes = _static_shape(inferred)
-    known: dict[str, np.ndarray] = {}
-    for t in light.graph.initializer:  # small constants with their data (stubs have none)
-        small = math.prod(t.dims) <= MAX_FOLD_ELEMENTS and t.data_type != TensorProto.STRING
-        if small and (t.HasField("raw_data") or _has_values(t)):
-            try:
-                known[t.name] = numpy_helper.to_array(t)
-            except Exception:
+        self.light, self.opset = light, opset
+        self.known: dict[str, np.ndarray] = {}
+        for t in light.graph.initializer:  # small constants with their data (stubs have none)
+            small = math.prod(t.dims) <= MAX_FOLD_ELEMENTS and t.data_type != TensorProto.STRING
+            if small and (t.HasField("raw_data") or _has_values(t)):
+                try:
+                    self.known[t.name] = numpy_helper.to_array(t)
+                except Exception:
+                    continue
+        for i in (i.name for i in light.graph.input):
+            self.known.pop(i, None)  # an initializer that is also an input can be fed anything
+        self.tried: set[int] = set()  # evaluated (folded or refused): never again
+
+    def round(self, inferred: ModelProto) -> dict[int, tuple]:
+        """{index: output values} of the nodes this round folds (Constants are read, not returned)."""
+        from .fold import evaluate, foldable
+
+        shapes = _static_shape(inferred)
+        folded: dict[int, tuple] = {}
+        for i, n in enumerate(self.light.graph.node):
+            if i in self.tried or not foldable(n):
                 continue
-    for i in (i.name for i in light.graph.input):
-        known.pop(i, None)  # an initializer that is also an input can be fed anything
-    folded: dict[int, tuple] = {}
-    for i, n in enumerate(light.graph.node):
-        if not foldable(n) or (n.op_type not in ("Shape", "Size") and not all(x in known for x in n.input if x)):
-            continue
-        try:  # a Constant is evaluated too, so that what reads it can fold
-            values = evaluate(n, [known.get(x) if x else None for x in n.input], opset, MAX_FOLD_ELEMENTS, shapes)
-        except ValueError:
-            continue
-        for name, v in zip(n.output, values):
-            known[name] = v
-        if n.op_type != "Constant":
-            folded[i] = values
-    return folded
+            if n.op_type in ("Shape", "Size"):
+                if not n.input or n.input[0] not in shapes:
+                    continue
+            elif not all(x in self.known for x in n.input if x):
+                continue
+            self.tried.add(i)
+            try:
+                values = evaluate(n, [self.known.get(x) if x else None for x in n.input], self.opset,
+                                  MAX_FOLD_ELEMENTS, shapes)
+            except ValueError:
+                continue
+            for name, v in zip(n.output, values):
+                self.known[name] = v
+            if n.op_type != "Constant":
+                folded[i] = values
+        return folded
+
+
+MAX_FOLD_ROUNDS = 64  # shape inference runs again after each round that folded something
 
 
 def infer_shapes(model: ModelProto) -> ModelProto:
@@ -695,16 +714,15 @@ def infer_shapes(model: ModelProto) -> ModelProto:
     Where a dim is lost in shape arithmetic (TF-"same" padding computed from Shape at run time, say),
     that arithmetic is folded into constants on static shapes and inference runs again, until nothing
     new is learned. The main graph keeps its node count, so node positions still line up."""
+    from onnx import helper, numpy_helper
+
     light, _ = weightless(model)
     inferred = _infer(light)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    done: set[int] = set()
-    for _ in range(8):
-        folded = {i: v for i, v in _fold(light, inferred, opset).items() if i not in done}
-        if not folded:
-            break
-        from onnx import helper, numpy_helper
-
+    folder = _Folder(light, opset)
+    for _ in range(MAX_FOLD_ROUNDS):
+        folded = folder.round(inferred)
+        changed = False
         for i, values in folded.items():
             n = light.graph.node[i]
             consts = [helper.make_node("Constant", [], [o], value=numpy_helper.from_array(v, o))
@@ -712,9 +730,8 @@ def infer_shapes(model: ModelProto) -> ModelProto:
             if len(consts) != 1:
                 continue  # one output becomes one Constant; keep the count of nodes as it is
             light.graph.node[i].CopyFrom(consts[0])
-            done.add(i)
-        before = len(_static_shape(inferred))
-        inferred = _infer(light)
-        if len(_static_shape(inferred)) <= before:
+            changed = True
+        if not changed:
             break
+        inferred = _infer(light)
     return inferred
