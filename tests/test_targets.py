@@ -245,7 +245,9 @@ def test_the_rknn_profile_is_probed_with_its_toolchain_date_npu_ops_and_opset():
     assert RKNN.max_opset == 19 and RKNN.limits.max_stride == 8
     assert "Gather" in RKNN.npu_ops and "GatherND" not in RKNN.npu_ops and not RKNN.on_npu("GatherND")
     code, out, _ = cli("--list-targets")
-    assert code == 0 and "rknn-toolkit2 2.5.0" in out and "max opset 19" in out and "NPU ops:" in out
+    assert code == 0 and "rknn-toolkit2 2.5.0" in out and "max opset 19" in out
+    assert "NPU ops (tensor ranks probed):" in out
+    assert "MatMul (4D)" in out and "constructions as built:" in out
 
 
 # -- opset
@@ -412,3 +414,22 @@ def test_an_op_that_cannot_be_lowered_is_named():
 
     with pytest.raises(poolfix.InputError, match=r"LayerNormalization .* no older version"):
         convert(m, 16)
+
+
+def test_a_matmul_is_priced_by_its_contracted_length_too():
+    from poolfix.targets.costs import estimate
+
+    e = PROFILES["ethos-u"]
+    assert "MatMul" in e.costs["op"]
+    small = model([h.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [1, 8, 9])], [vi("y", None)],
+                  [onnx.numpy_helper.from_array(np.ones((9, 2), np.float32), "w")])
+    large = model([h.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [1, 8, 4608])], [vi("y", None)],
+                  [onnx.numpy_helper.from_array(np.ones((4608, 2), np.float32), "w")])
+    assert estimate(large, e.costs) / estimate(small, e.costs) == pytest.approx(4608 / 9, rel=1e-6)
+
+
+def test_without_gather_a_long_1d_site_is_pooled_in_its_blocks():
+    m = aten_model("adaptive_avg_pool1d", [2, 1, 4608], [1024])  # PatchCore's MeanMapper
+    r = poolfix.fix(m, target="ethos-u")  # Vela: blocks 14,448 cycles, a 4608 x 1024 MatMul 608,486
+    assert op_types(r.model) == ["Reshape", "AveragePool", "Reshape"] and r.rewritten[0].nodes == 3
+    exact(r, "avg", [2, 1, 4608], [1024])

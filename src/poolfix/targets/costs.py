@@ -2,9 +2,9 @@
 
 ``scripts/engines/probe.py`` turns the compiler's cycle estimate for each one-op probe into a rate:
 pools in cycles per output element x kernel area, at each probed stride (stride 1 from the
-stride-1 kernel probes); global pools and reductions per input element; other ops per output
-element; where the compiler prices no Gather, Slice or Concat (rknn), a floor per node (the
-smallest estimate any probe got). The estimate for a graph is the sum over its nodes of that floor
+stride-1 kernel probes); global pools and reductions per input element; MatMul per output element
+x contracted length; other ops per output element; where the compiler prices no Gather, Slice or
+Concat (rknn), a floor per node (the smallest estimate any probe got). The estimate for a graph is the sum over its nodes of that floor
 plus rate x work, with shapes from ONNX shape inference. It ranks exact candidates that the target
 places equally (Vela 5.2.0 splits a pool with stride 4 or more into one operation per output row:
 ~5x the cycles of stride 3 per unit of work, which this sees). Other ops without a rate count as
@@ -64,7 +64,13 @@ def estimate(model: ModelProto, costs: dict | None) -> float | None:
             shape = shapes.get(node.input[0] if op in BY_INPUT else node.output[0])
             if shape is None:
                 return None
-            total += costs["op"][op] * math.prod(shape)
+            work = math.prod(shape)
+            if op == "MatMul":  # per output element x contracted length
+                a = shapes.get(node.input[0])
+                if not a:
+                    return None
+                work *= a[-1]
+            total += costs["op"][op] * work
     return total
 
 
