@@ -4,11 +4,12 @@
 pools in cycles per output element x kernel area, at each probed stride (stride 1 from the
 stride-1 kernel probes); global pools and reductions per input element; MatMul per output element
 x contracted length; other ops per output element; where the compiler prices no Gather, Slice or
-Concat (rknn), a floor per node (the smallest estimate any probe got). The estimate for a graph is the sum over its nodes of that floor
-plus rate x work, with shapes from ONNX shape inference. It ranks exact candidates that the target
-places equally (Vela 5.2.0 splits a pool with stride 4 or more into one operation per output row:
-~5x the cycles of stride 3 per unit of work, which this sees). Other ops without a rate count as
-free; a pool mode without rates (rknn's max pools) has no estimate (None).
+Concat (rknn), a floor per node (the smallest estimate any probe got). The estimate for a graph is
+the sum over its nodes of that floor plus rate x work, with shapes from ONNX shape inference. It
+ranks exact candidates that the target places equally (Vela 5.2.0 splits a pool with stride 4 or
+more into one operation per output row: ~5x the cycles of stride 3 per unit of work, which this
+sees). Other ops without a rate count as free; a pool mode without rates (rknn's max pools) has no
+estimate (None).
 """
 
 from __future__ import annotations
