@@ -7,11 +7,12 @@ write or copy, and the report; a path that two of them share, that is an input's
 regular file is refused with exit 2, and nothing is made. The output folder and its subfolders are
 made only when a model is written there.
 
-Every model runs in a process of its own (forked, so poolfix and onnxruntime are imported once, in
-the parent), ``workers`` at a time. A model that crashes its process, is killed, or runs past
-``timeout`` seconds is that model's failure (exit 1, with what happened): its temp files are
-removed and the others go on. One model's failure never stops the others; the batch's exit code is
-the worst of the models', in the order of :data:`EXIT_ORDER`.
+Models run in ``workers`` worker processes (forked after poolfix, onnx's reference evaluator and
+onnxruntime are imported, so none pays for them), one model at a time each. A model whose worker
+crashes or is killed, or that runs past ``timeout`` seconds, is that model's failure (exit 1, with
+what happened): the worker is ended and replaced, its temp files are removed, and the others go on.
+One model's failure never stops the others; the batch's exit code is the worst of the models', in
+the order of :data:`EXIT_ORDER`.
 """
 
 from __future__ import annotations
@@ -191,15 +192,24 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
-def _child(conn, job: Job, options: Options, external_data: str, strict: bool, inputs: frozenset[Path]) -> None:
-    """One model in a process of its own: its Outcome goes back through ``conn``. SIGINT and SIGTERM
-    unwind it like Ctrl-C, so its temp files go."""
+def _worker(conn, options: Options, external_data: str, strict: bool, inputs: frozenset[Path]) -> None:
+    """A worker process: models from ``conn``, one at a time, each one's Outcome back through it, until
+    it is told to stop (None). SIGINT and SIGTERM unwind it like Ctrl-C, so its temp files go."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupted)
     try:
-        conn.send(fix_one(job, options, external_data, strict, inputs))
-    except KeyboardInterrupt:
-        conn.send(Outcome(str(job.model), None, EXIT_INTERRUPTED, message="interrupted"))
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                return
+            index, job = msg
+            try:
+                conn.send((index, fix_one(job, options, external_data, strict, inputs)))
+            except KeyboardInterrupt:
+                conn.send((index, Outcome(str(job.model), None, EXIT_INTERRUPTED, message="interrupted")))
+                return
+    except (KeyboardInterrupt, EOFError, OSError):
+        return
     finally:
         conn.close()
 
@@ -218,87 +228,111 @@ def remove_temps(folder: Path, pid: int) -> list[Path]:
 
 
 @dataclass
-class _Running:
-    index: int
-    job: Job
+class _Worker:
     process: object
     conn: object
-    started: float
+    index: int | None = None  # the job it is on, if any
+    job: Job | None = None
+    started: float = 0.0
 
 
 def run_jobs(jobs: list[Job], options: Options, *, workers: int | None = None, external_data: str = "auto",
              strict: bool = False, on_done: Callable[[Outcome, int, int], None] | None = None,
              timeout: float | None = DEFAULT_TIMEOUT, inputs: frozenset[Path] = frozenset()) -> list[Outcome]:
-    """Run every job, each in a process of its own, ``workers`` at a time (default: the CPU count);
-    outcomes in job order. A process that dies or passes ``timeout`` seconds fails its model alone.
-    KeyboardInterrupt stops the batch: finished models stay written, the rest get exit code 130."""
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    """Run every job in ``workers`` worker processes (default: the CPU count), each taking one model at a
+    time; outcomes in job order. A worker that dies, or whose model passes ``timeout`` seconds, is
+    ended and replaced: that model alone fails (exit 1, saying what happened), its temp files are
+    removed, and the rest go on. KeyboardInterrupt stops the batch: finished models stay written,
+    the rest get exit code 130."""
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     ctx = get_context("fork")
+    import onnx.reference  # noqa: F401  imported once here, not in every worker (folding)
+    import onnxruntime  # noqa: F401  likewise (verification); neither starts a thread until it is used
+
     outcomes: dict[int, Outcome] = {}
     pending = deque(enumerate(jobs))
-    running: list[_Running] = []
+    pool: list[_Worker] = []
 
     def finish(i: int, o: Outcome) -> None:
         outcomes[i] = o
         if on_done is not None:
             on_done(o, len(outcomes), len(jobs))
 
-    def reap(r: _Running, why: str | None) -> None:
-        """A finished or dead process: its outcome, or ``why`` it has none; its temp files gone."""
-        running.remove(r)
-        o = None
-        with contextlib.suppress(EOFError, OSError):
-            if why is None and r.conn.poll():
-                o = r.conn.recv()
-        r.conn.close()
-        r.process.join(5)
-        if r.process.is_alive():
-            r.process.kill()
-            r.process.join()
-        if o is None:
-            code = r.process.exitcode
+    def start() -> _Worker:
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_worker, args=(child, options, external_data, strict, inputs), daemon=True)
+        p.start()
+        child.close()
+        w = _Worker(p, parent)
+        pool.append(w)
+        return w
+
+    def lose(w: _Worker, why: str) -> None:
+        """End a worker that died or hung; its model fails, its temp files go."""
+        pool.remove(w)
+        if w.process.is_alive():
+            w.process.kill()
+        w.process.join()
+        with contextlib.suppress(OSError):
+            w.conn.close()
+        if w.index is not None:
+            remove_temps(w.job.output.parent, w.process.pid)
+            code = w.process.exitcode
             what = why or (f"its process was killed by signal {-code}" if code is not None and code < 0
                            else f"its process exited with status {code} without a result")
-            remove_temps(r.job.output.parent, r.process.pid)
-            o = Outcome(str(r.job.model), None, EXIT_INTERNAL, seconds=time.monotonic() - r.started,
-                        message=f"internal error: {what}; the other models go on")
-        finish(r.index, o)
+            finish(w.index, Outcome(str(w.job.model), None, EXIT_INTERNAL, seconds=time.monotonic() - w.started,
+                                    message=f"internal error: {what}; the other models go on"))
 
     try:
-        while pending or running:
-            while pending and len(running) < workers:
-                i, job = pending.popleft()
-                reader, writer = ctx.Pipe(duplex=False)
-                p = ctx.Process(target=_child, args=(writer, job, options, external_data, strict, inputs),
-                                daemon=True)
-                p.start()
-                writer.close()
-                running.append(_Running(i, job, p, reader, time.monotonic()))
+        while pending or any(w.index is not None for w in pool):
+            for w in [w for w in pool if w.index is None] + [None] * (n_workers - len(pool)):
+                if not pending:
+                    break
+                w = w or start()
+                w.index, w.job = pending.popleft()
+                w.started = time.monotonic()
+                w.conn.send((w.index, w.job))
+            busy = [w for w in pool if w.index is not None]
             wait_for = None
-            if timeout is not None:
-                wait_for = max(0.0, min(r.started + timeout for r in running) - time.monotonic())
-            ready = set(wait([r.conn for r in running] + [r.process.sentinel for r in running], wait_for))
-            for r in list(running):
-                if r.conn in ready or r.process.sentinel in ready:
-                    reap(r, None)
-                elif timeout is not None and time.monotonic() - r.started > timeout:
-                    r.process.kill()
-                    reap(r, f"it ran past --timeout {timeout:g} s and was stopped")
-    except KeyboardInterrupt:
-        for r in running:
+            if timeout is not None and busy:
+                wait_for = max(0.0, min(w.started + timeout for w in busy) - time.monotonic())
+            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_for))
+            for w in busy:
+                if w.conn in ready:
+                    try:
+                        i, o = w.conn.recv()
+                    except (EOFError, OSError):
+                        lose(w, "")
+                        continue
+                    w.index = w.job = None
+                    finish(i, o)
+                elif w.process.sentinel in ready:
+                    lose(w, "")
+                elif timeout is not None and time.monotonic() - w.started > timeout:
+                    lose(w, f"it ran past --timeout {timeout:g} s and was stopped")
+        for w in pool:  # done: tell the workers to stop
             with contextlib.suppress(OSError):
-                os.kill(r.process.pid, signal.SIGINT)
+                w.conn.send(None)
+        for w in pool:
+            w.process.join(5)
+            if w.process.is_alive():
+                w.process.kill()
+    except KeyboardInterrupt:
+        for w in pool:
+            with contextlib.suppress(OSError):
+                os.kill(w.process.pid, signal.SIGINT)
         deadline = time.monotonic() + 10
-        for r in list(running):
-            r.process.join(max(0.0, deadline - time.monotonic()))
-            if r.process.is_alive():
-                r.process.kill()
-                r.process.join()
-                remove_temps(r.job.output.parent, r.process.pid)
+        for w in list(pool):
+            w.process.join(max(0.0, deadline - time.monotonic()))
             with contextlib.suppress(EOFError, OSError):
-                if r.conn.poll():
-                    outcomes.setdefault(r.index, r.conn.recv())
-            r.conn.close()
+                while w.conn.poll():
+                    i, o = w.conn.recv()
+                    outcomes.setdefault(i, o)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            if w.job is not None:
+                remove_temps(w.job.output.parent, w.process.pid)
         for i, job in enumerate(jobs):
             outcomes.setdefault(i, Outcome(str(job.model), None, EXIT_INTERRUPTED, message="interrupted"))
     return [outcomes[i] for i in range(len(jobs))]
