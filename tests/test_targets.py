@@ -433,3 +433,20 @@ def test_without_gather_a_long_1d_site_is_pooled_in_its_blocks():
     r = poolfix.fix(m, target="ethos-u")  # Vela: blocks 14,448 cycles, a 4608 x 1024 MatMul 608,486
     assert op_types(r.model) == ["Reshape", "AveragePool", "Reshape"] and r.rewritten[0].nodes == 3
     exact(r, "avg", [2, 1, 4608], [1024])
+
+
+def test_no_pool_spans_more_than_the_targets_extent():
+    # rknn-toolkit2 2.5.0 writes a pool's width into a 13-bit field: 8192 builds, 8193 overflows (probed)
+    assert PROFILES["rknn"].limits.max_extent == 8192
+    m = aten_model("adaptive_avg_pool1d", [2, 1, 12288], [1000])  # PatchCore's MeanMapper
+    r = poolfix.fix(m, target="rknn")
+    assert not r.skipped and r.rewritten[0].nodes <= 32
+    widths = {d.dim_value for v in onnx.shape_inference.infer_shapes(r.model).graph.value_info
+              for d in v.type.tensor_type.shape.dim[2:]}
+    pooled = [n for n in r.model.graph.node if n.op_type == "AveragePool"]
+    assert pooled and max(widths) <= 8192
+    exact(r, "avg", [2, 1, 12288], [1000])
+    tight = poolfix.fix(single("GlobalMaxPool", [1, 2, 10, 10], out_shape=[1, 2, 1, 1]), max_extent=8)
+    assert not tight.rewritten and "extent of 8" in tight.skipped[0].reason
+    sliced = poolfix.fix(aten_model("adaptive_max_pool2d", [1, 2, 10, 10], [4, 4]), max_extent=8)
+    assert sliced.rewritten and "Slice" in op_types(sliced.model)  # windows sliced out first: each one fits

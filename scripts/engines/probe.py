@@ -125,6 +125,9 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
                         pool(kind, big, (k, 1), (1, 1))))
             out.append((f"{kind}2d_width{k}", {"op": kind, "rank": 2, "kernel_w": k, "stride": 1},
                         pool(kind, big, (1, k), (1, 1))))
+    for width in (4096, 8192, 8193, 16384):  # the extent of a pool's axis (rknn: a 13-bit width field)
+        out.append((f"avg2d_extent{width}", {"op": "avg", "rank": 2, "extent": width, "kernel": 2, "stride": 1},
+                    pool("avg", (1, 4, 1, width), (1, 2), (1, 1))))
     out.append(("lp2d", {"op": "lp", "rank": 2, "kernel": 2, "stride": 2, "placement": ["LpPool", 4]},
                 pool("lp", S, (2, 2), (2, 2), p=2)))
     out.append(("gap", {"op": "GlobalAveragePool", "placement": ["GlobalAveragePool", 4]},
@@ -354,6 +357,10 @@ def derive(data: dict) -> dict:
         "no_lp_pool": not npu("lp2d"),
         # one limit for both modes (rknn runs 3D average pools but aborts on 3D max pools), and only
         # where the split form builds: onnx2tf cannot convert its Reshapes, so Vela keeps 3D pools (CPU)
+        # the widest axis probed on the NPU, where a wider one was not (None: every width probed passed)
+        "max_extent": next((w for w, nxt in zip((4096, 8192, 8193), (8192, 8193, 16384))
+                            if npu(f"avg2d_extent{w}") and not npu(f"avg2d_extent{nxt}")), None)
+        if npu("avg2d_extent4096") else None,
         "max_pool_dims": None if npu("max3d") and npu("avg3d") else 2 if all(
             r.get(f"{k}3d_split", {}).get("outcome") in ("NPU", "CPU") for k in ("avg", "max")) else None,
     }

@@ -107,7 +107,24 @@ def max_error(ref: list[np.ndarray] | None, got: list[np.ndarray], nhwc_first: b
     return worst
 
 
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def run_engine(engine: str, model: Path, work: Path, timeout: int) -> dict:
+    """The engine's worker on ``model``; raises if the model file changed under it (a toolchain that
+    rewrites its input in place must get a copy: onnx2tf simplifies the file it is given)."""
+    before = _digest(model)
+    try:
+        return _run_engine(engine, model, work, timeout)
+    finally:
+        if _digest(model) != before:
+            raise RuntimeError(f"the {engine} toolchain changed its input {model}: it must get a copy")
+
+
+def _run_engine(engine: str, model: Path, work: Path, timeout: int) -> dict:
     feeds = make_inputs(model, uniform=engine == "ethos-u")
     inputs = work / "inputs.npz"
     np.savez(inputs, **feeds)

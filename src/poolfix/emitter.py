@@ -128,6 +128,9 @@ class Emitter:
         if lim is None:
             self.pool_node(x, y, pool, what, mode)
             return
+        if lim.max_extent is not None and max(spatial) > lim.max_extent:
+            raise NoCascade(f"a pool would read an axis of {max(spatial)}, past the target's extent of "
+                            f"{lim.max_extent}")
         if mode == "lp" and lim.no_lp_pool:
             self.lp_as_average(x, y, spatial, pool, what)
             return

@@ -29,9 +29,10 @@ class Limits:
     no_ceil_mode: bool = _limit(False, "Emit no pools with ceil_mode=1.")
     no_lp_pool: bool = _limit(False, "Emit no LpPool (the target has none).")
     max_pool_dims: int | None = _limit(None, "Most spatial dims one pool may have (2: 3D pools become 2D + 1D).", 2)
+    max_extent: int | None = _limit(None, "Largest size of a spatial axis a pool reads or writes.", 1)
 
     def __post_init__(self):
-        for f in ("max_kernel", "max_kernel_area", "max_stride"):
+        for f in ("max_kernel", "max_kernel_area", "max_stride", "max_extent"):
             v = getattr(self, f)
             if v is not None and v < 1:
                 raise ValueError(f"{f} must be >= 1, got {v}")

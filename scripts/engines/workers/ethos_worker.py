@@ -55,7 +55,12 @@ def main(job_path: str) -> None:
     )
     import pickle
 
-    args = {"input_onnx_file_path": job["model"], "output_folder_path": out_dir,
+    # onnx2tf simplifies the file it is given IN PLACE (its onnxsim pass): it gets a copy of its own
+    import onnx
+
+    private = os.path.join(work, "model.onnx")
+    onnx.save(onnx.load(job["model"]), private)
+    args = {"input_onnx_file_path": private, "output_folder_path": out_dir,
             "output_integer_quantized_tflite": True, "custom_input_op_name_np_data_path": cind,
             "non_verbose": True}
     Path(work, "args.pkl").write_bytes(pickle.dumps(args))
