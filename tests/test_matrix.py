@@ -16,13 +16,6 @@ import poolfix
 from poolfix.runtime import session
 
 MATRIX = Path(__file__).resolve().parent.parent / "models" / "matrix"
-# what no spelling gives poolfix a way to see, and why: (module, exporter or simplifier) -> the reason
-KNOWN = {
-    ("swin_head", "ts"): "TorchScript writes no node metadata, and the window Reshapes lose the axes: the mean "
-                         "over an NHWC map after a LayerNorm is only weakly a feature reduction, and stays one",
-    ("swin_head", "onnxslim"): "onnxslim drops dynamo's node metadata, the only sign this mean is a pool",
-    ("swin_head", "onnxsim"): "onnx-simplifier drops dynamo's node metadata, the only sign this mean is a pool",
-}
 
 
 def models() -> list[Path]:
@@ -37,14 +30,6 @@ def _holds() -> dict[str, str]:
             if isinstance(entry, dict) and "holds" in entry:
                 out[name] = entry["holds"]
     return out
-
-
-def _spellers(path: Path) -> set[str]:
-    """Who wrote the model: ts or dynamo (TorchScript's ATen fallback is TorchScript), and the
-    simplifier that came after, if any."""
-    kind = path.name.split(".")[1]
-    simplifier = path.parent.name.rsplit("-", 1)[-1]
-    return {"ts" if kind == "aten" else kind} | ({simplifier} if simplifier in ("onnxslim", "onnxsim") else set())
 
 
 def evaluate(path: Path) -> dict:
@@ -83,8 +68,6 @@ def test_every_pool_of_every_export_is_rewritten_exactly_and_no_statistic(path):
         return  # Squeeze, TorchScript mis-traces TF padding): what it computes stays, left or rewritten exactly
     assert e["err_torch"] <= 1e-4 * scale  # and so what PyTorch computes
     assert not r.skipped, [(f.node, f.reason) for f in r.skipped]
-    if any((case, who) in KNOWN for who in _spellers(path)):
-        return
     assert r.rewritten, [(f.node, f.reason) for f in r.not_pools]
 
 

@@ -309,20 +309,21 @@ def test_a_group_norm_decomposition_gives_the_roles_back():
 
 
 def swin_like(metadata):
-    """A transformer-ish stage whose Reshapes lose the roles, then timm's NHWC head: LayerNorm(-1) and
-    x.mean((1, 2)), with the dynamo exporter's metadata on the mean (or none, as TorchScript writes it)."""
+    """A stage whose Reshapes really lose the roles (a Linear over half a row joined with the channels,
+    cut back), then timm's NHWC head: LayerNorm(-1) and x.mean((1, 2)), with the dynamo exporter's
+    metadata on the mean (or none, as TorchScript writes it)."""
     nodes = [h.make_node("Conv", ["x", "pe"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
              h.make_node("Transpose", ["p"], ["t"], perm=[0, 2, 3, 1]),
-             h.make_node("Reshape", ["t", "windows"], ["win"]),  # window partition: roles lost here
-             h.make_node("MatMul", ["win", "wa"], ["att"]),
+             h.make_node("Reshape", ["t", "mixed"], ["win"]),  # [1, 8, 32]: half of W joined with C
+             h.make_node("MatMul", ["win", "wa"], ["att"]),  # ...and mixed: W's factor is gone
              h.make_node("Reshape", ["att", "unwin"], ["u"]),
              ln("u", "n", "norm"),
              h.make_node("ReduceMean", ["n", "hw"], ["y"], name="head", keepdims=0)]
     for key, value in metadata.items():
         e = nodes[-1].metadata_props.add()
         e.key, e.value = key, value
-    inits = [w("pe", 16, 3, 4, 4), numpy_helper.from_array(np.array([4, 4, 16], np.int64), "windows"),
-             w("wa", 16, 16, seed=3), numpy_helper.from_array(np.array([1, 4, 4, 16], np.int64), "unwin"),
+    inits = [w("pe", 16, 3, 4, 4), numpy_helper.from_array(np.array([1, 8, 32], np.int64), "mixed"),
+             w("wa", 32, 32, seed=3), numpy_helper.from_array(np.array([1, 4, 4, 16], np.int64), "unwin"),
              *ln_params("norm", 16), numpy_helper.from_array(np.array([1, 2], np.int64), "hw")]
     return model(nodes, [vi("x", [1, 3, 16, 16])], [vi("y", [1, 16])], inits, opset=20, ir=10)
 
@@ -335,8 +336,103 @@ def test_dynamo_metadata_naming_a_pool_decides_where_reshapes_lost_the_roles():
     r = rewritten(m)
     assert [f.node for f in r.rewritten] == ["head"]
     assert "decided by the exporter's node metadata" in r.rewritten[0].roles
-    plain = poolfix.fix(swin_like({}))  # TorchScript writes no metadata: the weak feature labels stand
+    plain = poolfix.fix(swin_like({}))  # TorchScript writes no metadata: the LayerNorm's weak labels stand
     assert not plain.rewritten and plain.not_pools and "weak" in plain.not_pools[0].reason
+
+
+def swin_stage(linear="MatMul"):
+    """Swin as timm writes it (TorchScript, no metadata): patches, the window partition (cut H and W,
+    join their outer factors with the batch), a Linear per window (MatMul, or Gemm on the flattened
+    rows as onnxslim writes it), the window reverse, LayerNorm(-1), x.mean((1, 2))."""
+    nodes = [h.make_node("Conv", ["x", "pe"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
+             h.make_node("Transpose", ["p"], ["t"], perm=[0, 2, 3, 1]),  # [1, 4, 4, 16]
+             h.make_node("Reshape", ["t", "cut"], ["c6"]),  # [1, 2, 2, 2, 2, 16]
+             h.make_node("Transpose", ["c6"], ["ct"], perm=[0, 1, 3, 2, 4, 5]),
+             h.make_node("Reshape", ["ct", "windows"], ["win"])]  # [4, 4, 16]: 4 windows of 2x2
+    if linear == "Gemm":
+        nodes += [h.make_node("Reshape", ["win", "rows"], ["r"]), h.make_node("Gemm", ["r", "wa"], ["g"]),
+                  h.make_node("Reshape", ["g", "windows"], ["att"])]
+    else:
+        nodes += [h.make_node("MatMul", ["win", "wa"], ["att"])]
+    nodes += [h.make_node("Reshape", ["att", "cut"], ["r6"]),
+              h.make_node("Transpose", ["r6"], ["rt"], perm=[0, 1, 3, 2, 4, 5]),
+              h.make_node("Reshape", ["rt", "unwin"], ["u"]),  # [1, 4, 4, 16]
+              ln("u", "n", "norm"),
+              h.make_node("ReduceMean", ["n", "hw"], ["y"], name="head", keepdims=0)]
+    shapes = {"cut": [1, 2, 2, 2, 2, 16], "windows": [4, 4, 16], "rows": [16, 16], "unwin": [1, 4, 4, 16],
+              "hw": [1, 2]}
+    inits = [w("pe", 16, 3, 4, 4), w("wa", 16, 16, seed=3), *ln_params("norm", 16),
+             *(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in shapes.items())]
+    return model(nodes, [vi("x", [1, 3, 16, 16])], [vi("y", [1, 16])], inits, opset=20, ir=10)
+
+
+def test_swin_window_partition_and_reverse_give_the_spatial_axes_back():
+    # timm Swin's TorchScript export: no metadata, so the Reshapes themselves must be read
+    for linear in ("MatMul", "Gemm"):
+        m = swin_stage(linear)
+        r = rewritten(m)
+        assert [f.node for f in r.rewritten] == ["head"], (linear, r.not_pools)
+        assert "decided by" not in r.rewritten[0].roles
+        scope = scopes(m, onnx.shape_inference.infer_shapes(m))[0]
+        roles = infer(scope)
+        assert roles["n"].axes == ("B", "S", "S", "F") and roles["n"].strong(1) and roles["n"].strong(2)
+        assert roles["win"].axes[0] == "?" and roles["win"].axes[1] == "?"  # joined: no role of its own
+
+
+def test_regroup_cuts_and_joins():
+    from poolfix.roles import Roles, regroup
+
+    x = Roles(("B", "C", "S", "S"), "conv")
+    cut = regroup(x, "x", (1, 8, 6, 6), (1, 8, 2, 3, 6), "cut")
+    assert cut.axes == ("B", "C", "S", "S", "S")  # a cut axis's factors keep its role
+    back = regroup(cut, "c", (1, 8, 2, 3, 6), (1, 8, 6, 6), "back")
+    assert back.axes == ("B", "C", "S", "S") and not back.pieces  # joined back in order: whole again
+    swapped = cut.permuted([0, 1, 3, 2, 4], "t")  # the factors out of order: not the axis it was
+    assert regroup(swapped, "s", (1, 8, 3, 2, 6), (1, 8, 6, 6), "j").axes == ("B", "C", "?", "S")
+    flat = regroup(x, "x", (1, 8, 6, 6), (1, 8, 36), "flat")
+    assert flat.axes == ("B", "C", "?")  # a flattened map: a sequence, no role of its own...
+    assert regroup(flat, "f", (1, 8, 36), (1, 8, 6, 6), "unflat").axes == ("B", "C", "S", "S")  # ...until cut back
+    assert regroup(x, "x", (1, 8, 6, 6), (1, 6, 8, 6), "mix") is None  # not cuts and joins
+    assert regroup(x, "x", (1, 8, None, 6), (1, 8, 36), "?") is None  # shapes unknown
+    weak = Roles(("B", "C", "S", "S"), "default", frozenset({0, 1, 2, 3}))
+    assert regroup(weak, "x", (1, 8, 6, 6), (1, 8, 2, 3, 6), "cut").weak_axes == frozenset(range(5))
+
+
+def test_a_default_stays_a_default_where_nothing_else_speaks():
+    from poolfix.roles import combine_axis
+
+    assert combine_axis(("F", True), ("?", False)) == ("F", True)
+    assert combine_axis(("?", False), ("F", True)) == ("F", True)
+    assert combine_axis(("S", False), ("F", True)) == ("S", False)
+
+
+def test_split_parts_and_gather_picks_keep_the_roles():
+    nodes = [h.make_node("Conv", ["x", "cw"], ["c"], kernel_shape=[1, 1]),
+             h.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+             h.make_node("Split", ["t", "halves"], ["a", "b"], axis=3),
+             h.make_node("Unsqueeze", ["c", "zero"], ["u"]),
+             h.make_node("Gather", ["u", "idx0"], ["g"], axis=0),  # one index: the axis goes
+             h.make_node("Gather", ["c", "rows"], ["p"], axis=2)]  # a few rows: the axis stays
+    inits = [w("cw", 8, 3, 1, 1), *(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in
+                                     {"halves": [4, 4], "zero": [0], "idx0": 0, "rows": [0, 2]}.items())]
+    m = model(nodes, [vi("x", [1, 3, 5, 5])], [vi("a", [1, 5, 5, 4]), vi("b", [1, 5, 5, 4]), vi("g", [1, 8, 5, 5]),
+                                                vi("p", [1, 8, 2, 5])], inits, opset=17)
+    roles = infer(scopes(m, onnx.shape_inference.infer_shapes(m))[0])
+    assert roles["a"].axes == roles["b"].axes == ("B", "S", "S", "C")
+    assert roles["g"].axes == ("B", "C", "S", "S") and roles["p"].axes == ("B", "C", "S", "S")
+
+
+def test_a_flattened_map_through_a_transformer_is_no_pool():
+    # ViT: patches flattened into tokens, an encoder, the mean over the tokens; not a pool by its roles
+    stem = [h.make_node("Conv", ["img", "pw"], ["pe"], kernel_shape=[4, 4], strides=[4, 4]),
+            h.make_node("Reshape", ["pe", "flat"], ["tok"]),  # [1, 32, 16]
+            h.make_node("Transpose", ["tok"], ["tokens"], perm=[0, 2, 1])]
+    nodes, inits, out = encoder("tokens", 32, "enc")
+    nodes = stem + nodes + [h.make_node("ReduceMean", [out], ["pooled"], name="token_mean", axes=[1], keepdims=0)]
+    inits += [w("pw", 32, 3, 4, 4), numpy_helper.from_array(np.array([1, 32, 16], np.int64), "flat")]
+    m = model(nodes, [vi("img", [1, 3, 16, 16])], [vi("pooled", [1, 32])], inits + COMMON, opset=16)
+    result = poolfix.fix(m)
+    assert not result.rewritten and "token_mean" in {f.node for f in result.not_pools + result.skipped}
 
 
 def test_metadata_never_overrides_real_evidence():

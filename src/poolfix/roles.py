@@ -6,7 +6,7 @@ Each op labels only the axes it speaks for, and other axes keep what they had:
 * **channels-first ops** (Conv, ConvTranspose, pools, BatchNormalization, InstanceNormalization,
   LRN, Resize, DepthToSpace, SpaceToDepth, GroupNormalization): their data input and output are
   [B, C, S, ...];
-* **feature ops** label their own axes: MatMul/Gemm the last (contracted) axis, LayerNormalization
+* **feature ops** label their own axes: MatMul and Gemm the contracted axis, LayerNormalization
   and RMSNormalization the normalized axes, Softmax its axis; attention and an embedding Gather
   every axis. The other axes of their output are the input's (a channels-last MLP in ConvNeXt keeps
   its spatial axes); where the input's are unknown they become feature axes, but only weakly;
@@ -15,10 +15,15 @@ Each op labels only the axes it speaks for, and other axes keep what they had:
 Roles flow backward from where a tensor is used (through ops that keep the layout: elementwise ops,
 activations, Pad, Slice, Clip, Cast; through a Transpose, permuted), then forward from where it is
 made (Transpose permutes them; elementwise ops merge their inputs', aligned from the right as
-broadcasting aligns them; reductions and Squeeze/Unsqueeze drop or add axes). A Reshape makes the
-roles unknown, except one back to the shape of a tensor it came from (``Reshape(y, Shape(x))``, or
-the Reshape that ends a GroupNorm decomposition's Reshape -> InstanceNormalization -> Reshape):
-that gives x's roles back.
+broadcasting aligns them; reductions, Squeeze/Unsqueeze and a Gather of one index drop or add
+axes; a Split's parts and a Gather's picks keep them). A Reshape back to the
+shape of a tensor it came from (``Reshape(y, Shape(x))``, or the Reshape that ends a GroupNorm
+decomposition's Reshape -> InstanceNormalization -> Reshape) gives x's roles back. Any other Reshape
+between static shapes is read as cuts and joins of axes (:func:`regroup`): a cut axis's factors keep
+its role and remember where they came from, so Swin's window partition and reverse (cut H and W,
+join them with the batch, cut and join them back) give the map its spatial axes back; a join of
+different axes (a flattened map, a transformer's tokens) has no role of its own; any other Reshape
+makes the roles unknown.
 
 Evidence is combined axis by axis: a role beats no role, evidence beats a weak default, and two
 different roles from real evidence make the axis ambiguous. A reduction is a pool when every axis it
@@ -30,6 +35,8 @@ strong non-spatial evidence is never a pool unless asked (``shape_only``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
+from typing import NamedTuple
 
 from onnx import NodeProto
 
@@ -48,8 +55,8 @@ CHANNELS_FIRST = {"Conv", "ConvTranspose", "AveragePool", "MaxPool", "LpPool", "
 LAST_AXIS_FEATURE = {"MatMul", "MatMulInteger", "QLinearMatMul"}
 NORMALIZED_AXES = {"LayerNormalization", "SkipLayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"}
 ONE_AXIS = {"Softmax", "LogSoftmax"}
-ALL_FEATURE = {"Gemm", "Attention", "MultiHeadAttention"}
-FEATURE_OPS = LAST_AXIS_FEATURE | NORMALIZED_AXES | ONE_AXIS | ALL_FEATURE
+ALL_FEATURE = {"Attention", "MultiHeadAttention"}
+FEATURE_OPS = LAST_AXIS_FEATURE | NORMALIZED_AXES | ONE_AXIS | ALL_FEATURE | {"Gemm"}
 KEEPS_LAYOUT = {"Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Sqrt", "Erf", "Neg", "Exp", "Log",
                 "Abs", "Cast", "Identity", "Dropout", "LeakyRelu", "PRelu", "Elu", "Selu", "Softplus", "Softsign",
                 "Gelu", "Mish", "Sign", "Floor", "Ceil", "Round", "Reciprocal", "QuantizeLinear", "DequantizeLinear",
@@ -62,11 +69,27 @@ REDUCTIONS = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd",
 _KEEPS_SHAPE = KEEPS_LAYOUT | ELEMENTWISE | {"InstanceNormalization", "BatchNormalization", "MeanVarianceNormalization"}
 
 
+class Piece(NamedTuple):
+    """A factor of an axis that a Reshape cut or joined: ``size`` of the ``origin`` axis (tensor,
+    axis, size), beginning at stride ``before`` within it. A Reshape that joins an origin's pieces
+    back in order gives the origin's role back."""
+
+    role: str
+    weak: bool
+    size: int
+    origin: tuple[str, int, int]
+    before: int
+
+
 @dataclass(frozen=True)
 class Roles:
     axes: tuple[str, ...]
     evidence: str
     weak_axes: frozenset[int] = field(default_factory=frozenset)  # defaults, not evidence: any evidence wins
+    pieces: tuple[tuple[Piece, ...] | None, ...] = ()  # per axis, where a Reshape cut or joined it
+
+    def piece(self, k: int) -> tuple[Piece, ...] | None:
+        return self.pieces[k] if k < len(self.pieces) else None
 
     @property
     def weak(self) -> bool:
@@ -83,7 +106,13 @@ class Roles:
 
     def permuted(self, perm: list[int], evidence: str) -> Roles:
         return Roles(tuple(self.axes[p] for p in perm), evidence,
-                     frozenset(k for k, p in enumerate(perm) if p in self.weak_axes))
+                     frozenset(k for k, p in enumerate(perm) if p in self.weak_axes), self.picked(perm))
+
+    def picked(self, keys) -> tuple[tuple[Piece, ...] | None, ...]:
+        """The pieces of the axes ``keys`` (None: a new axis), in that order."""
+        if not self.pieces:
+            return ()
+        return tuple(None if k is None else self.piece(k) for k in keys)
 
 
 def _axis(a: Roles | None, k: int) -> tuple[str, bool]:
@@ -101,7 +130,9 @@ def combine_axis(x: tuple[str, bool], y: tuple[str, bool]) -> tuple[str, bool]:
         return AMBIGUOUS, False
     if a == UNKNOWN:
         return b, bw
-    if b == UNKNOWN or a == b:
+    if b == UNKNOWN:
+        return a, aw  # no evidence leaves a default a default
+    if a == b:
         return a, aw and bw
     if aw != bw:
         return (b, bw) if aw else (a, aw)
@@ -119,7 +150,16 @@ def combine(a: Roles | None, b: Roles | None) -> Roles | None:
         if w:
             weak.add(k)
     evidence = a.evidence if any(a.strong(k) for k in range(len(a.axes))) or not b.evidence else b.evidence
-    return Roles(tuple(axes), evidence, frozenset(weak))
+    pieces = tuple(a.piece(k) or b.piece(k) for k in range(len(a.axes))) if a.pieces or b.pieces else ()
+    return Roles(tuple(axes), evidence, frozenset(weak), pieces)
+
+
+def _then(evidence: str, step: str) -> str:
+    """``evidence``, then ``step``: a long chain keeps its two first and two last steps."""
+    parts = [*evidence.split(", "), step] if evidence else [step]
+    if len(parts) > 5:
+        parts = [*parts[:2], "...", *parts[-2:]]
+    return ", ".join(parts)
 
 
 def _op(n: NodeProto) -> str | None:
@@ -141,7 +181,7 @@ def _features(rank: int) -> tuple[str, ...]:
 def _merge(parts: list[Roles], rank: int, evidence: str) -> Roles:
     """Roles of an elementwise result: inputs aligned from the right, combined axis by axis; an
     input's size-1 broadcast axes say nothing."""
-    axes, weak = [UNKNOWN] * rank, set()
+    axes, weak, pieces = [UNKNOWN] * rank, set(), [None] * rank
     for p in parts:
         for k in range(len(p.axes)):
             j = rank - len(p.axes) + k
@@ -152,7 +192,8 @@ def _merge(parts: list[Roles], rank: int, evidence: str) -> Roles:
             weak.discard(j)
             if w:
                 weak.add(j)
-    return Roles(tuple(axes), evidence, frozenset(weak))
+            pieces[j] = pieces[j] or p.piece(k)
+    return Roles(tuple(axes), evidence, frozenset(weak), tuple(pieces) if any(pieces) else ())
 
 
 def _axes(n: NodeProto, scope, rank: int) -> list[int] | None:
@@ -173,6 +214,9 @@ def feature_axes(n: NodeProto, rank: int, which: int = 0, opset: int = 13) -> li
         return list(range(1, rank)) if rank >= 2 else list(range(rank))
     if op in LAST_AXIS_FEATURE:
         return [rank - 1] if which == 0 else ([rank - 2] if rank >= 2 else [])
+    if op == "Gemm":  # the contracted axis of A (transA: 0, else 1) or of B (transB: 1, else 0)
+        flip = int(attr(n, "transA" if which == 0 else "transB", 0))
+        return [0 if flip else 1] if which == 0 else [1 if flip else 0]
     if op in NORMALIZED_AXES:
         a = int(attr(n, "axis", -1))
         a = a + rank if a < 0 else a
@@ -195,7 +239,9 @@ def _labelled(base: Roles | None, rank: int, feats: list[int], evidence: str, fi
         axes.append(role)
         if w:
             weak.add(k)
-    return Roles(tuple(axes), evidence, frozenset(weak))
+    same = base is not None and len(base.axes) == rank and base.pieces
+    pieces = tuple(None if k in feats else base.piece(k) for k in range(rank)) if same else ()
+    return Roles(tuple(axes), evidence, frozenset(weak), pieces)
 
 
 def _shape_source(n: NodeProto, scope) -> str | None:
@@ -276,7 +322,7 @@ def infer(scope) -> dict[str, Roles]:
                 inv = [0] * len(perm)
                 for k, p in enumerate(perm):
                     inv[p] = k
-                changed |= seed(n.input[0], out.permuted(inv, f"{out.evidence}, through {_label(n, i)}"))
+                changed |= seed(n.input[0], out.permuted(inv, _then(out.evidence, f"through {_label(n, i)}")))
             elif op in ELEMENTWISE:
                 for x in n.input:
                     if x and scope.const(x) is None and rank(x) == len(out.axes):
@@ -308,12 +354,14 @@ def infer(scope) -> dict[str, Roles]:
         op = _op(n)
         if not n.output or not n.output[0]:
             continue
-        y, r = n.output[0], rank(n.output[0])
-        if r is None:
-            continue
-        made = _made(n, i, op, r, scope, get)
-        if made is not None:
-            roles[y] = combine(made, roles[y]) if y in roles else made  # the maker speaks first
+        outs = n.output if op == "Split" else n.output[:1]  # a Split's parts keep the layout
+        for y in outs:
+            r = rank(y)
+            if not y or r is None:
+                continue
+            made = _made(n, i, op, r, scope, get)
+            if made is not None:
+                roles[y] = combine(made, roles[y]) if y in roles else made  # the maker speaks first
     return roles
 
 
@@ -321,16 +369,19 @@ def _made(n: NodeProto, i: int, op: str | None, r: int, scope, get) -> Roles | N
     """What node ``n`` says about the roles of its (rank-``r``) output."""
     x = get(n.input[0]) if n.input and n.input[0] else None
     here = f"output of {_label(n, i)}"
-    after = here if x is None or x.evidence == f"input of {_label(n, i)}" else f"{x.evidence}, {here}"
+    after = here if x is None or x.evidence == f"input of {_label(n, i)}" else _then(x.evidence, here)
     if op in CHANNELS_FIRST and r >= 3:
         return Roles(_channels_first(r), here)
     if op in ALL_FEATURE and r >= 1:
         return Roles(_features(r), here)
+    if op == "Gemm" and r == 2:  # rows keep A's row axis (a Linear on flattened positions keeps them)
+        rows = x.permuted([1, 0], x.evidence) if x is not None and len(x.axes) == 2 and attr(n, "transA", 0) else x
+        return _labelled(rows, r, [1], after)
     if op in LAST_AXIS_FEATURE and r >= 1:
         const_a = scope.const(n.input[0]) is not None
         b = get(n.input[1]) if len(n.input) > 1 else None
         if const_a and b is not None and len(b.axes) == r:  # constant @ data: a linear map of b's axis -2
-            return Roles(b.axes, b.evidence, b.weak_axes)
+            return Roles(b.axes, b.evidence, b.weak_axes, b.pieces)
         return _labelled(x, r, [r - 1], after)
     if op in NORMALIZED_AXES | ONE_AXIS and r >= 1:
         return _labelled(x, r, feature_axes(n, r, 0, scope.opset), after)
@@ -338,8 +389,20 @@ def _made(n: NodeProto, i: int, op: str | None, r: int, scope, get) -> Roles | N
         return Roles(_features(r), f"embedding {_label(n, i)}")
     if x is not None and op in KEEPS_LAYOUT and len(x.axes) == r:
         return x
+    if x is not None and op == "Split" and len(x.axes) == r:  # the split axis changes size: not its pieces
+        cut = int(attr(n, "axis", 0)) % r
+        return Roles(x.axes, x.evidence, x.weak_axes, x.picked([None if k == cut else k for k in range(r)]))
+    if x is not None and op == "Gather" and len(n.input) > 1 and (idx := scope.const(n.input[1])) is not None:
+        a = int(attr(n, "axis", 0)) % len(x.axes)  # picking along one axis of data: the roles stay
+        if idx.ndim == 0 and len(x.axes) == r + 1:
+            keys = [k for k in range(len(x.axes)) if k != a]
+            return Roles(tuple(x.axes[k] for k in keys), x.evidence,
+                         frozenset(j for j, k in enumerate(keys) if k in x.weak_axes), x.picked(keys))
+        if idx.ndim == 1 and len(x.axes) == r:  # the picked axis changes size: not its pieces
+            return Roles(x.axes, x.evidence, x.weak_axes, x.picked([None if k == a else k for k in range(r)]))
+        return None
     if x is not None and op == "Transpose" and len(x.axes) == r:
-        return x.permuted(_perm(n, r), f"{x.evidence}, through {_label(n, i)}")
+        return x.permuted(_perm(n, r), _then(x.evidence, f"through {_label(n, i)}"))
     if op in ELEMENTWISE or op == "Concat":
         known = [p for p in (get(v) for v in n.input if v) if p is not None]
         if known:
@@ -349,7 +412,9 @@ def _made(n: NodeProto, i: int, op: str | None, r: int, scope, get) -> Roles | N
         src = _shape_source(n, scope)
         s = get(src) if src is not None else None
         if s is not None and len(s.axes) == r:
-            return Roles(s.axes, f"{s.evidence}, shape given back by {_label(n, i)}", s.weak_axes)
+            return Roles(s.axes, _then(s.evidence, f"shape given back by {_label(n, i)}"), s.weak_axes, s.pieces)
+        if x is not None and (a := scope.info(n.input[0])) is not None and (b := scope.info(n.output[0])) is not None:
+            return regroup(x, n.input[0], a.shape, b.shape, _then(x.evidence, f"through {_label(n, i)}"))
         return None
     if x is not None and op in REDUCTIONS:
         red = _axes(n, scope, len(x.axes))
@@ -357,7 +422,7 @@ def _made(n: NodeProto, i: int, op: str | None, r: int, scope, get) -> Roles | N
             kept = [k for k in range(len(x.axes)) if k not in red or _keepdims(n)]
             if len(kept) == r:
                 return Roles(tuple(x.axes[k] for k in kept), x.evidence,
-                             frozenset(j for j, k in enumerate(kept) if k in x.weak_axes))
+                             frozenset(j for j, k in enumerate(kept) if k in x.weak_axes), x.picked(kept))
         elif red == [] and _keepdims(n) and len(x.axes) == r:
             return x
         return None
@@ -369,13 +434,83 @@ def _made(n: NodeProto, i: int, op: str | None, r: int, scope, get) -> Roles | N
             kept = [k for k in range(len(x.axes)) if k not in ax]
             if len(kept) == r:
                 return Roles(tuple(x.axes[k] for k in kept), x.evidence,
-                             frozenset(j for j, k in enumerate(kept) if k in x.weak_axes))
+                             frozenset(j for j, k in enumerate(kept) if k in x.weak_axes), x.picked(kept))
             return None
         src = iter(range(len(x.axes)))
         picks = [None if k in ax else next(src, None) for k in range(r)]
         return Roles(tuple(UNKNOWN if p is None else x.axes[p] for p in picks), x.evidence,
-                     frozenset(k for k, p in enumerate(picks) if p is not None and p in x.weak_axes))
+                     frozenset(k for k, p in enumerate(picks) if p is not None and p in x.weak_axes), x.picked(picks))
     return None
+
+
+def regroup(x: Roles, name: str, shape_in, shape_out, evidence: str) -> Roles | None:
+    """The roles of ``Reshape(x)`` from ``shape_in`` to ``shape_out`` (static), where the Reshape only
+    cuts axes into factors and joins neighbouring factors (None where it does more, or a shape is
+    unknown). A cut axis's factors keep its role; factors of one origin joined back in order give
+    it back whole; a join of different axes has no role (a flattened map is a sequence of positions,
+    as a transformer's tokens are: a mean over it is left to the exporter's fingerprint), but keeps
+    its factors for a later Reshape that cuts it back."""
+    if None in shape_in or None in shape_out or len(shape_in) != len(x.axes):
+        return None
+    ins, outs = [int(d) for d in shape_in], [int(d) for d in shape_out]
+    if min(ins + outs, default=1) < 1 or prod(ins) != prod(outs):
+        return None
+    atoms: list[Piece] = []
+    for k, d in enumerate(ins):
+        got = x.piece(k)
+        if got and prod(p.size for p in got) == d:
+            atoms.extend(got)
+        else:
+            role, w = _axis(x, k)
+            atoms.append(Piece(role, w, d, (name, k, d), 1))
+    axes, weak, pieces = [], set(), []
+    at = 0
+    for d in outs:
+        if d == 1:
+            unit = at < len(atoms) and atoms[at].size == 1
+            role, w = (atoms[at].role, atoms[at].weak) if unit else (UNKNOWN, False)
+            at += unit
+            axes.append(role)
+            weak.update([len(axes) - 1] if w else [])
+            pieces.append(None)
+            continue
+        group, need = [], d
+        while need > 1:
+            if at >= len(atoms):
+                return None
+            a = atoms[at]
+            if a.size == 1:
+                at += 1
+            elif need % a.size == 0:
+                group.append(a)
+                need //= a.size
+                at += 1
+            elif a.size % need == 0:  # cut: this axis takes the outer factor, the rest stays
+                group.append(a._replace(size=need))
+                atoms[at] = a._replace(size=a.size // need, before=a.before * need)
+                need = 1
+            else:
+                return None
+        role, w, joined = _joined(group)
+        axes.append(role)
+        weak.update([len(axes) - 1] if w else [])
+        pieces.append(joined)
+    if any(a.size != 1 for a in atoms[at:]):
+        return None
+    return Roles(tuple(axes), evidence, frozenset(weak), tuple(pieces) if any(pieces) else ())
+
+
+def _joined(group: list[Piece]) -> tuple[str, bool, tuple[Piece, ...] | None]:
+    """(role, weak, pieces) of one output axis of a Reshape, made of the factors ``group``."""
+    first = group[0]
+    whole = first.origin[2]
+    one = all(p.origin == first.origin for p in group) and all(
+        q.before == p.before * p.size for p, q in zip(group, group[1:]))
+    if one:
+        size = prod(p.size for p in group)
+        merged = first._replace(size=size)
+        return first.role, any(p.weak for p in group), None if size == whole and first.before == 1 else (merged,)
+    return UNKNOWN, False, tuple(group)
 
 
 def describe_axes(roles: Roles | None, axes: list[int]) -> str:

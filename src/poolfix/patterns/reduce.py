@@ -199,9 +199,13 @@ def _layout(roles, reduced: list[int], rank: int, mark: str | None) -> tuple[int
     channel axis, the rest spatial); or, where a fingerprint decided a global pool, batch first and
     the one axis left as channels. None where neither says."""
     if roles is not None:
-        where = {r: [k for k, a in enumerate(roles.axes) if a == r] for r in ("B", "C", SPATIAL)}
-        if len(where["B"]) == 1 and len(where["C"]) == 1 and len(where[SPATIAL]) == rank - 2:
-            return (where["B"][0], where["C"][0], *where[SPATIAL])
+        where = {r: [k for k, a in enumerate(roles.axes) if a == r] for r in ("B", "C", "F", SPATIAL)}
+        if len(where["B"]) == 1 and len(where[SPATIAL]) == rank - 2 and set(reduced) <= set(where[SPATIAL]):
+            # the one axis left is the channel: a channel (C) or, after a channels-last LayerNorm or
+            # Linear, a feature axis (F)
+            other = where["C"] + where["F"]
+            if len(other) == 1:
+                return (where["B"][0], other[0], *where[SPATIAL])
     left = [k for k in range(1, rank) if k not in reduced]
     if mark is not None and 0 not in reduced and len(left) == 1:
         return (0, left[0], *reduced)
