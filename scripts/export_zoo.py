@@ -7,7 +7,7 @@
 
 Random weights from each library's own initialisation (nothing is downloaded), batch 1, TorchScript
 (opset 17) and dynamo (opset 20, as torch 2.9 writes its transformers with Gelu) exports. The models
-stay out of the repository (hundreds of MB); the table goes into the README and the closing notes.
+stay out of the repository (4.2 GB for the 38 exports); the table goes into the README.
 CNNs with heads that pool, hybrids, and transformers whose reductions are statistics: the last
 kind must come out with nothing rewritten.
 """
