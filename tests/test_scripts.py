@@ -26,3 +26,19 @@ def test_fixture_generator_check_mode():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_fixtures.py"), "--check"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stdout
+
+
+def test_the_engine_scripts_read_poolfix_through_the_harness(tmp_path):
+    # the exact-cost benchmark and the engine tests call run.py's poolfix(); its answer once grew a
+    # third field and both broke unseen (they need an engine): the part without one runs here
+    sys.path.insert(0, str(ROOT / "scripts" / "engines"))
+    import bench_exact_cost
+    import onnx
+
+    src = tmp_path / "site.onnx"
+    onnx.save(bench_exact_cost.adaptive_model("avg", (10, 10), (4, 4)), src)
+    exact, plan = bench_exact_cost.exact_plan(src, "rknn", tmp_path / "exact.onnx")
+    assert exact is not None and exact.exists(), plan
+    assert "AveragePool" in plan and plan.endswith("nodes)")
+    fixed, err, sites = bench_exact_cost.harness.poolfix(src, "--target ethos-u", tmp_path / "e.onnx")
+    assert fixed is not None and not err and len(sites) == 1 and sites[0] >= 1

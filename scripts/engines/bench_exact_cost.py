@@ -75,6 +75,16 @@ def shortcut_error(mode: str, size_in, size_out) -> float:
     return float(np.abs(got - adaptive_pool(x, size_out, mode)).max())
 
 
+def exact_plan(src: Path, engine: str, out: Path) -> tuple[Path | None, str]:
+    """poolfix --target ENGINE on one site: the model and its plan in words ("Gather+AveragePool (3
+    nodes)"), or None and why poolfix failed."""
+    exact, err, _ = harness.poolfix(src, f"--target {engine}", out)
+    if exact is None:
+        return None, err
+    ops = [n.op_type for n in onnx.load(exact).graph.node if n.op_type != "Constant"]
+    return exact, "+".join(sorted(set(ops), key=ops.index)) + f" ({len(ops)} nodes)"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--engine", choices=sorted(harness.ENGINES), required=True)
@@ -98,12 +108,10 @@ def main(argv=None) -> int:
                 src, short = work / "adaptive.onnx", work / "shortcut.onnx"
                 onnx.save(adaptive_model(mode, size_in, size_out), src)
                 onnx.save(shortcut_model(mode, size_in, size_out), short)
-                exact, err = harness.poolfix(src, f"--target {args.engine}", work / "exact.onnx")
+                exact, plan = exact_plan(src, args.engine, work / "exact.onnx")
                 if exact is None:
-                    print(f"{name:<24} poolfix failed: {err}")
+                    print(f"{name:<24} poolfix failed: {plan}")
                     continue
-                ops = [n.op_type for n in onnx.load(exact).graph.node if n.op_type != "Constant"]
-                plan = "+".join(sorted(set(ops), key=ops.index)) + f" ({len(ops)} nodes)"
                 (work / "e").mkdir()
                 (work / "s").mkdir()
                 s_exact = harness.summarize(harness.run_engine(args.engine, exact, work / "e", args.timeout))
