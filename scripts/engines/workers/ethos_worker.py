@@ -107,7 +107,7 @@ def _run_litert(tfl, data, job) -> bool:
 
     it = Interpreter(model_path=tfl)
     it.allocate_tensors()
-    for d, name in zip(it.get_input_details(), job["input_names"]):
+    for d, name in _matched(it.get_input_details(), job["input_names"]):
         x = data[name]
         x = np.transpose(x, [0, *range(2, x.ndim), 1]) if x.ndim >= 3 else x
         scale, zp = d["quantization"]
@@ -121,6 +121,20 @@ def _run_litert(tfl, data, job) -> bool:
         outs.append((y - zp) * scale if scale else y)
     np.savez(job["outputs"], *outs)
     return True
+
+
+def _matched(details, names):
+    """Each LiteRT input with its ONNX input: by name (onnx2tf keeps the names, as "serving_default_x:0"
+    or "x"), where every one is found; else in order. LiteRT lists them in its own order: TopFormer's
+    three inputs came back 3, 1, 2."""
+    def key(s):
+        s = s.split(":")[0]
+        return s[len("serving_default_"):] if s.startswith("serving_default_") else s
+
+    by_name = {key(d["name"]): d for d in details}
+    if all(n in by_name for n in names):
+        return [(by_name[n], n) for n in names]
+    return list(zip(details, names))
 
 
 if __name__ == "__main__":
