@@ -294,6 +294,41 @@ def test_an_attribute_the_older_schema_cannot_express_is_refused():
     assert convert(m, 18) is None
 
 
+@pytest.mark.parametrize("opset", [20, 21])
+def test_constant_of_shape_converts_down_though_onnx_has_no_adapter_for_it(opset):
+    # torchvision's Swin through dynamo: ConstantOfShape-20 made --target rknn exit 2 ("No Adapter To
+    # Version $19 for ConstantOfShape"); its newer versions only add types, so it stays as it is
+    value = onnx.numpy_helper.from_array(np.array([0.5], np.float32), "value")
+    nodes = [h.make_node("Shape", ["x"], ["s"]),
+             h.make_node("ConstantOfShape", ["s"], ["c"], value=value),
+             h.make_node("Add", ["x", "c"], ["a"]),
+             h.make_node("If", ["cond"], ["y"],
+                         then_branch=h.make_graph([h.make_node("ConstantOfShape", ["s"], ["t"])], "then", [],
+                                                  [vi("t", [1, 2, 4, 4])]),
+                         else_branch=h.make_graph([h.make_node("Identity", ["a"], ["e"])], "else", [],
+                                                  [vi("e", [1, 2, 4, 4])])),
+             h.make_node("GlobalAveragePool", ["y"], ["p"])]
+    m = model(nodes, [vi("x", [1, 2, 4, 4]), vi("cond", [], onnx.TensorProto.BOOL)], [vi("p", [1, 2, 1, 1])],
+              opset=opset, ir=10)
+    r = poolfix.fix(m, target="rknn")
+    assert default_opset(r.model) == 19 and r.verification.end_to_end
+    assert [o.domain for o in r.model.opset_import] == [""]
+    assert op_types(r.model).count("ConstantOfShape") == 2  # the main graph's and the branch's
+    onnx.checker.check_model(r.model, full_check=True)
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    for cond in (True, False):
+        feeds = {"x": x, "cond": np.array(cond)}
+        assert np.allclose(run(m, feeds)[0], run(r.model, feeds)[0], atol=1e-6)
+
+
+def test_a_constant_of_shape_of_a_type_the_older_version_lacks_is_refused():
+    value = onnx.helper.make_tensor("value", onnx.TensorProto.BFLOAT16, [1], [1.0])
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("ConstantOfShape", ["s"], ["y"], value=value)]
+    m = model(nodes, [vi("x", [1, 2, 4, 4])], [vi("y", None)], opset=20, ir=10)
+    with pytest.raises(poolfix.PoolfixError, match="tensor\\(bfloat16\\), which ConstantOfShape-9 cannot"):
+        convert(m, 19)
+
+
 def test_a_tail_reshape_is_written_out_where_all_but_the_batch_is_known():
     # converters turn Reshape's 0 (copy a dim) into Shape/Slice/Concat at run time (4 CPU ops on Ethos-U)
     m = single("ReduceMean", ["n", 8, 5, 5], axes=[2, 3], keepdims=0, out_shape=["n", 8])

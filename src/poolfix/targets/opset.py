@@ -5,14 +5,17 @@
 attributes the older schema does not know (``noop_with_empty_axes`` on ReduceMean-18 -> 17), which
 the checker refuses. Such an attribute is dropped where it holds the value the older operator
 behaves as anyway (its default), and refused otherwise. Ops with no older version at all (Gelu,
-opset 20) are first written as their decompositions (:mod:`poolfix.targets.lowering`). The IR
-version is never raised. Whatever cannot be converted is one line
+opset 20) are first written as their decompositions (:mod:`poolfix.targets.lowering`). Ops whose
+newer versions only admit more types, and for which the converter has no adapter
+(:data:`TYPES_ONLY`: ConstantOfShape-20 and -21, which torchvision's Swin exports through dynamo),
+are held out of the conversion and come back as they were, where the older version takes their
+type. The IR version is never raised. Whatever cannot be converted is one line
 (:class:`~poolfix.errors.InputError`); the model is left as it was.
 """
 
 from __future__ import annotations
 
-from onnx import AttributeProto, ModelProto, defs, helper, version_converter
+from onnx import AttributeProto, ModelProto, OperatorSetIdProto, TensorProto, defs, helper, version_converter
 
 from ..errors import InputError
 from ..graphs import default_opset, subgraphs
@@ -54,6 +57,46 @@ def _repair(model: ModelProto, source: int, target: int) -> None:
             n.attribute.remove(a)
 
 
+# op -> why its versions since the older one only add types (onnx's converter has no adapter down):
+# such a node converts by staying as it is, where its type is one the older version takes
+TYPES_ONLY = {
+    "ConstantOfShape": "-20 adds float8 and bfloat16 values (onnx PR #5390), -21 int4 and uint4",
+}
+_HOLD = "poolfix.held"  # the domain a held node waits in while the converter runs
+
+
+def _value_type(node) -> int:
+    value = next((a.t for a in node.attribute if a.name == "value"), None)
+    return value.data_type if value is not None else TensorProto.FLOAT  # the default value: float 0
+
+
+def _hold(model: ModelProto, target: int) -> list:
+    """Move the :data:`TYPES_ONLY` nodes out of the default domain for the conversion; the moved nodes."""
+    held = []
+    for n in _nodes(model.graph):
+        if n.domain not in ("", "ai.onnx") or n.op_type not in TYPES_ONLY:
+            continue
+        allowed = defs.get_schema(n.op_type, target).type_constraints
+        name = f"tensor({TensorProto.DataType.Name(_value_type(n)).lower()})"
+        if not any(name in c.allowed_type_strs for c in allowed):
+            raise InputError(f"cannot convert to opset {target}: node {n.name or n.op_type!r} makes a {name}, "
+                             f"which {n.op_type}-{defs.get_schema(n.op_type, target).since_version} cannot")
+        n.domain = _HOLD
+        held.append(n)
+    if held:
+        model.opset_import.append(OperatorSetIdProto(domain=_HOLD, version=1))
+    return held
+
+
+def _release(model: ModelProto) -> None:
+    for n in _nodes(model.graph):
+        if n.domain == _HOLD:
+            n.domain = ""
+    kept = [o for o in model.opset_import if o.domain != _HOLD]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+
+
 def _types(model: ModelProto) -> dict[str, tuple[int, int | None]]:
     """Element type and rank of the main graph's tensors, from shape inference on the weightless model."""
     from ..loader import infer_shapes
@@ -81,11 +124,13 @@ def convert(model: ModelProto, target: int) -> tuple[ModelProto, list[str]] | No
     work = ModelProto()
     work.CopyFrom(model)
     lowered = lower(work, target, _types(model))
+    _hold(work, target)
     try:
         out = version_converter.convert_version(work, target)
     except Exception as e:
         first = " ".join(str(e).split())[:200] or type(e).__name__
         raise InputError(f"cannot convert from opset {source} to {target} (onnx.version_converter: {first})") from None
+    _release(out)
     _repair(out, source, target)
     out.ir_version = min(out.ir_version, model.ir_version)  # never raise the user's IR version
     return out, lowered
