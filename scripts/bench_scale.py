@@ -10,6 +10,10 @@
    the first (whose time is the fixed cost of any rewrite) should be the same at 100 and at 1,000.
 3. Verification: its cost (fix with verification minus fix without) against two plain onnxruntime
    sessions of the same two models, created and run on the same number of seeds.
+4. Hostile folding: ``Expand(scalar, [20000, 20000])`` -> Shape -> ConstantOfShape in a 250-byte
+   model, ``poolfix`` in a child process against the same graph with a 2 x 2 Expand (an ordinary
+   small run) and against numpy evaluating the two folds (what an unbounded fold costs). Goal: under
+   3 s and 200 MB.
 """
 
 from __future__ import annotations
@@ -63,25 +67,27 @@ def big_model(folder: Path, gb: float) -> Path:
     return path
 
 
-def measured(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of a child process (which imports poolfix from this checkout)."""
+def measured(cmd: list[str], exits: tuple[int, ...] = (0,)) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of a child process (which imports poolfix from this checkout)
+    that must end with one of ``exits``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(p.pid, 0)
     took = time.perf_counter() - t
-    if status != 0:
+    if os.waitstatus_to_exitcode(status) not in exits:
         raise RuntimeError(f"{cmd} failed: {p.stderr.read().decode()[-500:]}")
     return took, usage.ru_maxrss * 1024
 
 
-def alternated(cmds: dict[str, list[str]], repeat: int) -> dict[str, tuple[float, int]]:
+def alternated(cmds: dict[str, list[str]], repeat: int, exits: dict[str, tuple[int, ...]] | None = None
+               ) -> dict[str, tuple[float, int]]:
     """Median wall seconds and median peak RSS of each command, run in turn ``repeat`` times (so that
     drift on this noisy machine hits every command alike)."""
     runs: dict[str, list[tuple[float, int]]] = {k: [] for k in cmds}
     for _ in range(repeat):
         for k, cmd in cmds.items():
-            runs[k].append(measured(cmd))
+            runs[k].append(measured(cmd, (exits or {}).get(k, (0,))))
     return {k: (statistics.median(t for t, _ in v), statistics.median(r for _, r in v)) for k, v in runs.items()}
 
 
@@ -232,6 +238,43 @@ def bench_verify(repeat: int, quick: bool = False) -> list[dict]:
     return rows
 
 
+def hostile_model(n: int) -> onnx.ModelProto:
+    """Expand(1.0, [n, n]) -> Shape -> ConstantOfShape beside the graph's real work (tests/test_fold.py)."""
+    nodes = [helper.make_node("Expand", ["one", "shape"], ["big"], name="expand"),
+             helper.make_node("Shape", ["big"], ["s"]),
+             helper.make_node("ConstantOfShape", ["s"], ["huge"]),
+             helper.make_node("GlobalAveragePool", ["x"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array([n, n], np.int64), "shape")]
+    g = helper.make_graph(nodes, "hostile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 1, 1]),
+                           helper.make_tensor_value_info("huge", TensorProto.FLOAT, ["h", "w"])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def bench_hostile(repeat: int, work: Path, quick: bool = False) -> dict:
+    n = 20000
+    hostile, tame = work / "hostile.onnx", work / "tame.onnx"
+    onnx.save(hostile_model(n), hostile)
+    onnx.save(hostile_model(2), tame)
+    cmds = {"hostile": [sys.executable, "-m", "poolfix", str(hostile), "-o", str(work / "h.out.onnx"), "-q"],
+            "hostile_no_verify": [sys.executable, "-m", "poolfix", str(hostile), "-o", str(work / "n.out.onnx"),
+                                  "-q", "--no-verify"],
+            "tame": [sys.executable, "-m", "poolfix", str(tame), "-o", str(work / "t.out.onnx"), "-q"]}
+    if not quick:
+        cmds["numpy"] = [sys.executable, "-c", "import numpy as np; a = np.broadcast_to(np.float32(1), "
+                         f"({n}, {n})).copy(); b = np.zeros(a.shape, np.float32)"]
+    # verifying would run the Expand (3 GB of tensors): poolfix says so and stops, exit 2, before it runs
+    got = alternated(cmds, repeat, {"hostile": (2,)})
+    out = {"model_bytes": hostile.stat().st_size, "elements": n * n}
+    for k, (t, rss) in got.items():
+        out[f"{k}_s"], out[f"{k}_rss"] = t, rss
+    out["time_ratio_vs_tame"] = got["hostile"][0] / got["tame"][0]
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=1.0)
@@ -247,6 +290,23 @@ def main() -> int:
         big_model(args.make_big, args.gb)
         return 0
     report: dict = {}
+    # first, while this process is small: Linux carries a parent's peak RSS into its children
+    work = Path(tempfile.mkdtemp(dir=args.workdir, prefix="poolfix-bench-hostile-"))
+    try:
+        r = report["hostile"] = bench_hostile(args.repeat, work, args.quick)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"hostile folding, a {r['model_bytes']}-byte model whose Expand makes {r['elements']:,} elements, "
+          f"median of {args.repeat}:")
+    print(f"  poolfix (refuses to verify: the Expand would make 3 GB; exit 2): {r['hostile_s']:.2f} s, peak RSS "
+          f"{r['hostile_rss'] / 2**20:.0f} MiB (goal < 3 s, < 200 MB)")
+    print(f"  poolfix --no-verify (rewrites and writes): {r['hostile_no_verify_s']:.2f} s, peak RSS "
+          f"{r['hostile_no_verify_rss'] / 2**20:.0f} MiB")
+    print(f"  poolfix on the same graph with a 2 x 2 Expand: {r['tame_s']:.2f} s, peak RSS "
+          f"{r['tame_rss'] / 2**20:.0f} MiB; time ratio {r['time_ratio_vs_tame']:.2f}x")
+    if "numpy_s" in r:
+        print(f"  numpy evaluating the two folds (an unbounded fold): {r['numpy_s']:.2f} s, peak RSS "
+              f"{r['numpy_rss'] / 2**20:.0f} MiB")
     if not (args.skip_large or args.quick):
         work = Path(tempfile.mkdtemp(dir=args.workdir, prefix="poolfix-bench-"))
         try:
