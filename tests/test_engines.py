@@ -56,5 +56,6 @@ def test_rknn_builds_a_3d_max_pool_split_into_2d_pools(tmp_path):
 def test_ethos_u_runs_every_pooling_layer_of_the_target_output_on_the_npu(name, tmp_path):
     s = through("ethos-u", MODELS / "torch" / name, tmp_path, "--target", "ethos-u")
     assert s["builds"] and s["runs"], s["errors"]
-    assert s["pool_npu"] == s["pool_layers"] > 0, s["cpu_ops"]  # no Gather: slices, boxes, runs
+    assert s["pool_npu"] == s["pool_layers"], s["cpu_ops"]  # no Gather: slices, boxes, runs
+    assert s["pool_layers"] > 0 or s["npu"] == s["layers"] > 0  # 1D 23->5: one averaging FullyConnected
     assert s["max_err"] is not None and s["max_err"] < 0.1  # int8, inputs in the calibrated range
