@@ -153,3 +153,16 @@ def test_every_profile_has_a_source():
 def test_stage_count_is_the_fewest_factorization():
     c = plan_cascade("avg", (96,), (96,), (1,), (0, 0), 0, Limits(max_kernel=8, max_stride=8))
     assert len(c.stages) == math.ceil(math.log(96, 8)) == 3
+
+
+def test_a_padded_pool_past_the_padded_stride_limit_breaks_it():
+    # Vela 5.2.0 runs an AVERAGE_POOL (or MAX_POOL) with TF SAME padding on the NPU only up to stride 3
+    from poolfix.pools import Pool
+
+    lim = Limits(max_padded_stride=3)
+    assert "max padded stride 3" in stage_breaks("avg", Pool((5, 5), (4, 4), (1, 1, 1, 1), 0), lim)
+    assert "max padded stride 3" in stage_breaks("max", Pool((1, 5), (1, 4), (0, 1, 0, 1)), lim)
+    assert stage_breaks("avg", Pool((4, 4), (3, 3), (1, 1, 1, 1), 0), lim) is None
+    assert stage_breaks("avg", Pool((4, 4), (4, 4), (0, 0, 0, 0)), lim) is None  # unpadded: any stride
+    c = plan_cascade("avg", (37,), (37,), (1,), (0, 0), 1, Limits(max_kernel=8, max_padded_stride=3))
+    assert all(stage_breaks("avg", s, Limits(max_kernel=8, max_padded_stride=3)) is None for s in c.stages)

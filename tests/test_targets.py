@@ -240,6 +240,20 @@ def test_no_fixture_site_is_left_off_the_npu_under_a_probed_target(target):
         assert sum(off_npu(g.node, prof.limits, prof) for g in graphs) == kept, path.name
 
 
+def test_ethos_u_gets_no_padded_pool_past_stride_3():
+    # TopFormer's 63 -> 16 is one k5 s4 pool with pads of 1, which onnx2tf writes with TF SAME padding and
+    # Vela 5.2.0 then runs on the CPU (probed: padded pools at stride 4 and 8, both modes)
+    assert PROFILES["ethos-u"].limits.max_padded_stride == 3 and RKNN.limits.max_padded_stride is None
+    m = aten_model("adaptive_avg_pool2d", [1, 2, 63, 63], [16, 16])
+    plain = poolfix.fix(m)
+    assert [attrs(n)["strides"] for n in plain.model.graph.node if n.op_type == "AveragePool"] == [[4, 4]]
+    r = poolfix.fix(m, target="ethos-u")
+    x = np.random.default_rng(0).standard_normal((1, 2, 63, 63)).astype(np.float32)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], adaptive_pool(x, [16, 16], "avg"), atol=2e-6)
+    pools = [attrs(n) for n in r.model.graph.node if n.op_type in ("AveragePool", "MaxPool")]
+    assert pools and all(not any(a.get("pads", [0])) or max(a.get("strides", [1])) <= 3 for a in pools)
+
+
 def test_the_rknn_profile_is_probed_with_its_toolchain_date_npu_ops_and_opset():
     assert RKNN.toolchain.startswith("rknn-toolkit2 2.5.0") and RKNN.probed
     assert RKNN.max_opset == 19 and RKNN.limits.max_stride == 8

@@ -109,6 +109,12 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
                 out.append((f"{kind}2d_pad{p}" + (f"_cip{cip}" if cip is not None else ""),
                             {"op": kind, "rank": 2, "kernel": 2 * p + 1, "stride": 1, "pad": p, "cip": cip},
                             pool(kind, S, (2 * p + 1,) * 2, (1, 1), (p,) * 4, cip)))
+        for st in (2, 3, 4, 8):  # padded and strided (Vela runs SAME padding only up to stride 3): a map
+            n = 16 * st - 1  # of 16 * stride - 1, whose pads of 1 are TensorFlow's SAME, as onnx2tf writes them
+            for cip in ((0, 1) if kind == "avg" else (None,)):
+                out.append((f"{kind}2d_pad1_stride{st}" + (f"_cip{cip}" if cip is not None else ""),
+                            {"op": kind, "rank": 2, "kernel": st + 1, "stride": st, "pad": 1, "cip": cip},
+                            pool(kind, (1, 8, n, n), (st + 1,) * 2, (st, st), (1,) * 4, cip)))
         for cip in ((0, 1) if kind == "avg" else (None,)):
             out.append((f"{kind}2d_ceil" + (f"_cip{cip}" if cip is not None else ""),
                         {"op": kind, "rank": 2, "kernel": 3, "stride": 2, "ceil": True, "cip": cip},
@@ -346,11 +352,20 @@ def derive(data: dict) -> dict:
                                                                         or npu(f"avg2d_pad{p}_cip1"))]
     cip0 = npu("avg2d_pad1_cip0")
     cip1 = npu("avg2d_pad1_cip1")
+    padded_ok, padded_bad = None, None  # padded pools by stride: both modes, with a count_include_pad allowed
+    for st in (2, 3, 4, 8):
+        if npu(f"max2d_pad1_stride{st}") and any(npu(f"avg2d_pad1_stride{st}_cip{c}") for c in
+                                                 ((0, 1) if cip0 and cip1 else (1,) if cip1 else (0,))):
+            padded_ok = st
+        else:
+            padded_bad = st
+            break
     limits = {
         "max_stride": stride if first_bad_stride is not None else None,
         "max_kernel": kernel if kernel is not None else height,
         "max_pad": max(pad_ok) if pad_ok and max(pad_ok) < 10 else None,  # 10: the largest probed
         "no_pads": not pad_ok,
+        "max_padded_stride": padded_ok if padded_bad is not None else None,
         "avg_count_include_pad": "any" if cip0 and cip1 else "1" if cip1 else "0" if cip0 else "any",
         # one limit for both modes: rknn 2.5.0 runs ceil_mode max pools right, average ones wrong (cip=1)
         "no_ceil_mode": not (npu("max2d_ceil") and any(npu(f"avg2d_ceil_cip{c}") for c in (0, 1))),

@@ -92,6 +92,8 @@ def _fits(mode: str, k: int, s: int, pb: int, pe: int, cip: int, lim: Limits) ->
     cap = lim.pad_cap
     if (pb or pe) and cap is not None and max(pb, pe) > cap:
         return "pads are not allowed" if cap == 0 else f"pad {max(pb, pe)} > max pad {cap}"
+    if (pb or pe) and s > _lim(lim.max_padded_stride):
+        return f"a padded pool's stride {s} > max padded stride {lim.max_padded_stride}"
     if mode == "avg" and (pb or pe) and lim.avg_count_include_pad not in ("any", str(cip)):
         return f"count_include_pad={cip} is not allowed (needs {lim.avg_count_include_pad})"
     return None
@@ -121,7 +123,7 @@ def _padded_window(mode: str, n: int, lim: Limits) -> tuple[list[AxisPool], Frac
                 rem = -m % f
                 if rem == 0:
                     step = AxisPool(f, f)
-                elif can_pad and (pad_cap is None or rem <= pad_cap):  # rem < f always
+                elif can_pad and (pad_cap is None or rem <= pad_cap) and f <= _lim(lim.max_padded_stride):
                     step = AxisPool(f, f, 0, rem, 1 if mode == "avg" else None)
                 elif can_ceil:
                     step = AxisPool(f, f, ceil_mode=True)
@@ -230,7 +232,9 @@ def _merge(group: dict[int, AxisPool], rank: int, lim: Limits) -> list[Pool]:
     """One N-D stage for the axes' stages at the same step, or one per axis where they cannot share."""
     cips = {a.count_include_pad for a in group.values() if a.count_include_pad is not None}
     together = _stage(group, rank)
-    if len(cips) <= 1 and together.area <= _lim(lim.max_kernel_area):
+    padded_strided = any(a.pad_begin or a.pad_end for a in group.values()) and max(
+        a.stride for a in group.values()) > _lim(lim.max_padded_stride)  # one pool: pads and stride meet
+    if len(cips) <= 1 and together.area <= _lim(lim.max_kernel_area) and not padded_strided:
         return [together]
     return [_stage({ax: st}, rank) for ax, st in group.items()]
 
@@ -244,6 +248,8 @@ def stage_breaks(mode: str, stage: Pool, lim: Limits) -> str | None:
     rank = len(stage.kernel)
     if rank > _lim(lim.max_pool_dims):
         return f"{rank}D pool > max pool dims {lim.max_pool_dims}"
+    if any(stage.pads) and max(stage.strides) > _lim(lim.max_padded_stride):
+        return f"a padded pool's stride {max(stage.strides)} > max padded stride {lim.max_padded_stride}"
     for ax in range(rank):
         why = _fits(mode, stage.kernel[ax], stage.strides[ax], stage.pads[ax], stage.pads[ax + rank],
                     stage.count_include_pad, lim)

@@ -24,6 +24,7 @@ class Limits:
     max_kernel_area: int | None = _limit(None, "Largest product of a pool's kernel dims.", 1)
     max_stride: int | None = _limit(None, "Largest pool stride.", 1)
     max_pad: int | None = _limit(None, "Largest pool pad, per side.", 0)
+    max_padded_stride: int | None = _limit(None, "Largest stride of a padded pool (Vela: 3).", 1)
     no_pads: bool = _limit(False, "Emit no padded pools.")
     avg_count_include_pad: str = _limit("any", "What AveragePool's count_include_pad may be.", choices=CIP_CHOICES)
     no_ceil_mode: bool = _limit(False, "Emit no pools with ceil_mode=1.")
@@ -32,7 +33,7 @@ class Limits:
     max_extent: int | None = _limit(None, "Largest size of a spatial axis a pool reads or writes.", 1)
 
     def __post_init__(self):
-        for f in ("max_kernel", "max_kernel_area", "max_stride", "max_extent"):
+        for f in ("max_kernel", "max_kernel_area", "max_stride", "max_extent", "max_padded_stride"):
             v = getattr(self, f)
             if v is not None and v < 1:
                 raise ValueError(f"{f} must be >= 1, got {v}")
