@@ -143,7 +143,7 @@ def limit_options(command):
               help="Weights layout: auto (as the input had it; external over 2 GB), single (one <output>.data), "
                    "keep (the input's data file names), inline.")
 @click.option("--target", "target_name", metavar="NAME",
-              help="Apply a toolchain's cited pooling limits (--list-targets).")
+              help="Apply a toolchain's probed (or cited) pooling limits (--list-targets).")
 @click.option("--opset", type=click.IntRange(7), default=None, metavar="N",
               help="Convert the model down to opset N first (a --target's own highest opset applies without "
                    "it); verified with the rest.")
