@@ -90,3 +90,16 @@ def test_probed_data_is_in_sync_with_the_probe_files(tmp_path, monkeypatch):
     stale.write_text(probe.PROBED_PY.read_text().replace("'max_opset': 19", "'max_opset': 18"))
     monkeypatch.setattr(probe, "PROBED_PY", stale)
     assert probe.check_probed() == 1
+
+
+def test_the_probe_derives_avg_auto_pad_valid_from_the_layers_of_each_spelling():
+    import json
+
+    probe = _probe_module()
+    data = json.loads((SCRIPTS / "probes" / "ethos-u.json").read_text())
+    assert probe.derive(data)["limits"]["avg_auto_pad_valid"]  # onnx2tf: Pad + AvgPool against AvgPool
+    same = dict(data["probes"]["avg2d_dynbatch_valid"])
+    data["probes"]["avg2d_dynbatch_notset"] = same  # a toolchain that builds both spellings alike
+    assert not probe.derive(data)["limits"]["avg_auto_pad_valid"]
+    del data["probes"]["avg2d_dynbatch_notset"], data["probes"]["avg2d_dynbatch_valid"]
+    assert not probe.derive(data)["limits"]["avg_auto_pad_valid"]  # not probed: the default spelling

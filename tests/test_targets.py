@@ -254,6 +254,35 @@ def test_ethos_u_gets_no_padded_pool_past_stride_3():
     assert pools and all(not any(a.get("pads", [0])) or max(a.get("strides", [1])) <= 3 for a in pools)
 
 
+def _global_mean_with_a_dynamic_batch():
+    return model([h.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=1)],
+                 [vi("x", ["N", 8, 14, 14])], [vi("y", ["N", 8, 1, 1])])
+
+
+def test_ethos_u_writes_an_unpadded_average_pool_as_auto_pad_valid():
+    # onnx2tf 1.29.24 puts a zero Pad layer before a NOTSET AveragePool when the batch is dynamic:
+    # probed 53,715 cycles against 20,787 for the VALID spelling (se_block: 17,164 against 10,072)
+    assert PROFILES["ethos-u"].limits.avg_auto_pad_valid and not RKNN.limits.avg_auto_pad_valid
+    m = _global_mean_with_a_dynamic_batch()
+    r = poolfix.fix(m, target="ethos-u")
+    (pool,) = [n for n in r.model.graph.node if n.op_type == "AveragePool"]
+    assert attrs(pool).get("auto_pad") == b"VALID" and "pads" not in attrs(pool)
+    assert r.verification and not r.verification.failed
+    x = np.random.default_rng(1).standard_normal((3, 8, 14, 14)).astype(np.float32)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], x.mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
+    (pool,) = [n for n in poolfix.fix(m, target="rknn").model.graph.node if n.op_type == "AveragePool"]
+    assert "auto_pad" not in attrs(pool)  # rknn builds both spellings alike: the default one stays
+
+
+def test_a_padded_or_ceil_mode_pool_keeps_its_pads_under_avg_auto_pad_valid():
+    m = aten_model("adaptive_avg_pool2d", [1, 2, 8, 8], [3, 3])  # one padded pool (k4 s3 p1, cip=0)
+    r = poolfix.fix(m, avg_auto_pad_valid=True)
+    pools = [attrs(n) for n in r.model.graph.node if n.op_type == "AveragePool"]
+    assert pools and all("auto_pad" not in a for a in pools) and any(any(a.get("pads", [0])) for a in pools)
+    x = np.random.default_rng(2).standard_normal((1, 2, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], adaptive_pool(x, [3, 3], "avg"), atol=2e-6)
+
+
 def test_the_rknn_profile_is_probed_with_its_toolchain_date_npu_ops_and_opset():
     assert RKNN.toolchain.startswith("rknn-toolkit2 2.5.0") and RKNN.probed
     assert RKNN.max_opset == 19 and RKNN.limits.max_stride == 8

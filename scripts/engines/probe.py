@@ -131,6 +131,10 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
                         pool(kind, big, (k, 1), (1, 1))))
             out.append((f"{kind}2d_width{k}", {"op": kind, "rank": 2, "kernel_w": k, "stride": 1},
                         pool(kind, big, (1, k), (1, 1))))
+    for spelling in ("notset", "valid"):  # onnx2tf pads a NOTSET AveragePool with zeros where the batch is dynamic
+        attrs = {"kernel_shape": [64, 64], "strides": [1, 1], **({"auto_pad": "VALID"} if spelling == "valid" else {})}
+        out.append((f"avg2d_dynbatch_{spelling}", {"op": "avg", "rank": 2, "kernel": 64, "stride": 1},
+                    model("AveragePool", ("N", 8, 64, 64), None, attrs)))
     for width in (4096, 8192, 8193, 16384):  # the extent of a pool's axis (rknn: a 13-bit width field)
         out.append((f"avg2d_extent{width}", {"op": "avg", "rank": 2, "extent": width, "kernel": 2, "stride": 1},
                     pool("avg", (1, 4, 1, width), (1, 2), (1, 1))))
@@ -376,6 +380,10 @@ def derive(data: dict) -> dict:
         "max_extent": next((w for w, nxt in zip((4096, 8192, 8193), (8192, 8193, 16384))
                             if npu(f"avg2d_extent{w}") and not npu(f"avg2d_extent{nxt}")), None)
         if npu("avg2d_extent4096") else None,
+        # an unpadded AveragePool spelled auto_pad=VALID where the toolchain makes more layers of the
+        # NOTSET spelling (onnx2tf 1.29: a zero Pad before it, ~1.6x the pool's cycles, dynamic batch)
+        "avg_auto_pad_valid": npu("avg2d_dynbatch_valid") and len(r.get("avg2d_dynbatch_notset", {}).get("layers", ()))
+        > len(r.get("avg2d_dynbatch_valid", {}).get("layers", ())),
         "max_pool_dims": None if npu("max3d") and npu("avg3d") else 2 if all(
             r.get(f"{k}3d_split", {}).get("outcome") in ("NPU", "CPU") for k in ("avg", "max")) else None,
     }

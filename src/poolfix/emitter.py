@@ -107,6 +107,8 @@ class Emitter:
             attrs["count_include_pad"] = pool.count_include_pad if pool.padded else 1
         if pool.ceil_mode:
             attrs["ceil_mode"] = 1
+        elif mode == "avg" and not pool.padded and self.limits is not None and self.limits.avg_auto_pad_valid:
+            attrs["auto_pad"] = "VALID"  # the same pool: without pads and ceil_mode, VALID is NOTSET's output size
         if mode == "lp":
             attrs["p"] = int(self.site.p) if self.opset >= 2 else float(self.site.p)
         self.node(_POOL_OPS[mode], [x], y, what, **attrs)

@@ -31,6 +31,8 @@ class Limits:
     no_lp_pool: bool = _limit(False, "Emit no LpPool (the target has none).")
     max_pool_dims: int | None = _limit(None, "Most spatial dims one pool may have (2: 3D pools become 2D + 1D).", 2)
     max_extent: int | None = _limit(None, "Largest size of a spatial axis a pool reads or writes.", 1)
+    avg_auto_pad_valid: bool = _limit(False, "Write an unpadded AveragePool as auto_pad=VALID, not zero pads "
+                                             "(onnx2tf puts a Pad layer before the latter when the batch is dynamic).")
 
     def __post_init__(self):
         for f in ("max_kernel", "max_kernel_area", "max_stride", "max_extent", "max_padded_stride"):
