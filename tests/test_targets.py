@@ -236,6 +236,9 @@ def test_no_fixture_site_is_left_off_the_npu_under_a_probed_target(target):
         # ethos-u the 3D pools (Vela runs them on the CPU, and the 2D split does not convert right)
         kept = sum(not prof.on_npu(f.op) for f in r.findings if f.status == "not a pool")
         kept += target == "ethos-u" and "3d" in path.name
+        # and on ethos-u the Sqrt of an LpPool written as an average (Vela runs Sqrt on its CPU, probed; so
+        # does the original GlobalLpPool's conversion)
+        kept += target == "ethos-u" and path.name == "fp16_head.onnx"
         graphs = [r.model.graph] + [a.g for n in r.model.graph.node for a in n.attribute if a.g.node]
         assert sum(off_npu(g.node, prof.limits, prof) for g in graphs) == kept, path.name
 

@@ -87,6 +87,16 @@ def split3d(kind: str) -> onnx.ModelProto:
 POOL_OPS = {"avg": "AveragePool", "max": "MaxPool", "lp": "LpPool"}
 
 
+def sqrt_of_square(shape) -> onnx.ModelProto:
+    """Sqrt(x * x): the root as poolfix writes an LpPool for a target without one, on values >= 0."""
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("Sqrt", ["sq"], ["y"], name="probe_Sqrt")]
+    g = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = IR
+    return m
+
+
 def const(name, values, dtype=np.int64):
     return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
 
@@ -166,6 +176,7 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
                 model("Transpose", S, None, {"perm": [0, 2, 3, 1]})))
     out.append(("concat", {"op": "Concat", "placement": ["Concat", 4]},
                 model("Concat", S, None, {"axis": 2}, [const("c", np.ones((1, 8, 4, 64)), np.float32)], ["c"])))
+    out.append(("sqrt", {"op": "Sqrt", "placement": ["Sqrt", 4]}, sqrt_of_square(S)))  # an LpPool's root
     out.append(("mul", {"op": "Mul", "placement": ["Mul", 4]},
                 model("Mul", S, None, None, [const("c", np.full((1, 1, 64, 64), 1.5), np.float32)], ["c"])))
     for r, shape, w in ((3, (1, 8, 64), (64, 6)), (4, (1, 8, 64, 64), (64, 6)), (5, (1, 8, 4, 16, 96), (96, 12))):
@@ -261,7 +272,7 @@ WRONG = 0.25
 HINTS = {"MatMul": "", "avg": "pool", "max": "pool", "lp": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool",
          "GlobalLpPool": "",
          "ReduceMean": "mean", "ReduceMax": "max", "GatherND": "gather", "Gather": "gather", "Slice": "slice",
-         "Reshape": "", "Transpose": "transpose", "Concat": "concat", "Mul": "mul"}
+         "Reshape": "", "Transpose": "transpose", "Concat": "concat", "Mul": "mul", "Sqrt": "sqrt"}
 
 
 def run_probes(engine: str, only: str | None) -> dict:
