@@ -121,16 +121,28 @@ def stays(site, old: Sequence[NodeProto], old_model: ModelProto | None, best: Ca
           limits: Limits | None, profile: Profile | None) -> str | None:
     """Why the site stays as it is: the probe saw every op of it on the target's NPU, at the ranks it
     has here, and the best exact rewrite is no better there and costs more (the target's estimate where
-    both have one, else nodes). None: rewrite it. ``old_model``: the pattern alone, where it can stand
-    alone (its estimate)."""
+    both have one, else nodes); or the probe saw some of it off the NPU and the best rewrite keeps at
+    least as many ops off it in more nodes (Vela: a GlobalLpPool's root and the rewrite's Sqrt both run
+    on its CPU). None: rewrite it. ``old_model``: the pattern alone, where it can stand alone (its
+    estimate)."""
     if profile is None or profile.placement is None or limits != profile.limits or site.target is not None:
         return None  # limits set by hand, or an existing pool that breaks them: rewrite
     ranks = tensor_ranks(old_model) if old_model is not None else {}
+    if any(n.domain not in ("", "ai.onnx") for n in old):
+        return None  # an op outside ONNX (ATen, a custom domain): the toolchain cannot load it
+    new_model = part_model(site, opset, best.nodes, best.tensors)
+    probed_off = [n for n in old if n.op_type in profile.probed_ops
+                  and not profile.on_npu(n.op_type, ranks.get(n.input[0]) if n.input else None)]
+    if probed_off:  # the probe saw the site off the NPU: it stays only where no rewrite moves any of it there
+        off_new = off_npu(best.nodes, limits, profile, tensor_ranks(new_model))
+        if off_new >= len(probed_off) and best.size > len(old):
+            return (f"runs off the {profile.name} NPU either way ({', '.join(n.op_type for n in probed_off)} as "
+                    f"probed; the best exact rewrite has {best.size} nodes, {off_new} off the NPU)")
+        return None
     for n in old:
         rank = ranks.get(n.input[0]) if n.input else None
-        if n.domain not in ("", "ai.onnx") or not profile.seen_on_npu(n.op_type, rank):
+        if not profile.seen_on_npu(n.op_type, rank):
             return None  # only what the probe saw on the NPU, at this rank, counts as staying there
-    new_model = part_model(site, opset, best.nodes, best.tensors)
     cost_old = cost_new = None
     if profile.costs and old_model is not None:
         cost_old, cost_new = estimate(old_model, profile.costs), estimate(new_model, profile.costs)
