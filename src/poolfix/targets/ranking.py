@@ -130,11 +130,10 @@ def stays(site, old: Sequence[NodeProto], old_model: ModelProto | None, best: Ca
     ranks = tensor_ranks(old_model) if old_model is not None else {}
     if any(n.domain not in ("", "ai.onnx") for n in old):
         return None  # an op outside ONNX (ATen, a custom domain): the toolchain cannot load it
-    new_model = part_model(site, opset, best.nodes, best.tensors)
     probed_off = [n for n in old if n.op_type in profile.probed_ops
                   and not profile.on_npu(n.op_type, ranks.get(n.input[0]) if n.input else None)]
     if probed_off:  # the probe saw the site off the NPU: it stays only where no rewrite moves any of it there
-        off_new = off_npu(best.nodes, limits, profile, tensor_ranks(new_model))
+        off_new = off_npu(best.nodes, limits, profile, tensor_ranks(part_model(site, opset, best.nodes, best.tensors)))
         if off_new >= len(probed_off) and best.size > len(old):
             return (f"runs off the {profile.name} NPU either way ({', '.join(n.op_type for n in probed_off)} as "
                     f"probed; the best exact rewrite has {best.size} nodes, {off_new} off the NPU)")
@@ -143,6 +142,7 @@ def stays(site, old: Sequence[NodeProto], old_model: ModelProto | None, best: Ca
         rank = ranks.get(n.input[0]) if n.input else None
         if not profile.seen_on_npu(n.op_type, rank):
             return None  # only what the probe saw on the NPU, at this rank, counts as staying there
+    new_model = part_model(site, opset, best.nodes, best.tensors)
     cost_old = cost_new = None
     if profile.costs and old_model is not None:
         cost_old, cost_new = estimate(old_model, profile.costs), estimate(new_model, profile.costs)
