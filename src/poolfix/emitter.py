@@ -464,6 +464,12 @@ class Emitter:
         else:
             self.reshape(step, x, y, shape_in)
 
+    def head_steps(self) -> list:
+        """Where x is in another layout, the Transpose to its channels-first view as the first step."""
+        if self.site.head is None:
+            return []
+        return [lambda x, y: self.transpose(self.site.head, x, y)]
+
     def tail_steps(self) -> list:
         """The site's tail as (x, y) -> None steps, each knowing the shape it is applied to."""
         shape = (*self.site.in_shape[:2], *self.site.out_spatial)
@@ -472,8 +478,6 @@ class Emitter:
             out.append(lambda x, y, step=step, shape=shape: self.tail_step(step, x, y, shape))
             shape = step.out_shape(shape)
         return out
-
-    # -- the whole site
 
     # -- constructions that change the problem: blocks of a period, averaging matrices
 
@@ -518,9 +522,7 @@ class Emitter:
             self.tensors.extend(tensors)
             self.literal_channels |= e.literal_channels
 
-        steps: list = []
-        if self.site.head is not None:
-            steps.append(lambda x, y: self.transpose(self.site.head, x, y))
+        steps = self.head_steps()
         steps.append(lambda x, y: self.reshape_to(x, y, self.merged(g, block_in), "blocks"))
         steps.append(pooled)
         steps.append(lambda x, y: self.reshape_to(x, y, self.leading([g * block_out]), "unblocks"))
@@ -563,9 +565,7 @@ class Emitter:
                 for a, (n, o) in enumerate(zip(self.site.in_spatial, self.site.out_spatial))]
         pool = Pool.of_axes(axes)
         spatial = list(self.site.in_spatial)
-        steps: list = []
-        if self.site.head is not None:
-            steps.append(lambda x, y: self.transpose(self.site.head, x, y))
+        steps = self.head_steps()
         if not pool.is_identity:
             before = tuple(spatial)
             steps.append(lambda x, y: self.pool(x, y, before, pool, "pool"))
@@ -577,6 +577,8 @@ class Emitter:
             spatial[axis] = self.site.out_spatial[axis]
         return steps + self.tail_steps()
 
+    # -- the whole site
+
     def steps(self) -> list:
         """The site's computation as (x, y) -> None steps, in order."""
         if self.blocks:
@@ -585,9 +587,7 @@ class Emitter:
             return self.matmul_steps()
         plan, rank = self.plan, self.rank
         spatial = list(self.site.in_spatial)  # spatial sizes as the steps go: gathered axes first, then the pool
-        steps: list = []
-        if self.site.head is not None:  # x is in another layout: pool its channels-first view
-            steps.append(lambda x, y: self.transpose(self.site.head, x, y))
+        steps = self.head_steps()
         pool = plan.pool
         if plan.gathers and self.limits is not None and self.style == Style.GRID:
             cuts = {}

@@ -14,6 +14,7 @@ does not grow with the output size, and it works for max as well as average.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import gcd
 
 from .pools import AxisPool, Pool
 from .windows import Window, adaptive_windows, pool_output_size, pool_windows, window_lengths
@@ -223,8 +224,6 @@ def period(size_in: int, size_out: int) -> tuple[int, int, int] | None:
     window crosses a block: window i = k*block_out + j starts at floor(i*in/out) = k*block_in +
     floor(j*block_in/block_out), and ends likewise. So [.., in] reshaped to [.., g, block_in] pools as
     block_in -> block_out along its last axis: 4608 -> 1024 is 512 blocks of 9 -> 2, one pool."""
-    from math import gcd
-
     g = gcd(size_in, size_out)
     return (g, size_in // g, size_out // g) if g > 1 else None
 
