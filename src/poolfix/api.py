@@ -16,6 +16,7 @@ from onnx import ModelProto
 
 from . import loader, verifier
 from .errors import InputError, InternalError, VerificationError
+from .kinds import Status
 from .options import Options
 from .pipeline import findings, plan_site, rewrite
 from .report import Finding, to_dict
@@ -43,17 +44,17 @@ class FixResult:
 
     @property
     def rewritten(self) -> list[Finding]:
-        return [f for f in self.findings if f.status == "rewritten"]
+        return [f for f in self.findings if f.status is Status.REWRITTEN]
 
     @property
     def skipped(self) -> list[Finding]:
         """Pools left as they were, each with its reason."""
-        return [f for f in self.findings if f.status == "skipped"]
+        return [f for f in self.findings if f.status is Status.SKIPPED]
 
     @property
     def not_pools(self) -> list[Finding]:
         """Reductions that are not pools (normalization and softmax statistics, channel or feature axes)."""
-        return [f for f in self.findings if f.status == "not a pool"]
+        return [f for f in self.findings if f.status is Status.NOT_A_POOL]
 
     @property
     def changed(self) -> bool:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
+from .kinds import CountIncludePad, PoolMode
 from .limits import Limits
 from .pools import AxisPool, Pool
 from .windows import pool_output_size
@@ -94,7 +95,7 @@ def _fits(mode: str, k: int, s: int, pb: int, pe: int, cip: int, lim: Limits) ->
         return "pads are not allowed" if cap == 0 else f"pad {max(pb, pe)} > max pad {cap}"
     if (pb or pe) and s > _lim(lim.max_padded_stride):
         return f"a padded pool's stride {s} > max padded stride {lim.max_padded_stride}"
-    if mode == "avg" and (pb or pe) and lim.avg_count_include_pad not in ("any", str(cip)):
+    if mode == PoolMode.AVG and (pb or pe) and not lim.avg_count_include_pad.allows(cip):
         return f"count_include_pad={cip} is not allowed (needs {lim.avg_count_include_pad})"
     return None
 
@@ -111,8 +112,8 @@ def _padded_window(mode: str, n: int, lim: Limits) -> tuple[list[AxisPool], Frac
     count, so the chain is the shortest; among those, the least padding."""
     cap = int(min(_lim(lim.max_kernel), _lim(lim.max_stride), _lim(lim.max_kernel_area), n))
     pad_cap = lim.pad_cap
-    can_pad = not (mode == "avg" and lim.avg_count_include_pad == "0")
-    can_ceil = mode == "max" and not lim.no_ceil_mode
+    can_pad = not (mode == PoolMode.AVG and lim.avg_count_include_pad is CountIncludePad.ZERO)
+    can_ceil = mode == PoolMode.MAX and not lim.no_ceil_mode
     if cap < 2:
         return None
     frontier: dict[int, tuple[list[AxisPool], int]] = {n: ([], 1)}  # size -> (stages, positions per element)
@@ -124,7 +125,7 @@ def _padded_window(mode: str, n: int, lim: Limits) -> tuple[list[AxisPool], Frac
                 if rem == 0:
                     step = AxisPool(f, f)
                 elif can_pad and (pad_cap is None or rem <= pad_cap) and f <= _lim(lim.max_padded_stride):
-                    step = AxisPool(f, f, 0, rem, 1 if mode == "avg" else None)
+                    step = AxisPool(f, f, 0, rem, 1 if mode == PoolMode.AVG else None)
                 elif can_ceil:
                     step = AxisPool(f, f, ceil_mode=True)
                 else:
@@ -137,7 +138,7 @@ def _padded_window(mode: str, n: int, lim: Limits) -> tuple[list[AxisPool], Frac
         if 1 in nxt:
             stages, per = nxt[1]
             padded = any(st.pad_end for st in stages)
-            return stages, (Fraction(per, n) if mode == "avg" and padded else Fraction(1))
+            return stages, (Fraction(per, n) if mode == PoolMode.AVG and padded else Fraction(1))
         if not nxt:
             return None
         frontier = nxt
@@ -189,11 +190,11 @@ def plan_axis_cascade(mode: str, n: int, k: int, s: int, pb: int = 0, pe: int = 
                 return padded
         raise NoCascade(f"{why}, and {k} has no factorization into pools within the limits"
                         + ("" if n_out == 1 and k == n else " (several windows: no padding trick)"))
-    if mode == "max" and s < k:
+    if mode == PoolMode.MAX and s < k:
         stages = _overlapping_max(k, s, pb, pe, lim)
         if stages is not None:
             return stages, Fraction(1)
-    if mode in ("avg", "lp") and s < k and not pb and not pe:
+    if mode in (PoolMode.AVG, PoolMode.LP) and s < k and not pb and not pe:
         stages = _strided_blocks(k, s, lim)
         if stages is not None:
             return stages, Fraction(1)
@@ -204,7 +205,7 @@ def plan_axis_cascade(mode: str, n: int, k: int, s: int, pb: int = 0, pe: int = 
 def plan_cascade(mode: str, size_in, kernel, strides, pads, count_include_pad: int = 0,
                  lim: Limits = NO_LIMITS) -> Cascade:
     """A cascade of N-D pools equal to one pool, each stage within ``lim``; raises :class:`NoCascade`."""
-    if mode == "lp" and lim.no_lp_pool:
+    if mode == PoolMode.LP and lim.no_lp_pool:
         raise NoCascade("the target has no LpPool")
     rank = len(kernel)
     per_axis, scale = [], Fraction(1)

@@ -8,6 +8,7 @@ from dataclasses import replace
 from onnx import TensorProto
 
 from .graphs import Scope, fmt_shape, node_label
+from .kinds import PoolMode
 from .patterns import RULES, Context, Rule, Site, Skip
 from .patterns.base import skip
 
@@ -31,7 +32,7 @@ def _unfit(site: Site, scope: Scope) -> str | None:
     contradicts what the pattern computes (the rewrite would then fail the checker)."""
     if scope.opset < MIN_OPSET:
         return f"opset {scope.opset}: poolfix rewrites opset {MIN_OPSET} and newer"
-    if site.mode == "lp" and not 1 <= site.p <= MAX_P:
+    if site.mode == PoolMode.LP and not 1 <= site.p <= MAX_P:
         return f"p={site.p}: poolfix rewrites Lp pooling with 1 <= p <= {MAX_P}"
     if site.elem_type not in FLOAT_TYPES:
         return f"element type {_type_name(site.elem_type)} is not float, float16 or double"

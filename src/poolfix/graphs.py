@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, numpy_helper
 
+from .kinds import Refusal
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -196,11 +198,12 @@ class Scope:
         return value
 
 
-    def part_model(self, members, x: str, x_shape, elem_type: int, out: str, max_extra: int = 8) -> ModelProto | str:
+    def part_model(self, members, x: str, x_shape, elem_type: int, out: str,
+                   max_extra: int = 8) -> ModelProto | Refusal:
         """A model of the nodes at indices ``members`` alone, from input ``x`` to output ``out``; the
         constants they read become initializers, and nodes between ``x`` and them (a transpose another
         site shares, say; at most ``max_extra``) come along. Returns the reason where that is not
-        possible. ``x_shape`` is declared as given (None: unknown)."""
+        possible (a :class:`~poolfix.kinds.Refusal`). ``x_shape`` is declared as given (None: unknown)."""
         from .runtime import one_graph_model
 
         chosen = set(members)
@@ -212,10 +215,10 @@ class Scope:
                 break
             add = {self.position[m] for m in missing if m in self.position}
             if len(add) < len(missing) or len(chosen | add) > len(members) + max_extra:
-                return f"input {sorted(missing)[0]!r} of the pattern is not a constant"
+                return Refusal(f"input {sorted(missing)[0]!r} of the pattern is not a constant")
             chosen |= add
         else:
-            return "the pattern reaches too far back"
+            return Refusal("the pattern reaches too far back")
         nodes = [self.body.node[i] for i in sorted(chosen)]
         inside = {o for n in nodes for o in n.output}
         inits, seen = [], set()

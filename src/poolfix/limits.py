@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import Field, dataclass, field, fields, replace
 
-CIP_CHOICES = ("any", "0", "1")
+from .kinds import CountIncludePad
+
+CIP_CHOICES = tuple(c.value for c in CountIncludePad)
 
 
 def _limit(default, help: str, minimum: int | None = None, choices: tuple[str, ...] | None = None):
@@ -26,7 +28,8 @@ class Limits:
     max_pad: int | None = _limit(None, "Largest pool pad, per side.", 0)
     max_padded_stride: int | None = _limit(None, "Largest stride of a padded pool (Vela: 3).", 1)
     no_pads: bool = _limit(False, "Emit no padded pools.")
-    avg_count_include_pad: str = _limit("any", "What AveragePool's count_include_pad may be.", choices=CIP_CHOICES)
+    avg_count_include_pad: CountIncludePad = _limit(  # noqa: RUF009 (_limit returns a field)
+        CountIncludePad.ANY, "What AveragePool's count_include_pad may be.", choices=CIP_CHOICES)
     no_ceil_mode: bool = _limit(False, "Emit no pools with ceil_mode=1.")
     no_lp_pool: bool = _limit(False, "Emit no LpPool (the target has none).")
     max_pool_dims: int | None = _limit(None, "Most spatial dims one pool may have (2: 3D pools become 2D + 1D).", 2)
@@ -45,6 +48,7 @@ class Limits:
             raise ValueError(f"max_pad must be >= 0, got {self.max_pad}")
         if self.avg_count_include_pad not in CIP_CHOICES:
             raise ValueError(f"avg_count_include_pad must be one of {CIP_CHOICES}")
+        object.__setattr__(self, "avg_count_include_pad", CountIncludePad(self.avg_count_include_pad))
 
     @property
     def active(self) -> bool:

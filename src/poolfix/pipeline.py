@@ -26,6 +26,7 @@ from .emitter import Style, emit
 from .errors import InputError
 from .finder import find
 from .graphs import Scope, scopes
+from .kinds import PoolMode, Refusal, Status
 from .options import Options
 from .patterns import Context, Site, Skip, select
 from .planner import AdaptivePlan, period, plan_adaptive
@@ -43,7 +44,7 @@ def plan_site(site: Site, opset: int, *, allow_approx: bool = False, allow_pads:
     if site.target is not None:  # an existing pool: the plan is that pool, to be cascaded
         return AdaptivePlan(site.in_spatial, site.out_spatial, site.target)
     # AveragePool has count_include_pad from opset 7 on; before that a padded plan is not exact
-    allow_pads = allow_pads and not (site.mode == "avg" and opset < 7)
+    allow_pads = allow_pads and not (site.mode == PoolMode.AVG and opset < 7)
     return plan_adaptive(site.in_spatial, site.out_spatial, allow_pads=allow_pads, approx=allow_approx)
 
 
@@ -90,7 +91,7 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
 def _stays(site: Site, scope: Scope, best: Candidate, opts: Options) -> str | None:
     old = [scope.body.node[i] for i in site.replaces]
     part = scope.part_model(list(site.replaces), site.x, site.x_free_shape(), site.elem_type, site.output)
-    old_model = None if isinstance(part, str) else with_input_shape(part, site.x_shape)
+    old_model = None if isinstance(part, Refusal) else with_input_shape(part, site.x_shape)
     return stays(site, old, old_model, best, scope.opset, opts.limits, opts.target)
 
 
@@ -152,15 +153,15 @@ def _one_site(site: Site, scope: Scope, names: Names, opts: Options, use_initial
     except ValueError as e:
         return left(str(e))
     best = choose(site, scope.opset, built, opts.limits, opts.target, opts.node_budget)
-    if isinstance(best, str):
-        return left(best)
+    if isinstance(best, Refusal):
+        return left(best.reason)
     why = _stays(site, scope, best, opts)
     if why:
         return left(why)
     original = None  # what the special-value check and cascades compare with: max and pools only
-    if site.mode == "max" or site.target is not None:
+    if site.mode == PoolMode.MAX or site.target is not None:
         part = scope.part_model(list(site.replaces), site.x, site.x_free_shape(), site.elem_type, site.output)
-        original = None if isinstance(part, str) else part
+        original = None if isinstance(part, Refusal) else part
     rw = Rewrite(site, best.plan, best.nodes, scope.opset, scope.is_main, best.tensors, original,
                  literal_channels=best.literal_channels, construction=best.style if opts.limits is not None else "")
     if opts.verify and rw.plan.exact:
@@ -191,9 +192,9 @@ def findings(rewrites: list[Rewrite], skips: list[Skip], ir_version: int, seed: 
         plan = rw.plan.describe() if rw.construction in ("", "gather") else (
             f"{rw.construction}: exact adaptive pooling {list(s.in_spatial)} -> {list(s.out_spatial)} "
             f"(the plan it replaces: {rw.plan.describe()})")
-        out.append(Finding("rewritten", s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),
+        out.append(Finding(Status.REWRITTEN, s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),
                            plan, "", rw.op_types, notes, s.roles))
     for sk in skips:
-        out.append(Finding("skipped" if sk.pool else "not a pool", sk.pattern, sk.op, sk.label, reason=sk.reason,
-                           roles=sk.roles))
+        status = Status.SKIPPED if sk.pool else Status.NOT_A_POOL
+        out.append(Finding(status, sk.pattern, sk.op, sk.label, reason=sk.reason, roles=sk.roles))
     return out

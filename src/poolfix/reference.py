@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kinds import PoolMode
+
 
 def adaptive_bounds(n_in: int, n_out: int, i: int) -> tuple[int, int]:
     """Window i: [floor(i*in/out), ceil((i+1)*in/out)) in exact integer arithmetic."""
@@ -28,11 +30,11 @@ def adaptive_pool(x: np.ndarray, out_size, mode: str, p: int = 2) -> np.ndarray:
     spatial = x.shape[2:]
     if len(out_size) != len(spatial):
         raise ValueError(f"output size {out_size} does not match spatial shape {spatial}")
-    if mode not in ("avg", "max", "lp"):
+    if mode not in tuple(PoolMode):
         raise ValueError(f"unknown mode {mode!r}")
     with np.errstate(all="ignore"):  # inf and nan propagate as they would in the model
         y = x.astype(np.float64)
-        if mode == "lp":
+        if mode == PoolMode.LP:
             y = np.abs(y) ** p
         for axis, (n_in, n_out) in enumerate(zip(spatial, out_size)):
             ax = 2 + axis
@@ -40,14 +42,14 @@ def adaptive_pool(x: np.ndarray, out_size, mode: str, p: int = 2) -> np.ndarray:
             parts = []
             for i in range(n_out):
                 window = y[(*lead, slice(*adaptive_bounds(n_in, n_out, i)))]
-                if mode == "avg":
+                if mode == PoolMode.AVG:
                     parts.append(window.mean(axis=ax, keepdims=True))
-                elif mode == "max":
+                elif mode == PoolMode.MAX:
                     parts.append(window.max(axis=ax, keepdims=True))
                 else:
                     parts.append(window.sum(axis=ax, keepdims=True))
             y = np.concatenate(parts, axis=ax)
-        if mode == "lp":
+        if mode == PoolMode.LP:
             y = y ** (1.0 / p)
     return y
 

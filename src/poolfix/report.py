@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .graphs import fmt_shape
+from .kinds import Status
 from .planner import axis_windows
 from .verifier import VerificationReport
 
 
 @dataclass(frozen=True)
 class Finding:
-    status: str  # "rewritten", "skipped" (a pool left, with the reason) or "not a pool"
+    status: Status
     pattern: str
     op: str
     node: str
@@ -30,9 +31,9 @@ class Finding:
 
     def line(self, verbose: bool = False) -> str:
         roles = f"\n          roles: {self.roles}" if verbose and self.roles else ""
-        if self.status == "skipped":
+        if self.status is Status.SKIPPED:
             return f"skipped   {self.op} '{self.node}': {self.reason}{roles}"
-        if self.status == "not a pool":
+        if self.status is Status.NOT_A_POOL:
             return f"not pool  {self.op} '{self.node}': {self.reason.removeprefix('not a pool: ')}{roles}"
         shapes = f"{fmt_shape(self.in_shape)} -> {fmt_shape(self.out_shape)}"
         extra = "".join(f"; {n}" for n in self.notes)
@@ -52,7 +53,7 @@ def findings_text(findings: list[Finding], verbose: bool = False) -> str:
     """One line per finding; what is not a pool only with ``verbose`` (a transformer has dozens)."""
     if not findings:
         return "no global, reduction or adaptive pooling found: nothing to rewrite"
-    shown = [f for f in findings if verbose or f.status != "not a pool"]
+    shown = [f for f in findings if verbose or f.status is not Status.NOT_A_POOL]
     hidden = len(findings) - len(shown)
     lines = [f.line(verbose) for f in shown]
     if hidden:
@@ -81,9 +82,9 @@ def verification_text(report: VerificationReport) -> str:
 def to_dict(findings: list[Finding], report: VerificationReport | None, **extra) -> dict:
     return {
         **extra,
-        "rewritten": sum(f.status == "rewritten" for f in findings),
-        "skipped": sum(f.status == "skipped" for f in findings),
-        "not_pools": sum(f.status == "not a pool" for f in findings),
+        "rewritten": sum(f.status is Status.REWRITTEN for f in findings),
+        "skipped": sum(f.status is Status.SKIPPED for f in findings),
+        "not_pools": sum(f.status is Status.NOT_A_POOL for f in findings),
         "findings": [{**asdict(f), "nodes": f.nodes} for f in findings],
         "verification": report.to_dict() if report is not None else None,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from onnx import ModelProto, NodeProto, TensorProto
 
@@ -16,6 +17,9 @@ from .errors import InternalError
 from .graphs import Scope, names_used, subgraphs
 from .patterns import Site
 from .planner import AdaptivePlan
+
+if TYPE_CHECKING:  # the verifier checks rewrites: it imports this module, not the other way round
+    from .verifier import Check
 
 
 class Names:
@@ -62,8 +66,8 @@ class Rewrite:
     in_main_graph: bool = True
     initializers: tuple[TensorProto, ...] = ()
     original: ModelProto | None = None  # the replaced pattern alone (input site.x), where it can stand alone
-    check: object = None  # the site's own check (verifier.Check), when it ran before the splice
-    special: object = None  # its special-value check (verifier.Check), likewise
+    check: Check | None = None  # the site's own check, when it ran before the splice
+    special: Check | None = None  # its special-value check, likewise
     literal_channels: bool = False  # the nodes hold the channel count: site checks use every channel
     construction: str = ""  # the emitter's construction, where limits chose one (poolfix.emitter.Style)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from onnx import ModelProto, TensorProto, helper
 
+from .kinds import PoolMode
 from .options import DEFAULT_SEEDS
 from .reference import site_reference
 from .rewriter import Rewrite
@@ -277,7 +278,7 @@ def check_special(rw: Rewrite, ir_version: int) -> Check | None:
     reference where it cannot run) on NaN, infinities and all -inf windows. None where there is
     nothing to check: sums (avg, Lp) carry NaN and infinities the same way in any order."""
     site = rw.site
-    if site.mode != "max" or not rw.plan.exact or site.elem_type not in DEFAULT_TOLERANCES:
+    if site.mode != PoolMode.MAX or not rw.plan.exact or site.elem_type not in DEFAULT_TOLERANCES:
         return None
     channels = _site_channels(rw)
     x = _in_x_layout(site, special_input(site, channels, np.random.default_rng(0)))

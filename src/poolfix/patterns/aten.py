@@ -11,10 +11,11 @@ from __future__ import annotations
 from onnx import NodeProto
 
 from ..graphs import Scope
+from ..kinds import PoolMode
 from .base import Context, Rule, Skip, attr, node_site, skip, spatial_or_skip
 
 NAME = "aten-adaptive"
-_OPS = {f"adaptive_{m}_pool{d}d": (m, d) for m in ("avg", "max") for d in (1, 2, 3)}
+_OPS = {f"adaptive_{m}_pool{d}d": (m, d) for m in (PoolMode.AVG, PoolMode.MAX) for d in (1, 2, 3)}
 
 
 def _operator(node: NodeProto) -> str | None:
@@ -45,7 +46,7 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
         size = size * dims
     if len(size) != dims or any(s < 1 for s in size):
         return skip(NAME, scope, node, label, f"output size {size} does not fit {op}")
-    if mode == "max" and len(node.output) > 1 and node.output[1] and scope.used(node.output[1]):
+    if mode == PoolMode.MAX and len(node.output) > 1 and node.output[1] and scope.used(node.output[1]):
         return skip(NAME, scope, node, label,
                     f"its indices output {node.output[1]!r} is read; a MaxPool rewrite cannot give adaptive indices")
     info = spatial_or_skip(scope, node, node.input[0], NAME, label)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from onnx import NodeProto
 
 from ..graphs import Scope, fmt_shape
+from ..kinds import PoolMode
 from ..limits import Limits
 from ..nodes import attr, axes, is_op
 from ..pools import Pool
@@ -76,7 +77,7 @@ class Site:
     node: NodeProto  # the node whose output the rewrite takes over (the last of the pattern)
     replaces: tuple[int, ...]  # indices (in the scope's body) of every node of the pattern, node included
     label: str  # how to name the node to a person
-    mode: str  # "avg", "max" or "lp"
+    mode: PoolMode
     x: str  # channels-first input to pool
     in_shape: tuple[int | None, ...]  # shape of x: batch and channels may be unknown
     out_spatial: tuple[int, ...]

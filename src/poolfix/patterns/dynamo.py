@@ -22,6 +22,7 @@ import numpy as np
 from onnx import NodeProto
 
 from ..graphs import Scope
+from ..kinds import PoolMode, Refusal
 from ..reference import adaptive_pool
 from ..runtime import first_line, random_value, session
 from .base import Context, Rule, Site, Skip, attr, axes, is_op, skip, spatial_or_skip
@@ -76,23 +77,23 @@ def _ends(scope: Scope, region: list[int], want_spatial: tuple[int, ...]) -> lis
 
 
 def _check(scope: Scope, x: str, x_shape, elem_type: int, out: str, out_spatial, members: list[int]):
-    """Run the subgraph alone and compare with the reference; returns the max abs error or a reason."""
+    """Run the subgraph alone and compare with the reference; returns the max abs error or a Refusal."""
     model = scope.part_model(members, x, [None, None, *x_shape[2:]], elem_type, out, max_extra=0)
-    if isinstance(model, str):
+    if isinstance(model, Refusal):
         return model
     shape = [d if d is not None else 1 for d in x_shape]
     xv = random_value(elem_type, shape, np.random.default_rng(0))
     try:
         got = session(model).run(None, {x: xv})[0]
     except Exception as e:
-        return f"the subgraph does not run alone in onnxruntime ({first_line(e)[:120]})"
-    want = adaptive_pool(xv, out_spatial, "avg")
+        return Refusal(f"the subgraph does not run alone in onnxruntime ({first_line(e)[:120]})")
+    want = adaptive_pool(xv, out_spatial, PoolMode.AVG)
     if got.shape != want.shape:
-        return f"the subgraph gives shape {list(got.shape)}, adaptive pooling {list(want.shape)}"
+        return Refusal(f"the subgraph gives shape {list(got.shape)}, adaptive pooling {list(want.shape)}")
     err = float(np.max(np.abs(got.astype(np.float64) - want)))
     tol = 1e-3 if xv.dtype == np.float16 else 1e-4
     if err > tol * max(1.0, float(np.max(np.abs(want)))):
-        return f"the subgraph does not compute adaptive average pooling (max abs err {err:.3g})"
+        return Refusal(f"the subgraph does not compute adaptive average pooling (max abs err {err:.3g})")
     return err
 
 
@@ -142,15 +143,15 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
             members.append(readers[0])
             last, out_spatial = squeeze, (ow,)
         checked = _check(scope, x, info.shape, info.elem_type, last.output[0], out_spatial, sorted(head + members))
-        if isinstance(checked, str):
-            reason = checked
+        if isinstance(checked, Refusal):
+            reason = checked.reason
             continue
         return Site(
             pattern=NAME,
             node=last,
             replaces=tuple(sorted(own_head + members)),
             label=label,
-            mode="avg",
+            mode=PoolMode.AVG,
             x=x,
             in_shape=info.shape,
             out_spatial=out_spatial,

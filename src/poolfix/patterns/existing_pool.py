@@ -15,25 +15,25 @@ from onnx import NodeProto
 
 from ..cascade import stage_breaks
 from ..graphs import Scope
+from ..kinds import PoolMode
 from ..nodes import pool_of
 from ..windows import pool_output_size
 from .base import Context, Rule, Skip, attr, is_op, node_site, skip, spatial_or_skip
 
 NAME = "pool-limits"
-_MODES = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}
 
 
 def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     limits = ctx.enforce or ctx.limits
-    if limits is None or not is_op(node, *_MODES):  # only where the run has limits
+    mode = PoolMode.of_pool(node.op_type)
+    if limits is None or mode is None or not is_op(node, node.op_type):  # only where the run has limits
         return None
-    mode = _MODES[node.op_type]
     stage = pool_of(node)
     if stage is None:
         return skip(NAME, scope, node, label, "kernel_shape, strides and pads do not fit together")
     rank, pads = stage.rank, stage.pads
     why = stage_breaks(mode, stage, limits) or (
-        "the target has no LpPool" if mode == "lp" and limits.no_lp_pool else None)
+        "the target has no LpPool" if mode == PoolMode.LP and limits.no_lp_pool else None)
     if why is None:
         return None  # within the limits: nothing to do
     if ctx.enforce is None:  # limits asked for, the model's own pools not held to them: say so, --strict counts it

@@ -5,20 +5,21 @@ from __future__ import annotations
 from onnx import NodeProto
 
 from ..graphs import Scope
+from ..kinds import PoolMode
 from .base import Context, Rule, Skip, attr, is_op, node_site, spatial_or_skip
 
 NAME = "global-pool"
-_MODES = {"GlobalAveragePool": "avg", "GlobalMaxPool": "max", "GlobalLpPool": "lp"}
 
 
 def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
-    if not is_op(node, *_MODES):
+    mode = PoolMode.of_global_pool(node.op_type)
+    if mode is None or not is_op(node, node.op_type):
         return None
     info = spatial_or_skip(scope, node, node.input[0], NAME, label)
     if isinstance(info, Skip):
         return info
     spatial = len(info.shape) - 2
-    return node_site(NAME, node, scope, label, info, _MODES[node.op_type], (1,) * spatial,
+    return node_site(NAME, node, scope, label, info, mode, (1,) * spatial,
                      p=int(attr(node, "p", 2)))
 
 

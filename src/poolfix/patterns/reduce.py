@@ -23,11 +23,12 @@ import re
 from onnx import NodeProto
 
 from ..graphs import Scope
+from ..kinds import PoolMode
 from ..roles import SPATIAL, describe_axes, role_of
 from .base import Context, Reshape, Rule, Site, Skip, Squeeze, Transpose, attr, axes, is_op, skip, spatial_or_skip
 
 NAME = "reduce"
-_MODES = {"ReduceMean": "avg", "ReduceMax": "max"}
+_MODES = {"ReduceMean": PoolMode.AVG, "ReduceMax": PoolMode.MAX}
 
 
 def _nhwc_source(scope: Scope, tensor: str, rank: int) -> NodeProto | None:

@@ -19,9 +19,10 @@ import math
 import onnx
 from onnx import ModelProto
 
+from ..kinds import PoolMode
 from ..nodes import pool_of
 
-POOL_MODES = {"AveragePool": "avg", "MaxPool": "max"}
+POOL_MODES = {"AveragePool": PoolMode.AVG, "MaxPool": PoolMode.MAX}
 BY_INPUT = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
 
 

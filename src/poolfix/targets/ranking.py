@@ -23,6 +23,7 @@ import onnx
 from onnx import ModelProto, NodeProto, TensorProto
 
 from ..cascade import stage_breaks
+from ..kinds import PoolMode, Refusal
 from ..limits import Limits
 from ..nodes import pool_of
 from ..runtime import one_graph_model
@@ -31,7 +32,6 @@ from .profiles import Profile
 
 COST_TIE = 1.1  # estimates this close are a tie (the estimate counts ops without a probed rate as free)
 IR_FOR_SHAPES = 8  # candidates are shape-inferred as IR 8 models: any opset poolfix emits loads there
-_POOL_MODES = {"AveragePool": "avg", "MaxPool": "max", "LpPool": "lp"}
 
 
 @dataclass(frozen=True)
@@ -86,22 +86,22 @@ def off_npu(nodes: Sequence[NodeProto], limits: Limits | None, profile: Profile 
         rank = (ranks or {}).get(node.input[0]) if node.input else None
         if not profile.on_npu(node.op_type, rank):
             n += 1
-        elif node.op_type in _POOL_MODES:
+        elif (mode := PoolMode.of_pool(node.op_type)) is not None:
             pool = pool_of(node)
-            if pool is not None and ((limits is not None and stage_breaks(_POOL_MODES[node.op_type], pool, limits))
+            if pool is not None and ((limits is not None and stage_breaks(mode, pool, limits))
                                      or (profile.npu_pool_dims is not None and pool.rank > profile.npu_pool_dims)):
                 n += 1
     return n
 
 
 def choose(site, opset: int, candidates: Sequence[Candidate], limits: Limits | None, profile: Profile | None,
-           budget: int) -> Candidate | str:
+           budget: int) -> Candidate | Refusal:
     """The candidate the site gets (module docstring), or the reason none fits the node budget."""
     fits = [i for i, c in enumerate(candidates) if c.size <= budget]
     if not fits:
         smallest = min(c.size for c in candidates)
-        return (f"every exact rewrite takes more than the node budget of {budget} nodes (the smallest: {smallest}); "
-                "--node-budget raises it")
+        return Refusal(f"every exact rewrite takes more than the node budget of {budget} nodes (the smallest: "
+                       f"{smallest}); --node-budget raises it")
     models = {i: part_model(site, opset, candidates[i].nodes, candidates[i].tensors) for i in fits} \
         if profile is not None and profile.placement is not None else {}
     off = {i: (any(profile.rejects(c) for c in candidates[i].constructions) if profile is not None else False,
