@@ -55,7 +55,7 @@ def test_the_worst_exit_code_wins_in_the_documented_order():
 def test_a_failed_verification_is_exit_3_over_bad_input(zoo, tmp_path, monkeypatch):
     from poolfix import emitter, verifier
 
-    real_node = emitter.Emitter.pool_node
+    real_node = emitter.Construction.pool_node
 
     def wrong(self, x, y, pool, what, mode=None):  # AveragePool emitted as MaxPool
         mode = mode or self.site.mode
@@ -69,7 +69,7 @@ def test_a_failed_verification_is_exit_3_over_bad_input(zoo, tmp_path, monkeypat
             c.passed = True
         return c
 
-    monkeypatch.setattr(emitter.Emitter, "pool_node", wrong)
+    monkeypatch.setattr(emitter.Construction, "pool_node", wrong)
     monkeypatch.setattr(verifier, "site_checks", blind)
     (zoo / "broken.onnx").write_bytes(b"not a model")
     code, text, _ = cli(zoo / "resnet_head.onnx", zoo / "broken.onnx", "-o", tmp_path / "out", "-j", "1")

@@ -1,4 +1,4 @@
-"""Unit tests of the pass and the rewriter's pieces on tiny graphs: find, splice, Names, Emitter.
+"""Unit tests of the pass and the rewriter's pieces on tiny graphs: find, splice, Names, emit.
 No verification, no onnxruntime: each asserts the structure it builds."""
 
 import onnx
@@ -6,7 +6,7 @@ import pytest
 from helpers import i64, model, vi
 from onnx import helper as h
 
-from poolfix.emitter import Emitter
+from poolfix.emitter import emit
 from poolfix.errors import InternalError
 from poolfix.finder import find
 from poolfix.graphs import scopes
@@ -80,7 +80,8 @@ def test_existing_pools_are_only_matched_under_enforce():
 
 
 def _pool_nodes(scope, site, names):
-    return Emitter(site, plan_adaptive(site.in_spatial, site.out_spatial), scope.opset, names).emit()
+    nodes, tensors, _ = emit(site, plan_adaptive(site.in_spatial, site.out_spatial), scope.opset, names)
+    return nodes, tensors
 
 
 def test_splice_removes_exactly_the_sites_nodes_and_their_private_constants():

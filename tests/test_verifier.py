@@ -17,13 +17,13 @@ from poolfix.verifier import compare
 @pytest.fixture
 def broken_planner(monkeypatch):
     """Emit MaxPool where AveragePool belongs: the shapes stay right, the numbers do not."""
-    real = emitter.Emitter.pool_node
+    real = emitter.Construction.pool_node
 
     def wrong(self, x, y, pool, what, mode=None):
         mode = mode or self.site.mode
         real(self, x, y, pool, what, "max" if mode == "avg" else mode)
 
-    monkeypatch.setattr(emitter.Emitter, "pool_node", wrong)
+    monkeypatch.setattr(emitter.Construction, "pool_node", wrong)
 
 
 @pytest.fixture
@@ -125,13 +125,13 @@ def test_large_logits_pass_with_a_tolerance_that_scales():
 def test_a_kernel_off_by_one_still_fails(monkeypatch, blind_site_checks):
     from poolfix.pools import Pool
 
-    real = emitter.Emitter.pool_node
+    real = emitter.Construction.pool_node
 
     def off_by_one(self, x, y, pool, what, mode=None):  # one row short, same output shape: the subtle wrong rewrite
         k = (pool.kernel[0] - 1, *pool.kernel[1:])
         real(self, x, y, Pool(k, (pool.kernel[0], *pool.strides[1:]), pool.pads, pool.count_include_pad), what, mode)
 
-    monkeypatch.setattr(emitter.Emitter, "pool_node", off_by_one)
+    monkeypatch.setattr(emitter.Construction, "pool_node", off_by_one)
     with pytest.raises(poolfix.VerificationError) as e:
         poolfix.fix(big_logits_net())
     (out,) = [c for c in e.value.report.checks if c.kind == "output"]

@@ -7,6 +7,7 @@
 
 from .api import FixResult, fix, plan_site
 from .batch import fix_many
+from .checks import VerificationReport
 from .errors import InputError, PoolfixError, VerificationError
 from .limits import Limits
 from .options import Options
@@ -15,7 +16,6 @@ from .pools import AxisPool, Pool
 from .report import Finding
 from .saver import save
 from .targets import PROFILES, Profile
-from .verifier import VerificationReport
 
 __version__ = "0.1.0"
 

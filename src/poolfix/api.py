@@ -15,6 +15,7 @@ from pathlib import Path
 from onnx import ModelProto
 
 from . import loader, verifier
+from .checks import VerificationReport
 from .errors import InputError, InternalError, VerificationError
 from .kinds import Status
 from .options import Options
@@ -23,7 +24,6 @@ from .report import Finding, to_dict
 from .rewriter import Rewrite
 from .targets.opset import convert as convert_opset
 from .targets.opset import default_opset
-from .verifier import VerificationReport
 
 __all__ = ["FixResult", "fix", "plan_site"]
 

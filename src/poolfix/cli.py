@@ -16,9 +16,9 @@ import click
 from . import __version__
 from .api import fix
 from .batch import DEFAULT_TIMEOUT
-from .emitter import CONSTRUCTIONS
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, StrictError, VerificationError
 from .finder import MAX_SPATIAL
+from .kinds import CONSTRUCTIONS
 from .limits import limit_fields
 from .loader import parse_input_range, parse_input_shape
 from .options import DEFAULT_NODE_BUDGET, Options

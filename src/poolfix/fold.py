@@ -47,47 +47,83 @@ def _ints(value: np.ndarray | None) -> list[int] | None:
 
 def predicted_elements(node: NodeProto, values: list[np.ndarray | None]) -> int | None:
     """Elements of ``node``'s largest output, from its inputs' shapes and (shape-giving) values alone;
-    None where it cannot be told without running the node (then it is not folded)."""
-    op = node.op_type
-    first = values[0] if values else None
-    if op == "Constant":
-        return 1  # its value is already in the model
-    if op in ("Shape", "Size"):
-        return 64
-    if op in _SAME_SIZE or op in _AT_MOST_INPUT:
-        return None if first is None else int(first.size)
-    if op in _BROADCAST:
-        if any(v is None for v in values):
-            return None
-        shape = _broadcast([v.shape for v in values])
-        return None if shape is None else math.prod(shape)
-    if op == "Concat":
-        return None if any(v is None for v in values) else sum(int(v.size) for v in values)
-    if op == "Gather" and len(values) > 1 and first is not None and values[1] is not None:
-        axis = int(attr(node, "axis", 0))
-        if not -first.ndim <= axis < first.ndim:
-            return None
-        axis %= first.ndim
-        return math.prod(first.shape[:axis]) * int(values[1].size) * math.prod(first.shape[axis + 1:])
-    if op == "Range" and len(values) == 3 and all(v is not None and v.size == 1 for v in values):
-        start, limit, delta = (float(v.reshape(-1)[0]) for v in values)
-        return None if delta == 0 or not all(map(math.isfinite, (start, limit, delta))) else \
-            max(0, math.ceil((limit - start) / delta))
-    if op == "Expand" and len(values) == 2 and first is not None:
-        dims = _ints(values[1])
-        if dims is None or any(d < 0 for d in dims):
-            return None
-        shape = _broadcast([first.shape, tuple(dims)])
-        return None if shape is None else math.prod(shape)
-    if op == "Tile" and len(values) == 2 and first is not None:
-        reps = _ints(values[1])
-        if reps is None or len(reps) != first.ndim or any(r < 0 for r in reps):
-            return None
-        return math.prod(d * r for d, r in zip(first.shape, reps))
-    if op == "ConstantOfShape" and first is not None:
-        dims = _ints(first)
-        return None if dims is None or any(d < 0 for d in dims) else math.prod(dims)
-    return None
+    None where it cannot be told without running the node (then it is not folded). One handler per
+    op in :data:`_SIZES`."""
+    size = _SIZES.get(node.op_type)
+    return None if size is None else size(node, values)
+
+
+def _first_size(node: NodeProto, values) -> int | None:
+    return None if not values or values[0] is None else int(values[0].size)
+
+
+def _broadcast_size(node: NodeProto, values) -> int | None:
+    if any(v is None for v in values):
+        return None
+    shape = _broadcast([v.shape for v in values])
+    return None if shape is None else math.prod(shape)
+
+
+def _concat_size(node: NodeProto, values) -> int | None:
+    return None if any(v is None for v in values) else sum(int(v.size) for v in values)
+
+
+def _gather_size(node: NodeProto, values) -> int | None:
+    if len(values) < 2 or values[0] is None or values[1] is None:
+        return None
+    first, axis = values[0], int(attr(node, "axis", 0))
+    if not -first.ndim <= axis < first.ndim:
+        return None
+    axis %= first.ndim
+    return math.prod(first.shape[:axis]) * int(values[1].size) * math.prod(first.shape[axis + 1:])
+
+
+def _range_size(node: NodeProto, values) -> int | None:
+    if len(values) != 3 or not all(v is not None and v.size == 1 for v in values):
+        return None
+    start, limit, delta = (float(v.reshape(-1)[0]) for v in values)
+    if delta == 0 or not all(map(math.isfinite, (start, limit, delta))):
+        return None
+    return max(0, math.ceil((limit - start) / delta))
+
+
+def _expand_size(node: NodeProto, values) -> int | None:
+    if len(values) != 2 or values[0] is None:
+        return None
+    dims = _ints(values[1])
+    if dims is None or any(d < 0 for d in dims):
+        return None
+    shape = _broadcast([values[0].shape, tuple(dims)])
+    return None if shape is None else math.prod(shape)
+
+
+def _tile_size(node: NodeProto, values) -> int | None:
+    if len(values) != 2 or values[0] is None:
+        return None
+    reps = _ints(values[1])
+    if reps is None or len(reps) != values[0].ndim or any(r < 0 for r in reps):
+        return None
+    return math.prod(d * r for d, r in zip(values[0].shape, reps))
+
+
+def _constant_of_shape_size(node: NodeProto, values) -> int | None:
+    dims = _ints(values[0]) if values and values[0] is not None else None
+    return None if dims is None or any(d < 0 for d in dims) else math.prod(dims)
+
+
+_SIZES = {
+    "Constant": lambda node, values: 1,  # its value is already in the model
+    "Shape": lambda node, values: 64,
+    "Size": lambda node, values: 64,
+    **dict.fromkeys(_SAME_SIZE | _AT_MOST_INPUT, _first_size),
+    **dict.fromkeys(_BROADCAST, _broadcast_size),
+    "Concat": _concat_size,
+    "Gather": _gather_size,
+    "Range": _range_size,
+    "Expand": _expand_size,
+    "Tile": _tile_size,
+    "ConstantOfShape": _constant_of_shape_size,
+}
 
 
 Functions = dict  # (domain, name) -> FunctionProto: a model's local functions, whose calls fold too

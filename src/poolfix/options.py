@@ -132,7 +132,7 @@ def _checked(name: str, value):
             value = (value,)
         value = tuple(value)
         if name == "constructions":
-            from .emitter import CONSTRUCTIONS
+            from .kinds import CONSTRUCTIONS
 
             bad = [v for v in value if v not in CONSTRUCTIONS]
             if bad:

@@ -22,11 +22,11 @@ from onnx import ModelProto
 
 from . import loader, verifier
 from .cascade import NoCascade
-from .emitter import Style, emit
+from .emitter import emit
 from .errors import InputError
 from .finder import find
 from .graphs import Scope, scopes
-from .kinds import PoolMode, Refusal, Status
+from .kinds import PoolMode, Refusal, Status, Style
 from .options import Options
 from .patterns import Context, Site, Skip, select
 from .planner import AdaptivePlan, period, plan_adaptive

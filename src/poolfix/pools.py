@@ -54,6 +54,24 @@ class Pool:
                    tuple(a.pad_begin for a in axes) + tuple(a.pad_end for a in axes),
                    cips.pop() if cips else 0, any(a.ceil_mode for a in axes))
 
+    @classmethod
+    def identity(cls, rank: int) -> Pool:
+        """The pool that changes nothing: kernel 1, stride 1, no pads."""
+        return cls((1,) * rank, (1,) * rank, (0,) * (2 * rank))
+
+    def unpadded_along(self, axis: int) -> Pool:
+        """This pool without pads along ``axis``."""
+        pads = list(self.pads)
+        pads[axis] = pads[axis + self.rank] = 0
+        return Pool(self.kernel, self.strides, tuple(pads), self.count_include_pad, self.ceil_mode)
+
+    def without_axis(self, axis: int) -> Pool:
+        """This pool with kernel and stride 1 and no pads along ``axis``."""
+        kernel, strides = list(self.kernel), list(self.strides)
+        kernel[axis], strides[axis] = 1, 1
+        return Pool(tuple(kernel), tuple(strides), self.unpadded_along(axis).pads, self.count_include_pad,
+                    self.ceil_mode)
+
     @property
     def rank(self) -> int:
         return len(self.kernel)

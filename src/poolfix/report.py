@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .checks import VerificationReport
 from .graphs import fmt_shape
 from .kinds import Status
 from .planner import axis_windows
-from .verifier import VerificationReport
 
 
 @dataclass(frozen=True)

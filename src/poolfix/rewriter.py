@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from onnx import ModelProto, NodeProto, TensorProto
 
+from .checks import Check
 from .errors import InternalError
 from .graphs import Scope, names_used, subgraphs
 from .patterns import Site
 from .planner import AdaptivePlan
-
-if TYPE_CHECKING:  # the verifier checks rewrites: it imports this module, not the other way round
-    from .verifier import Check
 
 
 class Names:

@@ -34,6 +34,7 @@ strong non-spatial evidence is never a pool unless asked (``shape_only``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import prod
 from typing import NamedTuple
@@ -365,82 +366,166 @@ def infer(scope) -> dict[str, Roles]:
     return roles
 
 
+class _Made(NamedTuple):
+    """What a maker handler reads: the node, its index, its output's rank, the scope, the roles lookup,
+    the roles of its first input, and the evidence text of its output (alone, and after the input's)."""
+
+    n: NodeProto
+    i: int
+    r: int
+    scope: object
+    get: Callable[[str], Roles | None]
+    x: Roles | None
+    here: str
+    after: str
+
+
 def _made(n: NodeProto, i: int, op: str | None, r: int, scope, get) -> Roles | None:
-    """What node ``n`` says about the roles of its (rank-``r``) output."""
+    """What node ``n`` says about the roles of its (rank-``r``) output: its op's handler in
+    :data:`_MAKERS`, or nothing."""
+    handler = _MAKERS.get(op) if op is not None else None
+    if handler is None:
+        return None
     x = get(n.input[0]) if n.input and n.input[0] else None
     here = f"output of {_label(n, i)}"
     after = here if x is None or x.evidence == f"input of {_label(n, i)}" else _then(x.evidence, here)
-    if op in CHANNELS_FIRST and r >= 3:
-        return Roles(_channels_first(r), here)
-    if op in ALL_FEATURE and r >= 1:
-        return Roles(_features(r), here)
-    if op == "Gemm" and r == 2:  # rows keep A's row axis (a Linear on flattened positions keeps them)
-        rows = x.permuted([1, 0], x.evidence) if x is not None and len(x.axes) == 2 and attr(n, "transA", 0) else x
-        return _labelled(rows, r, [1], after)
-    if op in LAST_AXIS_FEATURE and r >= 1:
-        const_a = scope.const(n.input[0]) is not None
-        b = get(n.input[1]) if len(n.input) > 1 else None
-        if const_a and b is not None and len(b.axes) == r:  # constant @ data: a linear map of b's axis -2
-            return Roles(b.axes, b.evidence, b.weak_axes, b.pieces)
-        return _labelled(x, r, [r - 1], after)
-    if op in NORMALIZED_AXES | ONE_AXIS and r >= 1:
-        return _labelled(x, r, feature_axes(n, r, 0, scope.opset), after)
-    if op == "Gather" and n.input and scope.const(n.input[0]) is not None and r >= 2:
-        return Roles(_features(r), f"embedding {_label(n, i)}")
-    if x is not None and op in KEEPS_LAYOUT and len(x.axes) == r:
-        return x
-    if x is not None and op == "Split" and len(x.axes) == r:  # the split axis changes size: not its pieces
-        cut = int(attr(n, "axis", 0)) % r
-        return Roles(x.axes, x.evidence, x.weak_axes, x.picked([None if k == cut else k for k in range(r)]))
-    if x is not None and op == "Gather" and len(n.input) > 1 and (idx := scope.const(n.input[1])) is not None:
-        a = int(attr(n, "axis", 0)) % len(x.axes)  # picking along one axis of data: the roles stay
-        if idx.ndim == 0 and len(x.axes) == r + 1:
-            keys = [k for k in range(len(x.axes)) if k != a]
-            return Roles(tuple(x.axes[k] for k in keys), x.evidence,
-                         frozenset(j for j, k in enumerate(keys) if k in x.weak_axes), x.picked(keys))
-        if idx.ndim == 1 and len(x.axes) == r:  # the picked axis changes size: not its pieces
-            return Roles(x.axes, x.evidence, x.weak_axes, x.picked([None if k == a else k for k in range(r)]))
+    return handler(_Made(n, i, r, scope, get, x, here, after))
+
+
+def _made_channels_first(m: _Made) -> Roles | None:
+    return Roles(_channels_first(m.r), m.here) if m.r >= 3 else None
+
+
+def _made_all_feature(m: _Made) -> Roles | None:
+    return Roles(_features(m.r), m.here) if m.r >= 1 else None
+
+
+def _made_gemm(m: _Made) -> Roles | None:
+    if m.r != 2:
         return None
-    if x is not None and op == "Transpose" and len(x.axes) == r:
-        return x.permuted(_perm(n, r), _then(x.evidence, f"through {_label(n, i)}"))
-    if op in ELEMENTWISE or op == "Concat":
-        known = [p for p in (get(v) for v in n.input if v) if p is not None]
-        if known:
-            return _merge(known, r, known[0].evidence)
+    x = m.x  # rows keep A's row axis (a Linear on flattened positions keeps them)
+    rows = x.permuted([1, 0], x.evidence) if x is not None and len(x.axes) == 2 and attr(m.n, "transA", 0) else x
+    return _labelled(rows, m.r, [1], m.after)
+
+
+def _made_matmul(m: _Made) -> Roles | None:
+    if m.r < 1:
         return None
-    if op == "Reshape":
-        src = _shape_source(n, scope)
-        s = get(src) if src is not None else None
-        if s is not None and len(s.axes) == r:
-            return Roles(s.axes, _then(s.evidence, f"shape given back by {_label(n, i)}"), s.weak_axes, s.pieces)
-        if x is not None and (a := scope.info(n.input[0])) is not None and (b := scope.info(n.output[0])) is not None:
-            return regroup(x, n.input[0], a.shape, b.shape, _then(x.evidence, f"through {_label(n, i)}"))
+    const_a = m.scope.const(m.n.input[0]) is not None
+    b = m.get(m.n.input[1]) if len(m.n.input) > 1 else None
+    if const_a and b is not None and len(b.axes) == m.r:  # constant @ data: a linear map of b's axis -2
+        return Roles(b.axes, b.evidence, b.weak_axes, b.pieces)
+    return _labelled(m.x, m.r, [m.r - 1], m.after)
+
+
+def _made_normalized(m: _Made) -> Roles | None:
+    return _labelled(m.x, m.r, feature_axes(m.n, m.r, 0, m.scope.opset), m.after) if m.r >= 1 else None
+
+
+def _made_gather(m: _Made) -> Roles | None:
+    n, x, r = m.n, m.x, m.r
+    if n.input and m.scope.const(n.input[0]) is not None and r >= 2:
+        return Roles(_features(r), f"embedding {_label(n, m.i)}")
+    if x is None or len(n.input) < 2 or (idx := m.scope.const(n.input[1])) is None:
         return None
-    if x is not None and op in REDUCTIONS:
-        red = _axes(n, scope, len(x.axes))
-        if red:
-            kept = [k for k in range(len(x.axes)) if k not in red or _keepdims(n)]
-            if len(kept) == r:
-                return Roles(tuple(x.axes[k] for k in kept), x.evidence,
-                             frozenset(j for j, k in enumerate(kept) if k in x.weak_axes), x.picked(kept))
-        elif red == [] and _keepdims(n) and len(x.axes) == r:
-            return x
-        return None
-    if x is not None and op in ("Squeeze", "Unsqueeze"):
-        ax = _axes(n, scope, len(x.axes) if op == "Squeeze" else r)
-        if ax is None:
-            return None
-        if op == "Squeeze":
-            kept = [k for k in range(len(x.axes)) if k not in ax]
-            if len(kept) == r:
-                return Roles(tuple(x.axes[k] for k in kept), x.evidence,
-                             frozenset(j for j, k in enumerate(kept) if k in x.weak_axes), x.picked(kept))
-            return None
-        src = iter(range(len(x.axes)))
-        picks = [None if k in ax else next(src, None) for k in range(r)]
-        return Roles(tuple(UNKNOWN if p is None else x.axes[p] for p in picks), x.evidence,
-                     frozenset(k for k, p in enumerate(picks) if p is not None and p in x.weak_axes), x.picked(picks))
+    a = int(attr(n, "axis", 0)) % len(x.axes)  # picking along one axis of data: the roles stay
+    if idx.ndim == 0 and len(x.axes) == r + 1:
+        keys = [k for k in range(len(x.axes)) if k != a]
+        return Roles(tuple(x.axes[k] for k in keys), x.evidence,
+                     frozenset(j for j, k in enumerate(keys) if k in x.weak_axes), x.picked(keys))
+    if idx.ndim == 1 and len(x.axes) == r:  # the picked axis changes size: not its pieces
+        return Roles(x.axes, x.evidence, x.weak_axes, x.picked([None if k == a else k for k in range(r)]))
     return None
+
+
+def _made_keeps_layout(m: _Made) -> Roles | None:
+    return m.x if m.x is not None and len(m.x.axes) == m.r else None
+
+
+def _made_split(m: _Made) -> Roles | None:
+    x, r = m.x, m.r
+    if x is None or len(x.axes) != r:
+        return None
+    cut = int(attr(m.n, "axis", 0)) % r  # the split axis changes size: not its pieces
+    return Roles(x.axes, x.evidence, x.weak_axes, x.picked([None if k == cut else k for k in range(r)]))
+
+
+def _made_transpose(m: _Made) -> Roles | None:
+    x = m.x
+    if x is None or len(x.axes) != m.r:
+        return None
+    return x.permuted(_perm(m.n, m.r), _then(x.evidence, f"through {_label(m.n, m.i)}"))
+
+
+def _made_merged(m: _Made) -> Roles | None:
+    known = [p for p in (m.get(v) for v in m.n.input if v) if p is not None]
+    return _merge(known, m.r, known[0].evidence) if known else None
+
+
+def _made_reshape(m: _Made) -> Roles | None:
+    n, x, scope = m.n, m.x, m.scope
+    src = _shape_source(n, scope)
+    s = m.get(src) if src is not None else None
+    if s is not None and len(s.axes) == m.r:
+        return Roles(s.axes, _then(s.evidence, f"shape given back by {_label(n, m.i)}"), s.weak_axes, s.pieces)
+    if x is not None and (a := scope.info(n.input[0])) is not None and (b := scope.info(n.output[0])) is not None:
+        return regroup(x, n.input[0], a.shape, b.shape, _then(x.evidence, f"through {_label(n, m.i)}"))
+    return None
+
+
+def _kept(x: Roles, kept: list[int]) -> Roles:
+    return Roles(tuple(x.axes[k] for k in kept), x.evidence,
+                 frozenset(j for j, k in enumerate(kept) if k in x.weak_axes), x.picked(kept))
+
+
+def _made_reduction(m: _Made) -> Roles | None:
+    x = m.x
+    if x is None:
+        return None
+    red = _axes(m.n, m.scope, len(x.axes))
+    if red:
+        kept = [k for k in range(len(x.axes)) if k not in red or _keepdims(m.n)]
+        return _kept(x, kept) if len(kept) == m.r else None
+    if red == [] and _keepdims(m.n) and len(x.axes) == m.r:
+        return x
+    return None
+
+
+def _made_squeeze(m: _Made) -> Roles | None:
+    x = m.x
+    if x is None or (ax := _axes(m.n, m.scope, len(x.axes))) is None:
+        return None
+    kept = [k for k in range(len(x.axes)) if k not in ax]
+    return _kept(x, kept) if len(kept) == m.r else None
+
+
+def _made_unsqueeze(m: _Made) -> Roles | None:
+    x = m.x
+    if x is None or (ax := _axes(m.n, m.scope, m.r)) is None:
+        return None
+    src = iter(range(len(x.axes)))
+    picks = [None if k in ax else next(src, None) for k in range(m.r)]
+    return Roles(tuple(UNKNOWN if p is None else x.axes[p] for p in picks), x.evidence,
+                 frozenset(k for k, p in enumerate(picks) if p is not None and p in x.weak_axes), x.picked(picks))
+
+
+# op -> what it says about its output's roles (one entry per op; the op families are the sets above)
+_MAKERS: dict[str, Callable[[_Made], Roles | None]] = {
+    **dict.fromkeys(CHANNELS_FIRST, _made_channels_first),
+    **dict.fromkeys(ALL_FEATURE, _made_all_feature),
+    "Gemm": _made_gemm,
+    **dict.fromkeys(LAST_AXIS_FEATURE, _made_matmul),
+    **dict.fromkeys(NORMALIZED_AXES | ONE_AXIS, _made_normalized),
+    "Gather": _made_gather,
+    **dict.fromkeys(KEEPS_LAYOUT, _made_keeps_layout),
+    "Split": _made_split,
+    "Transpose": _made_transpose,
+    **dict.fromkeys(ELEMENTWISE | {"Concat"}, _made_merged),
+    "Reshape": _made_reshape,
+    **dict.fromkeys(REDUCTIONS, _made_reduction),
+    "Squeeze": _made_squeeze,
+    "Unsqueeze": _made_unsqueeze,
+}
 
 
 def regroup(x: Roles, name: str, shape_in, shape_out, evidence: str) -> Roles | None:
