@@ -12,8 +12,8 @@ from onnx import helper as h
 from onnx import numpy_helper
 
 import poolfix
-from poolfix import loader
 from poolfix.fold import TooLarge, evaluate, predicted_elements
+from poolfix.inference import infer_shapes
 
 
 def i64(name, values):
@@ -109,7 +109,7 @@ def test_folding_is_bounded_before_it_runs():
     with pytest.raises(TooLarge, match="400,000,000 elements"):
         evaluate(node, args, 13, 4096)
     tracemalloc.start()
-    inferred = loader.infer_shapes(hostile_expand())  # was 31 s and 3.2 GB: Expand evaluated, then measured
+    inferred = infer_shapes(hostile_expand())  # was 31 s and 3.2 GB: Expand evaluated, then measured
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 50 * 2**20

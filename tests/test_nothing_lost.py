@@ -283,7 +283,7 @@ def test_an_inline_model_through_a_link_to_another_folder(tmp_path):
 def self_referencing_model(folder):
     """A model whose weight ``w`` is stored in the model file itself, after the message, as the payload
     of a field protobuf does not know (number 15 of ModelProto), located by offset."""
-    from poolfix.loader import varint
+    from poolfix.protobuf import varint
 
     m = onnx.load(external_data_model(folder), load_external_data=True)
     w = next(t for t in m.graph.initializer if t.name == "w")
@@ -420,7 +420,8 @@ def test_an_all_minus_inf_window_among_ordinary_ones_is_caught():
 
 
 def test_the_reference_scan_stops_at_once_on_data_files(tmp_path):
-    from poolfix.loader import external_locations, light_bytes
+    from poolfix.external import external_locations
+    from poolfix.protobuf import light_bytes
 
     with pytest.raises(ValueError, match="field number 0"):  # the first two bytes of zeros end the scan
         light_bytes(b"\x00" * 1000)

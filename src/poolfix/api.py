@@ -17,6 +17,7 @@ from onnx import ModelProto
 from . import loader, verifier
 from .checks import VerificationReport
 from .errors import InputError, InternalError, VerificationError
+from .inference import infer_shapes
 from .kinds import Status
 from .options import Options
 from .pipeline import findings, plan_site, rewrite
@@ -155,7 +156,7 @@ def _fix(model_or_path, opts: Options, data_dir, step: Callable[[str], None]) ->
                                  f"the ONNX checker ({err})")
             converted = (before, opts.opset, tuple(lowered))
     step("finding and rewriting")
-    inferred = loader.infer_shapes(model)  # for the first round, and for verification's memory estimate
+    inferred = infer_shapes(model)  # for the first round, and for verification's memory estimate
     rewrites, skips = rewrite(model, opts, data_dir=loaded.data_dir, inferred=inferred)
     result = FixResult(model, findings(rewrites, skips, model.ir_version, opts.seeds[0]), rewrites,
                        data_dir=loaded.data_dir, input_files=loaded.files, inline_refs=loaded.inline_refs,

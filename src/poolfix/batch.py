@@ -40,7 +40,7 @@ from .errors import (
     StrictError,
     VerificationError,
 )
-from .loader import data_locations, input_files
+from .external import data_locations, input_files
 from .options import Options
 from .saver import WritePlan, new_data_name, save
 from .sweep import RECORD, TMP

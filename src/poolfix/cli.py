@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
@@ -20,8 +21,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, Str
 from .finder import MAX_SPATIAL
 from .kinds import CONSTRUCTIONS
 from .limits import limit_fields
-from .loader import parse_input_range, parse_input_shape
-from .options import DEFAULT_NODE_BUDGET, Options
+from .options import DEFAULT_NODE_BUDGET, Options, check_shape
 from .patterns import RULES
 from .planner import explain
 from .report import findings_text, verification_text, windows_svg
@@ -435,3 +435,29 @@ def main(argv: list[str] | None = None) -> None:
                    err=True)
         sys.exit(EXIT_INTERNAL)
     sys.exit(0)
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``NAME:d0,d1,...`` (the form of onnx-simplifier's ``--overwrite-input-shape``)."""
+    name, sep, dims = text.rpartition(":")
+    if not sep or not name or not dims:
+        raise InputError(f"bad --input-shape {text!r}: expected NAME:d0,d1,... such as input:1,3,224,224")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        raise InputError(
+            f"bad --input-shape {text!r}: dims must be integers separated by commas, such as input:1,3,224,224"
+        ) from None
+    return name, check_shape(shape, f"--input-shape {text!r}")
+
+
+def parse_input_range(text: str) -> tuple[str, tuple[float, float]]:
+    """Parse ``NAME:lo,hi`` (the range a graph input's random verification values are drawn from)."""
+    name, sep, bounds = text.rpartition(":")
+    try:
+        lo, hi = (float(b) for b in bounds.split(","))
+    except ValueError:
+        lo = hi = float("nan")
+    if not sep or not name or not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+        raise InputError(f"bad --input-range {text!r}: expected NAME:lo,hi with finite lo < hi, such as image:0,255")
+    return name, (lo, hi)

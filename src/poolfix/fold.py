@@ -6,7 +6,7 @@ padding as ``Shape -> Gather -> ... -> ConstantOfShape -> Concat``. :func:`evalu
 node from constant inputs with onnx's reference evaluator, for the ops in :data:`FOLDABLE` only,
 and never before :func:`predicted_elements` has computed the size of every output from the inputs'
 shapes and values: ``Expand(scalar, [20000, 20000])`` is refused with its size, in microseconds,
-instead of allocating 3.2 GB. Shape inference (:func:`poolfix.loader.infer_shapes`) and the rules'
+instead of allocating 3.2 GB. Shape inference (:func:`poolfix.inference.infer_shapes`) and the rules'
 constant reads (:meth:`poolfix.graphs.Scope.const`) both fold through here.
 """
 

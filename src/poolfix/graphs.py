@@ -239,7 +239,7 @@ def _external_array(t: onnx.TensorProto, data_dir: Path | None) -> np.ndarray | 
     """A small constant stored as external data, read through the loader's checks; None for a large
     one, or where the data folder is unknown."""
     from .errors import InputError
-    from .loader import external_ref
+    from .external import external_ref
 
     if data_dir is None:
         return None

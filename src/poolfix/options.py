@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 
 from .errors import InputError
 from .limits import Limits
-from .loader import check_shape
 from .targets import Profile, profile
+from .tensors import INT64_MAX
 
 DEFAULT_SEEDS = (0, 1)
 DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes of intermediate tensors a verification may need (estimated)
@@ -159,3 +159,16 @@ def _seeds(seeds) -> tuple[int, ...]:
         if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
             raise InputError(f"seeds must be integers from 0 to 2**63-1, got {s!r}")
     return out
+
+
+
+def check_shape(shape, what: str) -> tuple[int, ...]:
+    """A pinned shape: integers from 1 to int64's largest (bools and floats refused)."""
+    if not isinstance(shape, (tuple, list)) or not shape:
+        raise InputError(f"bad {what}: expected a non-empty list of dims")
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise InputError(f"bad {what}: dim {d!r} is not an integer")
+        if not 1 <= d <= INT64_MAX:
+            raise InputError(f"bad {what}: every dim must be from 1 to {INT64_MAX}, got {d}")
+    return tuple(shape)

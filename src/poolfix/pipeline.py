@@ -20,12 +20,13 @@ from pathlib import Path
 
 from onnx import ModelProto
 
-from . import loader, verifier
+from . import verifier
 from .cascade import NoCascade
 from .emitter import emit
 from .errors import InputError
 from .finder import find
 from .graphs import Scope, scopes
+from .inference import infer_shapes
 from .kinds import PoolMode, Refusal, Status, Style
 from .options import Options
 from .patterns import Context, Site, Skip, select
@@ -114,7 +115,7 @@ def rewrite(model: ModelProto, opts: Options, *, data_dir: Path | None = None,
     skips: list[Skip] = []
     for round_ in range(MAX_ROUNDS):
         if round_ or inferred is None:
-            inferred = loader.infer_shapes(model)
+            inferred = infer_shapes(model)
         skips = []
         progress = False
         for scope in reversed(scopes(model, inferred, data_dir)):  # inner bodies before the graphs holding them

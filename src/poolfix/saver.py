@@ -50,18 +50,10 @@ from onnx import GraphProto, ModelProto, TensorProto
 
 from . import sweep as sweeping
 from .errors import InputError
-from .loader import (
-    PROTOBUF_LIMIT,
-    check_external_data,
-    copy_fields,
-    copy_model,
-    external_tensors,
-    is_external,
-    tensor_nbytes,
-    tensors_and_kinds,
-    varint,
-    weightless,
-)
+from .external import check_external_data
+from .loader import copy_model
+from .protobuf import PROTOBUF_LIMIT, copy_fields, varint, weightless
+from .tensors import external_tensors, is_external, tensor_nbytes, tensors_and_kinds
 
 INLINE_LIMIT = PROTOBUF_LIMIT - 64 * 2**20  # headroom for the graph itself
 SIZE_THRESHOLD = 1024

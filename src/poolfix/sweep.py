@@ -96,7 +96,7 @@ def referenced(folder: Path, skip: set[str]) -> set[str] | None:
     """Names of the files in ``folder`` that some file there reads as external data, if it is a model
     (whatever its name: a copy called ``backup.bak`` counts); ``skip``: names not to read (the data
     files in question). None where the folder holds too many files to read (then nothing is swept)."""
-    from .loader import external_locations
+    from .external import external_locations
 
     try:
         entries = [e for e in os.scandir(folder) if e.name not in skip and e.name != RECORD

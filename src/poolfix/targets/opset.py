@@ -99,7 +99,7 @@ def _release(model: ModelProto) -> None:
 
 def _types(model: ModelProto) -> dict[str, tuple[int, int | None]]:
     """Element type and rank of the main graph's tensors, from shape inference on the weightless model."""
-    from ..loader import infer_shapes
+    from ..inference import infer_shapes
 
     g = infer_shapes(model).graph
     out: dict[str, tuple[int, int | None]] = {t.name: (t.data_type, len(t.dims)) for t in g.initializer}
