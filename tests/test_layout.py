@@ -103,3 +103,13 @@ def test_the_probe_derives_avg_auto_pad_valid_from_the_layers_of_each_spelling()
     assert not probe.derive(data)["limits"]["avg_auto_pad_valid"]
     del data["probes"]["avg2d_dynbatch_notset"], data["probes"]["avg2d_dynbatch_valid"]
     assert not probe.derive(data)["limits"]["avg_auto_pad_valid"]  # not probed: the default spelling
+
+
+def test_value_objects_stay_near_the_ground():
+    """Options, limits, modes and check results import no stage: not the emitter, the loader or the verifier."""
+    graph = import_graph()
+    assert graph["poolfix.kinds"] == set() and graph["poolfix.checks"] == set()
+    assert graph["poolfix.limits"] == {"poolfix.kinds"}
+    assert graph["poolfix.options"] <= {"poolfix.checks", "poolfix.errors", "poolfix.kinds", "poolfix.limits",
+                                        "poolfix.targets.profiles"}
+    assert "poolfix.options" not in graph["poolfix.verifier"]

@@ -41,7 +41,7 @@ from .errors import (
     VerificationError,
 )
 from .external import data_locations, input_files
-from .options import Options
+from .options import SAVING_ITSELF, Options
 from .saver import WritePlan, new_data_name, save
 from .sweep import RECORD, TMP
 
@@ -347,7 +347,7 @@ def fix_many(paths, output_dir: str | os.PathLike, options: Options | None = Non
     inline weights stay in their files). Returns one :class:`Outcome` per model; a model's failure is
     in its outcome, never raised. The batch's write plan is checked first (InputError: nothing made).
     ``worst(o.exit_code for o in outcomes)`` is what the command line exits with."""
-    opts = Options.make(options, **({"lazy_weights": True, **keywords} if options is None else keywords))
+    opts = Options.make(options, **({**SAVING_ITSELF, **keywords} if options is None else keywords))
     folder = Path(output_dir)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"output folder {str(folder)!r} is not a folder")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+DEFAULT_SEEDS = (0, 1)  # random inputs each verification draws, by seed
+
 
 @dataclass
 class Check:

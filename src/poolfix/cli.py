@@ -21,7 +21,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, Str
 from .finder import MAX_SPATIAL
 from .kinds import CONSTRUCTIONS
 from .limits import limit_fields
-from .options import DEFAULT_NODE_BUDGET, Options, check_shape
+from .options import DEFAULT_NODE_BUDGET, SAVING_ITSELF, Options, check_shape
 from .patterns import RULES
 from .planner import explain
 from .report import findings_text, verification_text, windows_svg
@@ -292,7 +292,7 @@ def _options(f: SimpleNamespace, limit_values: dict) -> Options:
         enforce_limits=f.enforce_limits, opset=f.opset, verify_memory_limit=f.verify_memory_limit * 2**20,
         exact_special_values=f.exact_special_values, patterns=f.patterns, skip_patterns=f.skip_patterns,
         shape_only_pools=f.shape_only_pools, input_ranges=dict(parse_input_range(r) for r in f.input_ranges),
-        node_budget=f.node_budget, constructions=f.constructions, lazy_weights=True)
+        node_budget=f.node_budget, constructions=f.constructions, **SAVING_ITSELF)
 
 
 def _batch(models: list[Path], folder: Path, f: SimpleNamespace, options: Options, say, level: int) -> None:

@@ -12,13 +12,9 @@ from pathlib import Path
 from onnx import ModelProto, TensorProto
 
 from .errors import InputError
+from .kinds import INT64_MAX
 from .protobuf import PROTOBUF_LIMIT, light_bytes
-from .tensors import (
-    INT64_MAX,
-    external_tensors,
-    location_of,
-    tensor_nbytes,
-)
+from .tensors import external_tensors, location_of, tensor_nbytes
 
 
 @dataclass(frozen=True)

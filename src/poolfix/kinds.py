@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar, Union
 
+INT64_MAX = 2**63 - 1  # the largest dim, offset or length a model may hold
+
 
 class _Text(str, Enum):
     def __str__(self) -> str:

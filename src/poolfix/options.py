@@ -12,14 +12,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
+from .checks import DEFAULT_SEEDS
 from .errors import InputError
+from .kinds import INT64_MAX
 from .limits import Limits
-from .targets import Profile, profile
-from .tensors import INT64_MAX
+from .targets.profiles import Profile, profile
 
-DEFAULT_SEEDS = (0, 1)
 DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes of intermediate tensors a verification may need (estimated)
 DEFAULT_NODE_BUDGET = 32  # nodes one site's rewrite may take
+# The one override of a default, and its one reason: fix() hands result.model to its caller, so its
+# weights are read (lazy_weights=False); the CLI and fix_many write every result themselves, so a
+# path's large inline weights never need to enter memory.
+SAVING_ITSELF = {"lazy_weights": True}
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Options:
     opset: int | None = None  # convert the model down to this opset first
     node_budget: int = DEFAULT_NODE_BUDGET
     constructions: tuple[str, ...] = ()  # under limits: only these (poolfix.emitter.CONSTRUCTIONS); () all
-    lazy_weights: bool = False  # a path's large inline weights stay in its file
+    lazy_weights: bool = False  # a path's large inline weights stay in its file (SAVING_ITSELF)
 
     @classmethod
     def make(cls, base: Options | None = None, **values) -> Options:

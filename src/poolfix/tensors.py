@@ -11,8 +11,6 @@ from onnx import AttributeProto, GraphProto, ModelProto, TensorProto
 
 from .errors import InputError
 
-INT64_MAX = 2**63 - 1
-
 FOUR_BIT = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n)}
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 from onnx import ModelProto, TensorProto, helper
 
-from .checks import Check, VerificationReport
+from .checks import DEFAULT_SEEDS, Check, VerificationReport
 from .kinds import PoolMode
-from .options import DEFAULT_SEEDS
 from .reference import site_reference
 from .rewriter import Rewrite
 from .runtime import (
