@@ -6,6 +6,8 @@ from helpers import MODELS, assert_same_outputs, i64, model, op_types, random_fe
 from onnx import helper as h
 
 import poolfix
+from poolfix.emitter import CONSTRUCTION_KEY, RULE_KEY
+from poolfix.kinds import CONSTRUCTIONS
 
 FIXTURES = sorted(str(p.relative_to(MODELS)) for p in [*MODELS.glob("*.onnx"), *MODELS.glob("torch/*.onnx")])
 
@@ -120,14 +122,33 @@ def test_replacements_carry_the_metadata_of_the_nodes_they_replace():
     assert new
     for n in new:
         props = {e.key: e.value for e in n.metadata_props}
-        assert set(props) == set(first)
-        for key, value in props.items():  # the replaced nodes' distinct values, in graph order, bounded
+        assert set(props) == set(first) | {RULE_KEY, CONSTRUCTION_KEY}
+        for key, value in ((k, v) for k, v in props.items() if k in first):  # distinct values, in order, bounded
             assert value.split("\n")[0] == first[key].split("\n")[0] and len(value) <= 4096 + 80
         assert props["pkg.torch.onnx.stack_trace"] == first["pkg.torch.onnx.stack_trace"]  # one line of source
         assert "more values of the" in props["pkg.torch.onnx.fx_node"]  # 41 fx nodes: the rest counted
     onnx.checker.check_model(out, full_check=True)
 
 
-def test_nodes_without_metadata_get_none():
+def test_nodes_without_metadata_get_only_poolfixs_tags():
     out = poolfix.fix(single("GlobalAveragePool", [1, 2, 3, 3], out_shape=[1, 2, 1, 1])).model
-    assert all(not n.metadata_props for n in out.graph.node)
+    assert all({e.key for e in n.metadata_props} == {RULE_KEY, CONSTRUCTION_KEY} for n in out.graph.node)
+
+
+@pytest.mark.parametrize(("target", "constructions"), [(None, {"gather"}), ("rknn", None), ("ethos-u", None)])
+def test_every_node_a_rewrite_writes_names_its_rule_and_construction(target, constructions):
+    """The onnxscript habit: any node of a rewritten model traces back to the finding that made it."""
+    m = onnx.load(MODELS / "matrix" / "torch-2.13" / "psp.aten.onnx")
+    before = {n.name for n in m.graph.node}
+    r = poolfix.fix(m, target=target) if target else poolfix.fix(m)
+    new = [n for n in r.model.graph.node if n.name not in before]
+    assert new and r.rewritten
+    rules = {f.pattern for f in r.rewritten}
+    for n in new:
+        props = {e.key: e.value for e in n.metadata_props}
+        assert props[RULE_KEY] in rules, n.name
+        style, _, blocks = props[CONSTRUCTION_KEY].partition(" ")
+        assert style in CONSTRUCTIONS and blocks in ("", "in blocks")
+        if constructions is not None:
+            assert style in constructions
+    onnx.checker.check_model(r.model)

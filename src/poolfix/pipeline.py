@@ -22,7 +22,7 @@ from onnx import ModelProto
 
 from . import verifier
 from .cascade import NoCascade
-from .emitter import emit
+from .emitter import CONSTRUCTION_KEY, RULE_KEY, emit
 from .errors import InputError
 from .finder import find
 from .graphs import Scope, scopes
@@ -57,9 +57,11 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
         if plan.gathers and not use_initializers and scope.opset < 9:
             raise ValueError(f"the exact plan needs int64 indices, which opset {scope.opset} Constant nodes "
                              "cannot hold in this IR version")
+        name = f"{style}{' in blocks' if blocks else ''}"
         nodes, tensors, literal = emit(site, plan, scope.opset, names, initializers=use_initializers,
-                                       limits=opts.limits, style=style, blocks=blocks)
-        return Candidate(plan, f"{style}{' in blocks' if blocks else ''}", tuple(nodes), tuple(tensors), literal)
+                                       limits=opts.limits, style=style, blocks=blocks,
+                                       tags={RULE_KEY: site.pattern, CONSTRUCTION_KEY: name})
+        return Candidate(plan, name, tuple(nodes), tuple(tensors), literal)
 
     plan = plan_site(site, scope.opset, allow_approx=opts.allow_approx)
     if opts.limits is None:
