@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,26 @@ from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
+# The shipped models, by list (never a glob: `poolfix models/x.onnx` writes models/x.poolfix.onnx beside them):
+# what scripts/make_fixtures.py writes (test_the_fixture_lists_are_what_the_scripts_write), and the torch
+# exports its manifest lists.
+FIXTURES = ("cbam_block.onnx", "fp16_head.onnx", "if_branch.onnx", "nhwc_head.onnx", "opset9_ir3.onnx",
+            "resnet_head.onnx", "se_block.onnx")
+TORCH_FIXTURES = tuple(sorted(e["file"] for kinds in json.loads((MODELS / "torch" / "manifest.json").read_text())
+                              ["models"].values() for e in kinds.values() if e.get("exported")))
+
+
+def small_zoo(folder: Path) -> Path:
+    """A folder of models for batch tests: the top-level fixtures and the PSP exports under torch/ (the
+    whole of models/, 225 files, goes through a batch in the slow set only)."""
+    import shutil
+
+    (folder / "torch").mkdir(parents=True)
+    for name in FIXTURES:
+        shutil.copy(MODELS / name, folder / name)
+    for name in ("psp.aten.onnx", "psp.dynamo.onnx"):
+        shutil.copy(MODELS / "torch" / name, folder / "torch" / name)
+    return folder
 POOLING_OPS = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
 NP = {T.FLOAT: np.float32, T.FLOAT16: np.float16, T.DOUBLE: np.float64}
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from helpers import MODELS, model, op_types, run, vi
+from helpers import MODELS, TORCH_FIXTURES, model, op_types, run, vi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto as T
@@ -20,7 +20,7 @@ from poolfix.reference import adaptive_pool
 
 TORCH = MODELS / "torch"
 MANIFEST = json.loads((TORCH / "manifest.json").read_text())
-EXPORTED = sorted(p.name for p in TORCH.glob("*.onnx"))
+EXPORTED = list(TORCH_FIXTURES)
 
 
 def _case(filename):

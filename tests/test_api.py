@@ -4,7 +4,7 @@ import os
 
 import onnx
 import pytest
-from helpers import MODELS, data_files, op_types
+from helpers import MODELS, data_files, op_types, small_zoo
 
 import poolfix
 from poolfix import saver
@@ -60,12 +60,11 @@ def test_save_into_missing_folder_is_an_input_error(tmp_path):
 
 
 def test_fix_many_and_the_cli_option_names(tmp_path):
-    import shutil
 
     import poolfix
     from poolfix.batch import worst
 
-    shutil.copytree(MODELS, tmp_path / "zoo")
+    small_zoo(tmp_path / "zoo")
     (tmp_path / "zoo" / "bad.onnx").write_bytes(b"junk")
     outcomes = poolfix.fix_many([tmp_path / "zoo"], tmp_path / "out", jobs=2, target="rknn", max_stride=4)
     assert worst(o.exit_code for o in outcomes) == 2

@@ -10,7 +10,7 @@ import time
 
 import onnx
 import pytest
-from helpers import MODELS, ROOT, op_types
+from helpers import MODELS, ROOT, op_types, small_zoo
 from test_cli import cli
 
 from poolfix import batch
@@ -18,9 +18,8 @@ from poolfix import batch
 
 @pytest.fixture
 def zoo(tmp_path):
-    """models/ copied: 7 fixtures at the top, the exported ones under torch/."""
-    shutil.copytree(MODELS, tmp_path / "zoo")
-    return tmp_path / "zoo"
+    """A few models: 7 fixtures at the top, the PSP exports under torch/."""
+    return small_zoo(tmp_path / "zoo")
 
 
 def test_a_folder_and_a_file_go_to_their_relative_paths(zoo, tmp_path):
@@ -117,3 +116,14 @@ def test_ctrl_c_stops_cleanly(tmp_path):
         assert not f.name.endswith(".tmp")
         onnx.checker.check_model(onnx.load(f))  # every model there is whole
     assert 3 <= len(list(out.glob("*.onnx"))) < 40
+
+
+@pytest.mark.slow
+def test_every_shipped_model_goes_through_one_batch(tmp_path):
+    """The whole of models/ (fixtures, torch exports, the exporter matrix) in one batch under a target."""
+    zoo = tmp_path / "zoo"
+    shutil.copytree(MODELS, zoo, ignore=shutil.ignore_patterns("*.poolfix.onnx"))
+    code, text, err = cli(zoo, "-o", tmp_path / "out", "-j", "2", "--target", "rknn")
+    n = len(list(zoo.rglob("*.onnx")))
+    assert code == 0, err
+    assert n > 200 and f"{n} models: {n} written, 0 not" in text

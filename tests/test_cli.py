@@ -140,6 +140,7 @@ def test_missing_model_argument():
     assert code == 2 and "missing MODEL" in err
 
 
+@pytest.mark.slow  # subprocesses or whole folders: out of the fast loop
 def test_console_script_and_module_entry_points(se):
     r = subprocess.run([sys.executable, "-m", "poolfix", str(se), "--dry-run"], capture_output=True, text=True)
     assert r.returncode == 0 and "se_squeeze" in r.stdout

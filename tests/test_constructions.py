@@ -66,6 +66,7 @@ def test_the_node_budget_leaves_a_site_whose_every_rewrite_is_larger():
     assert "--node-budget" in r.skipped[0].reason
 
 
+@pytest.mark.slow  # subprocesses or whole folders: out of the fast loop
 @pytest.mark.parametrize("target", ["rknn", "ethos-u", "ascend-mindie-rt"])
 def test_every_site_of_the_matrix_modules_stays_within_the_budget_under_a_target(target):
     for name in ("meanmapper_4608to1024", "meanmapper_12288to1000", "topformer_ppa", "psp"):

@@ -338,6 +338,7 @@ def test_dev_zero_is_refused():
     assert code == 2 and "not a regular file" in err
 
 
+@pytest.mark.slow  # subprocesses or whole folders: out of the fast loop
 def test_many_data_files_through_few_open_files(tmp_path):
     import resource
     import subprocess

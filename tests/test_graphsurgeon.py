@@ -3,14 +3,13 @@
 import numpy as np
 import onnx
 import pytest
-from helpers import MODELS, external_data_model, op_types, random_feeds, run
+from helpers import FIXTURES, MODELS, external_data_model, op_types, random_feeds, run
 
 import poolfix
 from poolfix.graphsurgeon import fix_graph
 
 gs = pytest.importorskip("onnx_graphsurgeon")  # in the test extra; skipped only where it is not installed
 
-FIXTURES = sorted(p.name for p in MODELS.glob("*.onnx"))
 
 
 @pytest.mark.parametrize("name", FIXTURES)

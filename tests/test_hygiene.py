@@ -2,17 +2,28 @@
 
 import onnx
 import pytest
-from helpers import MODELS, assert_same_outputs, i64, model, op_types, random_feeds, single, vi
+from helpers import (
+    FIXTURES,
+    MODELS,
+    TORCH_FIXTURES,
+    assert_same_outputs,
+    i64,
+    model,
+    op_types,
+    random_feeds,
+    single,
+    vi,
+)
 from onnx import helper as h
 
 import poolfix
 from poolfix.emitter import CONSTRUCTION_KEY, RULE_KEY
 from poolfix.kinds import CONSTRUCTIONS
 
-FIXTURES = sorted(str(p.relative_to(MODELS)) for p in [*MODELS.glob("*.onnx"), *MODELS.glob("torch/*.onnx")])
+SHIPPED = [*FIXTURES, *(f"torch/{name}" for name in TORCH_FIXTURES)]
 
 
-@pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.parametrize("name", SHIPPED)
 def test_fixture_output_is_clean(name):
     m = onnx.load(MODELS / name)
     out = poolfix.fix(m).model

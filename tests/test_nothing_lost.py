@@ -341,6 +341,7 @@ def test_a_killed_worker_fails_its_model_alone_and_leaves_no_temp_files(tmp_path
     assert digest(tmp_path / "in") == before
 
 
+@pytest.mark.slow  # subprocesses or whole folders: out of the fast loop
 def test_a_model_that_hangs_is_stopped_at_the_timeout_and_the_others_go_on(tmp_path, monkeypatch):
     (tmp_path / "in").mkdir()
     src = external_data_model(tmp_path / "in", name="m0.onnx")  # three models reading one weights.bin

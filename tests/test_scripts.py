@@ -28,6 +28,7 @@ def test_fixture_generator_check_mode():
     assert r.returncode == 0, r.stdout
 
 
+@pytest.mark.slow  # subprocesses or whole folders: out of the fast loop
 def test_the_engine_scripts_read_poolfix_through_the_harness(tmp_path):
     # the exact-cost benchmark and the engine tests call run.py's poolfix(); its answer once grew a
     # third field and both broke unseen (they need an engine): the part without one runs here
@@ -42,3 +43,17 @@ def test_the_engine_scripts_read_poolfix_through_the_harness(tmp_path):
     assert "AveragePool" in plan and plan.endswith("nodes)")
     fixed, err, sites = bench_exact_cost.harness.poolfix(src, "--target ethos-u", tmp_path / "e.onnx")
     assert fixed is not None and not err and len(sites) == 1 and sites[0] >= 1
+
+
+def test_the_fixture_lists_are_what_the_scripts_write():
+    """Tests read the shipped models from lists, never by globbing models/ (where a user's run writes its
+    output): the lists must name what make_fixtures.py and the torch export manifest hold."""
+    import importlib.util
+
+    from helpers import FIXTURES, MODELS, TORCH_FIXTURES
+
+    spec = importlib.util.spec_from_file_location("make_fixtures", ROOT / "scripts" / "make_fixtures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert sorted(FIXTURES) == sorted(f"{name}.onnx" for name in mod.BUILDERS)
+    assert len(TORCH_FIXTURES) > 20 and all((MODELS / "torch" / name).is_file() for name in TORCH_FIXTURES)
