@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from poolfix.cascade import NoCascade, fewest_factors, plan_cascade, stage_breaks
+from poolfix.kinds import PoolMode
 from poolfix.limits import Limits
 from poolfix.targets import PROFILES
 
@@ -166,3 +167,25 @@ def test_a_padded_pool_past_the_padded_stride_limit_breaks_it():
     assert stage_breaks("avg", Pool((4, 4), (4, 4), (0, 0, 0, 0)), lim) is None  # unpadded: any stride
     c = plan_cascade("avg", (37,), (37,), (1,), (0, 0), 1, Limits(max_kernel=8, max_padded_stride=3))
     assert all(stage_breaks("avg", s, Limits(max_kernel=8, max_padded_stride=3)) is None for s in c.stages)
+
+
+def test_cascades_and_plans_are_memoized_by_what_decides_them(monkeypatch):
+    """Identical sites (and one site in each construction a target tries) are planned once: the search
+    runs once per (mode, sizes, pool, limits), refusals included; other limits plan afresh."""
+    from poolfix import cascade, planner
+
+    calls = []
+    real = cascade._cascade
+    monkeypatch.setattr(cascade, "_cascade", lambda *a: calls.append(a) or real(*a))
+    cascade._plan_cascade.cache_clear()
+    lim = Limits(max_kernel=7)
+    first = plan_cascade("avg", (97,), (97,), (97,), (0, 0), 0, lim)
+    assert plan_cascade(PoolMode.AVG, [97], [97], [97], [0, 0], 0, lim) == first and len(calls) == 1
+    plan_cascade("avg", (97,), (97,), (97,), (0, 0), 0, Limits(max_kernel=5))
+    assert len(calls) == 2
+    for _ in range(2):
+        with pytest.raises(NoCascade, match="max kernel 3"):
+            plan_cascade("avg", (97,), (97,), (97,), (0, 0), 0, Limits(max_kernel=3, no_pads=True))
+    assert len(calls) == 3
+    planner._plan_adaptive.cache_clear()
+    assert planner.plan_adaptive((10, 10), (4, 4)) is planner.plan_adaptive([10, 10], [4, 4])

@@ -56,7 +56,7 @@ def test_find_skips_nodes_an_earlier_site_claimed():
             return next(iter(find(scope, ctx, RULES[1:2])))
         return None
 
-    rule = Rule("greedy", greedy, "test rule")
+    rule = Rule("greedy", greedy, "test rule", frozenset({"Transpose", "ReduceMean", "GlobalMaxPool"}))
     found = list(find(_main(_se()), Context(), (rule,)))
     assert len(found) == 1 and "mean" not in calls  # the claimed ReduceMean is never asked about
 
@@ -65,7 +65,7 @@ def test_find_asks_rules_in_order_and_the_first_answer_wins():
     def first(node, scope, label, ctx):
         return Skip("first", label, node.op_type, "mine") if node.op_type == "GlobalMaxPool" else None
 
-    rule = Rule("first", first, "test rule")
+    rule = Rule("first", first, "test rule", frozenset({"GlobalMaxPool"}))
     found = list(find(_main(_se()), Context(), (rule, *RULES)))
     assert [f.reason for f in found if isinstance(f, Skip) and f.pattern == "first"] == ["mine"]
     assert [f.node.op_type for f in found if isinstance(f, Site)] == ["ReduceMean"]  # global-pool never asked
@@ -139,3 +139,27 @@ def test_names_are_fresh_against_every_name_in_the_model():
     assert names.fresh("a") == "a_3"  # a (tensor), a_1 (inside a subgraph), a_2 (a node name) are taken
     assert names.fresh("a") == "a_4"  # and a name once given is taken
     assert names.fresh("new") == "new"
+
+
+def test_a_rule_is_asked_only_about_its_anchors():
+    asked = []
+
+    def spy(node, scope, label, ctx):
+        asked.append(node.op_type)
+        return None
+
+    list(find(_main(_se()), Context(), (Rule("spy", spy, "test rule", frozenset({"ReduceMean"})), *RULES)))
+    assert asked == ["ReduceMean", "ReduceMean"]
+
+
+def test_every_rules_anchors_are_the_ops_it_answers_for():
+    """A rule returns None for any node outside its anchors: asked about every op of the fixtures, none
+    answers outside them (so the pass may skip those nodes without asking)."""
+    from helpers import FIXTURES, MODELS
+
+    for name in FIXTURES:
+        scope = _main(onnx.load(MODELS / name))
+        for node in scope.body.node:
+            for rule in RULES:
+                if node.op_type not in rule.anchors:
+                    assert rule.match(node, scope, node.name, Context(enforce=Limits(max_kernel=2))) is None

@@ -13,6 +13,7 @@ from helpers import ROOT
     ("bench_cascade.py", ["--repeat", "3", "--channels", "4"], "ratio = single pool time / cascade time"),
     ("bench_scale.py", ["--quick", "--repeat", "1"], "marginal time per site"),
     ("bench_batch.py", ["--copies", "3", "--repeat", "1"], "ratio = loop time / batch time"),
+    ("bench_analysis.py", ["--nodes", "2000", "--sites", "3", "--repeat", "1"], "ratio = poolfix / onnx"),
 ])
 def test_benchmark_runs(script, args, expect):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,

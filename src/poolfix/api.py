@@ -65,14 +65,15 @@ class FixResult:
         return to_dict(self.findings, self.verification, **extra)
 
 
-def _checker_error(model: ModelProto, input_full_check_ok: bool) -> str | None:
-    """The ONNX checker's complaint about ``model`` (first 300 characters), or None."""
+def _checker_error(model: ModelProto, loaded: loader.Loaded) -> str | None:
+    """The ONNX checker's complaint about ``model`` (first 300 characters), or None. The full check,
+    unless the input itself fails it (asked only then: it costs a shape inference)."""
     try:
         loader.check_model(model, full_check=True)
         return None
     except Exception as e:
         err = e
-    if not input_full_check_ok:  # the input already failed the full check: hold it to the plain one
+    if not loaded.full_check_ok:  # the input already failed the full check: hold it to the plain one
         try:
             loader.check_model(model)
             return None
@@ -81,8 +82,8 @@ def _checker_error(model: ModelProto, input_full_check_ok: bool) -> str | None:
     return " ".join(str(err).split())[:300] or type(err).__name__
 
 
-def _check_output(model: ModelProto, input_full_check_ok: bool) -> None:
-    err = _checker_error(model, input_full_check_ok)
+def _check_output(model: ModelProto, loaded: loader.Loaded) -> None:
+    err = _checker_error(model, loaded)
     if err is not None:
         raise InternalError(f"the rewritten model fails the ONNX checker (a poolfix bug, please report it): {err}")
 
@@ -150,7 +151,7 @@ def _fix(model_or_path, opts: Options, data_dir, step: Callable[[str], None]) ->
         down = convert_opset(model, opts.opset)
         if down is not None:
             model, lowered = down
-            err = _checker_error(model, loaded.full_check_ok)
+            err = _checker_error(model, loaded)
             if err is not None:  # onnx's converter, not a rewrite, made it: the input's to answer for
                 raise InputError(f"cannot convert from opset {before} to {opts.opset}: the converted model fails "
                                  f"the ONNX checker ({err})")
@@ -164,7 +165,7 @@ def _fix(model_or_path, opts: Options, data_dir, step: Callable[[str], None]) ->
     if not result.changed:
         return result
     step("checking")
-    _check_output(model, loaded.full_check_ok)
+    _check_output(model, loaded)
     if opts.verify:
         need = verifier.estimated_bytes(inferred)  # the original's tensors: a rewrite makes no larger ones
         if need > opts.verify_memory_limit:

@@ -63,11 +63,14 @@ def find(scope: Scope, ctx: Context = PLAIN, rules: tuple[Rule, ...] = RULES) ->
     again; a site whose nodes overlap an earlier site's is dropped.
     """
     claimed: set[int] = set()
+    anchors = frozenset().union(*(r.anchors for r in rules))
     for i, node in enumerate(scope.body.node):
-        if i in claimed:
+        if i in claimed or node.op_type not in anchors:  # no rule starts from this op
             continue
         label = node_label(node, i)
         for rule in rules:
+            if node.op_type not in rule.anchors:
+                continue
             found = rule.match(node, scope, label, ctx)
             if found is None:
                 continue

@@ -7,8 +7,10 @@ once per scope, not per node.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,8 @@ def _info(vi: onnx.ValueInfoProto) -> TensorInfo | None:
 
 
 def subgraphs(node: NodeProto) -> Iterator[tuple[str, GraphProto]]:
+    if not node.attribute:  # most nodes: nothing to look at
+        return
     for a in node.attribute:
         if a.type == AttributeProto.GRAPH:
             yield a.name, a.g
@@ -72,7 +76,7 @@ class Scope:
     where: str
     opset: int
     parent: Scope | None = None
-    infos: dict[str, TensorInfo] = field(default_factory=dict)
+    infos: dict[str, TensorInfo] | GraphInfos = field(default_factory=dict)
     is_function: bool = False
     ir_version: int = 0  # the model's, for one-graph models built from this scope's nodes
     data_dir: Path | None = None  # where the model's external data lives, for constants stored there
@@ -82,26 +86,12 @@ class Scope:
         self.refresh()
 
     def refresh(self) -> None:
-        """Rebuild the producer/consumer indexes after the body was edited."""
+        """Forget what was read from the body after it was edited: the indexes are rebuilt on first use
+        (a scope spliced for the last time is never read again)."""
         self._roles = None
         self._consts: dict[str, np.ndarray | None] = {}  # folded values (None: not a constant)
         self.fold_refused: dict[str, str] = {}  # why a constant-only value was not folded, by tensor
-        self.producers: dict[str, NodeProto] = {}
-        self.position: dict[str, int] = {}  # output name -> index of the node producing it
-        self.consumers: dict[str, list[int]] = {}  # name -> indices of nodes reading it directly
-        self.uses: dict[str, int] = {}
-        for i, n in enumerate(self.body.node):
-            for o in n.output:
-                if o:
-                    self.producers[o] = n
-                    self.position[o] = i
-            for x in n.input:
-                if x:
-                    self.consumers.setdefault(x, []).append(i)
-        for name in names_used(self.body.node):
-            self.uses[name] = self.uses.get(name, 0) + 1
-        for name in self.output_names:
-            self.uses[name] = self.uses.get(name, 0) + 1
+        self._index: dict = {}  # producers/position, consumers, uses: each built on first use
         self._initializers = (
             {} if self.is_function else {t.name: t for t in self.body.initializer}
         )
@@ -110,6 +100,56 @@ class Scope:
             set() if self.is_function or self.parent is not None or self.ir_version < 4
             else {i.name for i in self.body.input} & set(self._initializers)
         )
+
+    @property
+    def producers(self) -> dict[str, NodeProto]:
+        """Output name -> the node producing it."""
+        return self._made()[0]
+
+    @property
+    def position(self) -> dict[str, int]:
+        """Output name -> index of the node producing it."""
+        return self._made()[1]
+
+    @property
+    def consumers(self) -> dict[str, list[int]]:
+        """Name -> indices of the nodes reading it directly."""
+        if self._index.get("consumers") is None:
+            consumers: dict[str, list[int]] = {}
+            for i, n in enumerate(self.body.node):
+                for x in n.input:
+                    if x:
+                        consumers.setdefault(x, []).append(i)
+            self._index["consumers"] = consumers
+        return self._index["consumers"]
+
+    @property
+    def uses(self) -> dict[str, int]:
+        """Name -> how many reads it has (subgraphs' outer-scope reads and the scope's outputs too)."""
+        if self._index.get("uses") is None:
+            nodes = self.body.node
+            uses = Counter(chain.from_iterable([n.input for n in nodes]))
+            uses.pop("", None)  # an absent optional input
+            for n in nodes:
+                if n.attribute:
+                    for _, g in subgraphs(n):  # outer-scope names read inside its subgraphs count as uses too
+                        uses.update(names_used(g.node))
+                        uses.update(o.name for o in g.output)
+            uses.update(self.output_names)
+            self._index["uses"] = dict(uses)
+        return self._index["uses"]
+
+    def _made(self) -> tuple[dict[str, NodeProto], dict[str, int]]:
+        if self._index.get("made") is None:
+            producers: dict[str, NodeProto] = {}
+            position: dict[str, int] = {}
+            for i, n in enumerate(self.body.node):
+                for o in n.output:
+                    if o:
+                        producers[o] = n
+                        position[o] = i
+            self._index["made"] = (producers, position)
+        return self._index["made"]
 
     @property
     def roles(self) -> dict:
@@ -142,8 +182,9 @@ class Scope:
     def info(self, name: str) -> TensorInfo | None:
         s: Scope | None = self
         while s is not None:
-            if name in s.infos:
-                return s.infos[name]
+            found = s.infos.get(name)
+            if found is not None:
+                return found
             s = s.parent
         return None
 
@@ -294,21 +335,38 @@ def default_opset(model: ModelProto) -> int:
     return 1
 
 
-def _graph_infos(g: GraphProto) -> dict[str, TensorInfo]:
-    out: dict[str, TensorInfo] = {}
-    for vi in [*g.input, *g.value_info, *g.output]:
-        inf = _info(vi)
-        if inf is not None and (vi.name not in out or out[vi.name].shape is None):
-            out[vi.name] = inf
-    for t in g.initializer:
-        out[t.name] = TensorInfo(t.data_type, tuple(t.dims))
-    return out
+class GraphInfos:
+    """Type and shape of a graph's tensors by name, read from its value infos on first use (a graph of
+    32,000 nodes has as many, and a run reads a few): the first declaration with a shape, else the
+    first; an initializer's own type and dims over both."""
+
+    def __init__(self, g: GraphProto):
+        self._vis: dict[str, list[onnx.ValueInfoProto]] = {}
+        for vi in (*g.input, *g.value_info, *g.output):
+            self._vis.setdefault(vi.name, []).append(vi)
+        self._inits = {t.name: t for t in g.initializer}
+        self._memo: dict[str, TensorInfo | None] = {}
+
+    def get(self, name: str) -> TensorInfo | None:
+        if name in self._memo:
+            return self._memo[name]
+        found = None
+        if name in self._inits:
+            t = self._inits[name]
+            found = TensorInfo(t.data_type, tuple(t.dims))
+        else:
+            for vi in self._vis.get(name, ()):
+                inf = _info(vi)
+                if inf is not None and (found is None or found.shape is None):
+                    found = inf
+        self._memo[name] = found
+        return found
 
 
 def _walk(g: GraphProto, inferred: GraphProto | None, where: str, opset: int, ir_version: int,
           parent: Scope | None, is_function: bool = False, data_dir: Path | None = None,
           functions: dict | None = None) -> Iterator[Scope]:
-    infos = _graph_infos(inferred if inferred is not None else g) if not is_function else {}
+    infos = GraphInfos(inferred if inferred is not None else g) if not is_function else {}
     if is_function:
         for vi in getattr(g, "value_info", []):
             inf = _info(vi)
@@ -318,6 +376,8 @@ def _walk(g: GraphProto, inferred: GraphProto | None, where: str, opset: int, ir
     yield scope
     inferred_nodes = inferred.node if inferred is not None and len(inferred.node) == len(g.node) else None
     for i, n in enumerate(g.node):
+        if not n.attribute:
+            continue
         inf_sub = dict(subgraphs(inferred_nodes[i])) if inferred_nodes is not None else {}
         for attr, sub in subgraphs(n):
             label = f"{n.op_type} '{node_label(n, i)}'.{attr}"

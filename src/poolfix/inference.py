@@ -8,7 +8,7 @@ import math
 import onnx
 from onnx import ModelProto, TensorProto
 
-from .protobuf import weightless
+from .protobuf import light_view, weightless
 from .tensors import (
     has_values,
 )
@@ -27,15 +27,34 @@ def _infer(light: ModelProto) -> ModelProto:
 MAX_FOLD_ELEMENTS = 4096  # shape arithmetic is small; anything larger is data, never folded for inference
 
 
-def _static_shape(inferred: ModelProto) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        tt = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-            if None not in dims:
-                out[vi.name] = tuple(dims)
-    return out
+class _StaticShapes:
+    """Static shapes by tensor name, read from the inferred value infos on first use (only Shape and
+    Size nodes read them): the last declaration whose every dim is known."""
+
+    def __init__(self, inferred: ModelProto):
+        self._graph = inferred.graph
+        self._vis: dict[str, list] | None = None  # by name, on first use
+        self._memo: dict[str, tuple[int, ...] | None] = {}
+
+    def get(self, name: str, default=None):
+        if name not in self._memo:
+            if self._vis is None:
+                g, self._vis = self._graph, {}
+                for vi in (*g.input, *g.value_info, *g.output):
+                    self._vis.setdefault(vi.name, []).append(vi)
+            found = None
+            for vi in self._vis.get(name, ()):
+                tt = vi.type.tensor_type
+                if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+                    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+                    if None not in dims:
+                        found = tuple(dims)
+            self._memo[name] = found
+        found = self._memo[name]
+        return default if found is None else found
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
 
 
 class _Folder:
@@ -68,17 +87,20 @@ class _Folder:
         """{index: output values} of the nodes this round folds (Constants are read, not returned)."""
         from .fold import evaluate, foldable
 
-        shapes = _static_shape(inferred)
+        shapes = _StaticShapes(inferred)
         folded: dict[int, tuple] = {}
+        known, tried = self.known, self.tried
         for i, n in enumerate(self.light.graph.node):
-            if i in self.tried or not foldable(n):
+            if i in tried:
                 continue
             if n.op_type in ("Shape", "Size"):
                 if not n.input or n.input[0] not in shapes:
                     continue
-            elif not all(x in self.known for x in n.input if x):
+            elif not known.keys() >= set(n.input) - {""}:  # cheaper than foldable(): most nodes stop here
                 continue
-            self.tried.add(i)
+            if not foldable(n):
+                continue
+            tried.add(i)
             try:
                 values = evaluate(n, [self.known.get(x) if x else None for x in n.input], self.opset,
                                   MAX_FOLD_ELEMENTS, shapes)
@@ -102,7 +124,7 @@ def infer_shapes(model: ModelProto) -> ModelProto:
     new is learned. The main graph keeps its node count, so node positions still line up."""
     from onnx import helper, numpy_helper
 
-    light, _ = weightless(model)
+    light = light_view(model)  # copied before the first fold writes to it
     inferred = _infer(light)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     folder = _Folder(light, opset)
@@ -110,6 +132,8 @@ def infer_shapes(model: ModelProto) -> ModelProto:
         folded = folder.round(inferred)
         changed = False
         for i, values in folded.items():
+            if light is model:
+                light = folder.light = weightless(model)[0]
             n = light.graph.node[i]
             consts = [helper.make_node("Constant", [], [o], value=numpy_helper.from_array(v, o))
                       for o, v in zip(n.output, values) if o]

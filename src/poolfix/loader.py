@@ -19,7 +19,7 @@ from onnx import ModelProto, TensorProto
 
 from .errors import InputError
 from .external import check_external_data, open_regular, same_folder
-from .protobuf import SELF_REF_BYTES, light_bytes, weightless
+from .protobuf import SELF_REF_BYTES, light_bytes, light_view, weightless
 from .tensors import all_tensors, external_tensors, has_values, is_external, location_of, tensor_nbytes
 
 ShapePins = dict[str, tuple[int, ...]]
@@ -87,9 +87,22 @@ class Loaded:
     model: ModelProto
     data_dir: Path | None = None
     path: Path | None = None
-    full_check_ok: bool = True  # whether the input itself passes check_model(full_check=True)
+    full_check: ModelProto | bytes | bool = True  # a weightless snapshot of the input, or its verdict once known
     data_files: frozenset[Path] = field(default_factory=frozenset)  # resolved, what external data reads
     inline_refs: bool = False  # large inline weights were left in the model file, referenced by offset
+
+    @property
+    def full_check_ok(self) -> bool:
+        """Whether the input itself passes check_model(full_check=True): strict shape inference, run on
+        the snapshot taken at load the first time it is asked (only when a rewritten model fails it)."""
+        if isinstance(self.full_check, (ModelProto, bytes)):
+            snapshot = self.full_check
+            try:
+                strict_inference(snapshot if isinstance(snapshot, ModelProto) else _parse(snapshot, "the input"))
+                self.full_check = True
+            except Exception:
+                self.full_check = False
+        return self.full_check
 
     @property
     def files(self) -> frozenset[Path]:
@@ -150,38 +163,41 @@ def load(source: str | os.PathLike | bytes | ModelProto, *, data_dir: str | os.P
                                  "(dim_param), or pin it with --input-shape")
     base = Path(data_dir) if data_dir is not None else None
     data_files: frozenset[Path] = frozenset()
-    if external_tensors(model):
+    tensors = list(all_tensors(model))  # one walk for the checks below
+    if any(is_external(t) for t in tensors):
         if base is None:
             raise InputError("the model has external data: pass the folder it lives in (data_dir=...)")
         data_files = frozenset(r.path for r in check_external_data(model, base))
-    _check_inline_sizes(model)
-    full_ok = True
+    _check_inline_sizes(tensors)
+    full_check: ModelProto | bytes | bool = True
     if check:
         try:
-            check_model(model)
+            check_model(model, tensors=tensors)
         except Exception as e:
             text = " ".join(str(e).split())[:300] or type(e).__name__
             raise InputError(f"model fails the ONNX checker: {text}") from None
-        try:
-            check_model(model, full_check=True)
-        except Exception:
-            full_ok = False
-    return Loaded(model, base, path, full_ok, data_files, inline_refs)
+        view = light_view(model)  # a copy (the model is rewritten in place), weightless where that matters:
+        full_check = model.SerializeToString() if view is model else view  # bytes cost least where weights are small
+    return Loaded(model, base, path, full_check, data_files, inline_refs)
 
 
-def _check_inline_sizes(model: ModelProto) -> None:
+def _check_inline_sizes(tensors: list[TensorProto]) -> None:
     """Raw data must hold what the dims and type need: the checker sees only light copies of large
     tensors (:func:`check_model`), so their sizes are checked here."""
-    for t in all_tensors(model):
+    for t in tensors:
         if t.HasField("raw_data") and not is_external(t):
             need = tensor_nbytes(t)
             if need is not None and len(t.raw_data) < need:
                 raise InputError(f"tensor {t.name!r} holds {len(t.raw_data)} bytes, but its dims and type need {need}")
 
 
-def _scalar_copy(model: ModelProto, keep_bytes: int = 4096) -> ModelProto:
+def _scalar_copy(model: ModelProto, keep_bytes: int = 4096, tensors: list[TensorProto] | None = None) -> ModelProto:
     """A copy for the structural checker: every external or large raw tensor becomes a one-element
-    scalar of its type (the checker reads no file and copies no weight)."""
+    scalar of its type (the checker reads no file and copies no weight). ``model`` itself where no
+    tensor needs that (nothing to copy)."""
+    if not model.graph.sparse_initializer and light_view(model, keep_bytes) is model and not any(
+            _big(t) for t in (all_tensors(model) if tensors is None else tensors)):
+        return model
     light, _ = weightless(model, keep_bytes)
     for sp in list(light.graph.sparse_initializer):  # the structure needs the name, not the values
         stand_in = light.graph.initializer.add()
@@ -189,9 +205,7 @@ def _scalar_copy(model: ModelProto, keep_bytes: int = 4096) -> ModelProto:
         stand_in.raw_data = b"\0" * (tensor_nbytes(stand_in) or 1)
     del light.graph.sparse_initializer[:]
     for t in all_tensors(light):
-        big = is_external(t) or (not t.HasField("raw_data") and t.data_type != TensorProto.STRING
-                                 and not has_values(t) and len(t.dims))
-        if big:
+        if _big(t):
             del t.dims[:]
             del t.external_data[:]
             t.data_location = TensorProto.DEFAULT
@@ -199,17 +213,29 @@ def _scalar_copy(model: ModelProto, keep_bytes: int = 4096) -> ModelProto:
     return light
 
 
-def check_model(model: ModelProto, *, full_check: bool = False) -> None:
+def _big(t: TensorProto) -> bool:
+    """External, or a stub whose dims promise data it does not hold (weightless's)."""
+    return is_external(t) or (not t.HasField("raw_data") and t.data_type != TensorProto.STRING
+                              and not has_values(t) and len(t.dims) > 0)
+
+
+def check_model(model: ModelProto, *, full_check: bool = False, tensors: list[TensorProto] | None = None) -> None:
     """onnx.checker.check_model, without reading a weight or changing the working folder.
 
     The structural check runs on a copy whose external and large tensors are one-element scalars
     (their files and sizes are checked by :func:`check_external_data` and the loader); what
     ``full_check`` adds, strict shape inference, runs on a copy that keeps their real dims.
+    ``tensors``: the model's tensors (:func:`~poolfix.tensors.all_tensors`), where the caller has them.
     """
-    onnx.checker.check_model(_scalar_copy(model))
+    onnx.checker.check_model(_scalar_copy(model, tensors=tensors))
     if full_check:
-        light, _ = weightless(model)
-        onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=False)
+        strict_inference(model)
+
+
+def strict_inference(model: ModelProto) -> None:
+    """What ``full_check`` adds to the structural check: strict shape inference, on a weightless view."""
+    light = light_view(model)
+    onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=False)
 
 
 def pin_input_shapes(model: ModelProto, pins: ShapePins) -> None:

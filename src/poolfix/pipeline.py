@@ -112,7 +112,7 @@ def rewrite(model: ModelProto, opts: Options, *, data_dir: Path | None = None,
         raise InputError(str(e)) from None
     ctx = Context(enforce=opts.limits if opts.enforce_limits else None, shape_only=opts.shape_only_pools,
                   limits=opts.limits)
-    names = Names(model)
+    names: Names | None = None
     rewrites: list[Rewrite] = []
     skips: list[Skip] = []
     for round_ in range(MAX_ROUNDS):
@@ -120,7 +120,10 @@ def rewrite(model: ModelProto, opts: Options, *, data_dir: Path | None = None,
             inferred = infer_shapes(model)
         skips = []
         progress = False
-        for scope in reversed(scopes(model, inferred, data_dir)):  # inner bodies before the graphs holding them
+        graphs = scopes(model, inferred, data_dir)
+        if names is None:  # every name in the model, once: the main graph's from its scope's indexes
+            names = Names(model, graphs[0])
+        for scope in reversed(graphs):  # inner bodies before the graphs holding them
             edits, tensors = [], []
             use_initializers = not scope.is_function and model.ir_version >= 4
             for found in find(scope, ctx, rules):

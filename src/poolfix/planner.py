@@ -14,6 +14,7 @@ does not grow with the output size, and it works for max as well as average.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from math import gcd
 
 from .pools import AxisPool, Pool
@@ -191,9 +192,14 @@ def plan_adaptive(
 
     Every axis with an exact single pool joins one N-D pool; each other axis gets a
     :class:`GatherAxis`. With ``approx=True`` axes without an exact single pool use the (inexact)
-    shortcut pool instead, where one exists.
+    shortcut pool instead, where one exists. Memoized by what decides it (the sizes and the two
+    switches): identical sites are planned once.
     """
-    size_in, size_out = tuple(size_in), tuple(size_out)
+    return _plan_adaptive(tuple(size_in), tuple(size_out), bool(allow_pads), bool(approx))
+
+
+@lru_cache(maxsize=4096)
+def _plan_adaptive(size_in: tuple[int, ...], size_out: tuple[int, ...], allow_pads: bool, approx: bool) -> AdaptivePlan:
     if len(size_in) != len(size_out) or not size_in:
         raise ValueError(f"shapes differ in rank: {size_in} -> {size_out}")
     for a, b in zip(size_in, size_out):

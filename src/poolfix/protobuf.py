@@ -126,6 +126,19 @@ def copy_fields(src, dst, skip=()) -> None:
             setattr(dst, fd.name, value)
 
 
+def _stubbed(t: TensorProto, keep_bytes: int) -> bool:
+    size = tensor_nbytes(t) if t.data_type != TensorProto.STRING else None
+    return not (size is None or size <= keep_bytes or is_external(t))
+
+
+def light_view(model: ModelProto, keep_bytes: int = 4096) -> ModelProto:
+    """What :func:`weightless` makes, for readers that change nothing: ``model`` itself where it would
+    stub no initializer (a graph of 32,000 nodes and small weights is not copied), else its copy."""
+    if not any(_stubbed(t, keep_bytes) for t in model.graph.initializer):
+        return model
+    return weightless(model, keep_bytes)[0]
+
+
 def weightless(model: ModelProto, keep_bytes: int = 4096) -> tuple[ModelProto, dict[int, TensorProto]]:
     """A copy of ``model`` whose large main-graph initializers are stubs: name, type and dims, no data.
 
@@ -139,8 +152,7 @@ def weightless(model: ModelProto, keep_bytes: int = 4096) -> tuple[ModelProto, d
     copy_fields(model.graph, light.graph, skip=("initializer",))
     stubs = {}
     for i, t in enumerate(model.graph.initializer):
-        size = tensor_nbytes(t) if t.data_type != TensorProto.STRING else None
-        if size is None or size <= keep_bytes or is_external(t):  # sized from dims: no bytes touched
+        if not _stubbed(t, keep_bytes):  # sized from dims: no bytes touched
             light.graph.initializer.append(t)
         else:
             stub = light.graph.initializer.add()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 
 from onnx import ModelProto, NodeProto, TensorProto
 
@@ -22,9 +23,22 @@ from .planner import AdaptivePlan
 class Names:
     """Fresh names that collide with nothing in the model."""
 
-    def __init__(self, model: ModelProto):
+    def __init__(self, model: ModelProto, main: Scope | None = None):
+        """``main``: the main graph's scope, whose indexes already name what its nodes read and write."""
         self.taken: set[str] = set()
-        self._add_graph(model.graph)
+        if main is None:
+            self._add_graph(model.graph)
+        else:
+            g = model.graph
+            self.taken.update(v.name for v in [*g.input, *g.output, *g.value_info])
+            self.taken.update(t.name for t in g.initializer)
+            self.taken.update([n.name for n in g.node])
+            self.taken.update(main.producers)
+            self.taken.update(main.uses)  # every name read, subgraphs' outer-scope reads included
+            for n in g.node:
+                if n.attribute:
+                    for _, sub in subgraphs(n):
+                        self._add_graph(sub)
         for f in model.functions:
             self.taken.update(f.input)
             self.taken.update(f.output)
@@ -36,12 +50,14 @@ class Names:
         self._add_nodes(g.node)
 
     def _add_nodes(self, nodes: Iterable[NodeProto]) -> None:
+        nodes = list(nodes)
+        self.taken.update([n.name for n in nodes])
+        self.taken.update(chain.from_iterable([n.input for n in nodes]))
+        self.taken.update(chain.from_iterable([n.output for n in nodes]))
         for n in nodes:
-            self.taken.add(n.name)
-            self.taken.update(n.input)
-            self.taken.update(n.output)
-            for _, g in subgraphs(n):
-                self._add_graph(g)
+            if n.attribute:
+                for _, g in subgraphs(n):
+                    self._add_graph(g)
 
     def fresh(self, base: str) -> str:
         name, k = base, 0
@@ -132,11 +148,16 @@ def splice(scope: Scope, edits: list[Edit], initializers: Iterable[TensorProto] 
         carry_metadata([body.node[i] for i in sorted(indices)], nodes)
     made = {o for _, nodes in edits for n in nodes for o in n.output}
     removed_outputs = {o for i in removing for o in body.node[i].output if o} - made
-    still_read = set(names_used(n for i, n in enumerate(body.node) if i not in removing)) | set(scope.output_names)
-    for _, nodes in edits:
-        still_read.update(names_used(nodes))
-    if removed_outputs & still_read:
-        name = sorted(removed_outputs & still_read)[0]
+    # reads after the edit: the scope's count (every node, subgraphs, the outputs) less the removed nodes'
+    # reads, plus the new nodes'; counted from the edit alone, not the whole body again
+    uses = dict(scope.uses)
+    for name in names_used(body.node[i] for i in removing):
+        uses[name] -= 1
+    for name in names_used(n for _, nodes in edits for n in nodes):
+        uses[name] = uses.get(name, 0) + 1
+    still_read = {o for o in removed_outputs if uses.get(o, 0) > 0}
+    if still_read:
+        name = sorted(still_read)[0]
         raise InternalError(f"a rewrite would remove the node producing {name!r}, which is still read "
                             "(a poolfix bug, please report it)")
     candidates: set[str] = set()
@@ -152,15 +173,10 @@ def splice(scope: Scope, edits: list[Edit], initializers: Iterable[TensorProto] 
         else:
             new_nodes.append(n)
     # prune, back to front: consumers come after producers in a sorted graph
-    uses: dict[str, int] = {}
-    for name in names_used(new_nodes):
-        uses[name] = uses.get(name, 0) + 1
-    for name in scope.output_names:
-        uses[name] = uses.get(name, 0) + 1
     keep = [True] * len(new_nodes)
     for j in range(len(new_nodes) - 1, -1, -1):
         n = new_nodes[j]
-        if not any(o in candidates for o in n.output):
+        if candidates.isdisjoint(n.output):
             continue
         if any(uses.get(o, 0) for o in n.output if o):
             continue
@@ -182,9 +198,8 @@ def splice(scope: Scope, edits: list[Edit], initializers: Iterable[TensorProto] 
         for t in dead_inits:
             body.initializer.remove(t)
             gone.add(t.name)  # dynamo declares value_info for its constants too
-    if gone and hasattr(body, "value_info"):
-        produced = {o for n in final for o in n.output}
-        kept = [v for v in body.value_info if v.name not in gone or v.name in produced]
+    if gone and hasattr(body, "value_info"):  # a name is produced once: what a gone node made, only a new one makes
+        kept = [v for v in body.value_info if v.name not in gone or v.name in made]
         if len(kept) != len(body.value_info):
             del body.value_info[:]
             body.value_info.extend(kept)

@@ -21,7 +21,8 @@ def _graph_tensors(g: GraphProto) -> Iterator[tuple[TensorProto, bool]]:
         yield sp.values, True
         yield sp.indices, True
     for n in g.node:
-        yield from _node_tensors(n)
+        if n.attribute:  # tensors live in attributes: most nodes have none
+            yield from _node_tensors(n)
 
 
 def _node_tensors(n) -> Iterator[tuple[TensorProto, bool]]:

@@ -1,7 +1,8 @@
 """The pattern rules, one family per module, and :data:`RULES`, the registry the pass walks.
 
-Contract for rule authors (each module ends with ``RULE = Rule(name, match, description)``):
+Contract for rule authors (each module ends with ``RULE = Rule(name, match, description, anchors)``):
 
+* ``anchors``: every op type ``match`` can answer for (it returns None for any other).
 * ``match(node, scope, label, ctx)`` looks at one node of one scope (main graph, subgraph or
   function body) and returns a :class:`Site` to rewrite, a :class:`Skip` with a one-line reason, or
   None when the node is not this rule's business.

@@ -57,4 +57,5 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     return node_site(NAME, node, scope, label, info, mode, tuple(size))
 
 
-RULE = Rule(NAME, match, "PyTorch ATen-fallback adaptive_{avg,max}_pool{1,2,3}d (either node form) -> exact pools")
+RULE = Rule(NAME, match, "PyTorch ATen-fallback adaptive_{avg,max}_pool{1,2,3}d (either node form) -> exact pools",
+            frozenset({*_OPS, "ATen"}))

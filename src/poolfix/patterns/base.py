@@ -163,12 +163,14 @@ Match = Callable[[NodeProto, Scope, str, Context], "Site | Skip | None"]
 
 @dataclass(frozen=True)
 class Rule:
-    """One rule: a name (what --list-patterns shows and findings carry), a match function, and a
-    one-line description. Where it stands in :data:`poolfix.patterns.RULES` is its priority."""
+    """One rule: a name (what --list-patterns shows and findings carry), a match function, a one-line
+    description, and its anchors: the op types its match can start from (the pass asks it about no
+    other node). Where it stands in :data:`poolfix.patterns.RULES` is its priority."""
 
     name: str
     match: Match
     description: str
+    anchors: frozenset[str]
 
 
 def spatial_or_skip(scope: Scope, node: NodeProto, tensor: str, pattern: str, label: str):

@@ -165,4 +165,5 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
 
 
 RULE = Rule(NAME, match, "dynamo's GatherND decomposition of adaptive_avg_pool{1,2}d, checked alone against the "
-                         "reference -> exact pools")
+                         "reference -> exact pools",
+            frozenset({"GatherND"}))

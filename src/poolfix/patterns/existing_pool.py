@@ -69,4 +69,5 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
 
 
 RULE = Rule(NAME, match, "AveragePool/MaxPool/LpPool already in the model that break the limits -> exact "
-                         "cascades (by default under a target; reported as left with --no-enforce-limits)")
+                         "cascades (by default under a target; reported as left with --no-enforce-limits)",
+            frozenset(m.op for m in PoolMode))

@@ -23,4 +23,5 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
                      p=int(attr(node, "p", 2)))
 
 
-RULE = Rule(NAME, match, "GlobalAveragePool/GlobalMaxPool/GlobalLpPool (1D-3D) -> one pool, kernel = spatial dims")
+RULE = Rule(NAME, match, "GlobalAveragePool/GlobalMaxPool/GlobalLpPool (1D-3D) -> one pool, kernel = spatial dims",
+            frozenset(f"Global{m.op}" for m in PoolMode))

@@ -256,4 +256,5 @@ def _any_layout(node: NodeProto, scope: Scope, label: str, roles, reduced: list[
 
 
 RULE = Rule(NAME, match, "ReduceMean/ReduceMax over spatial axes, channels-first or behind tf2onnx's NHWC "
-                         "Transpose -> a pool (+ Transpose/Reshape back)")
+                         "Transpose -> a pool (+ Transpose/Reshape back)",
+            frozenset(_MODES))
