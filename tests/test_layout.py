@@ -113,3 +113,13 @@ def test_value_objects_stay_near_the_ground():
     assert graph["poolfix.options"] <= {"poolfix.checks", "poolfix.errors", "poolfix.kinds", "poolfix.limits",
                                         "poolfix.targets.profiles"}
     assert "poolfix.options" not in graph["poolfix.verifier"]
+
+
+def test_every_style_has_its_construction_module():
+    """The emitter is a table: each Style names one Construction class, defined in a module of its own."""
+    from poolfix.emitter import TABLE
+    from poolfix.kinds import CONSTRUCTIONS, Style
+
+    assert set(TABLE) == set(Style) and len(CONSTRUCTIONS) == len(Style) + 1
+    assert len({c.__module__ for c in TABLE.values()}) == len(TABLE)
+    assert all(c.style is s for s, c in TABLE.items())

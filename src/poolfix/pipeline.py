@@ -22,7 +22,7 @@ from onnx import ModelProto
 
 from . import verifier
 from .cascade import NoCascade
-from .emitter import CONSTRUCTION_KEY, RULE_KEY, emit
+from .emitter import CONSTRUCTION_KEY, RULE_KEY, TABLE, emit
 from .errors import InputError
 from .finder import find
 from .graphs import Scope, scopes
@@ -37,7 +37,6 @@ from .targets.costs import with_input_shape
 from .targets.ranking import Candidate, choose, stays
 
 MAX_ROUNDS = 4  # a rewrite can make shapes known downstream; each round re-infers once
-LIMITED_STYLES = (Style.GATHER, Style.SLICE, Style.RUNS, Style.GRID)
 
 
 def plan_site(site: Site, opset: int, *, allow_approx: bool = False, allow_pads: bool = True) -> AdaptivePlan:
@@ -51,7 +50,7 @@ def plan_site(site: Site, opset: int, *, allow_approx: bool = False, allow_pads:
 
 def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initializers: bool) -> list[Candidate]:
     """Every exact construction of the site the options allow. Without limits: the plan alone.
-    Within limits: the plan with pads and without, each in every :data:`LIMITED_STYLES` style that
+    Within limits: the plan with pads and without, each in every construction of the emitter's TABLE that
     keeps them. Raises NoCascade (none keeps the limits) or ValueError (none can be written here)."""
     def build(plan: AdaptivePlan, style: Style, blocks: bool = False) -> Candidate:
         if plan.gathers and not use_initializers and scope.opset < 9:
@@ -61,7 +60,7 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
         nodes, tensors, literal = emit(site, plan, scope.opset, names, initializers=use_initializers,
                                        limits=opts.limits, style=style, blocks=blocks,
                                        tags={RULE_KEY: site.pattern, CONSTRUCTION_KEY: name})
-        return Candidate(plan, name, tuple(nodes), tuple(tensors), literal)
+        return Candidate(plan, style, blocks, tuple(nodes), tuple(tensors), literal)
 
     plan = plan_site(site, scope.opset, allow_approx=opts.allow_approx)
     if opts.limits is None:
@@ -70,7 +69,7 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
     if plan.pool is not None and plan.pool.padded and site.target is None:
         plans.append(plan_site(site, scope.opset, allow_approx=opts.allow_approx, allow_pads=False))
     out, errors = [], []
-    styles = LIMITED_STYLES + ((Style.MATMUL,) if plan.gathers else ())  # matmul says why where it cannot
+    styles = [s for s, c in TABLE.items() if plan.gathers or not c.needs_irregular]
     blocked = (False, True) if len(site.in_spatial) == 1 and plan.gathers and \
         period(site.in_spatial[0], site.out_spatial[0]) else (False,)
     asked = set(opts.constructions)
@@ -169,7 +168,9 @@ def _one_site(site: Site, scope: Scope, names: Names, opts: Options, use_initial
         part = scope.part_model(list(site.replaces), site.x, site.x_free_shape(), site.elem_type, site.output)
         original = None if isinstance(part, Refusal) else part
     rw = Rewrite(site, best.plan, best.nodes, scope.opset, scope.is_main, best.tensors, original,
-                 literal_channels=best.literal_channels, construction=best.style if opts.limits is not None else "")
+                 literal_channels=best.literal_channels,
+                 construction="" if opts.limits is None or (best.style is Style.GATHER and not best.blocks)
+                 else best.name)
     if opts.verify and rw.plan.exact:
         rw = replace(rw, check=verifier.site_checks(rw, opts.seeds, ir_version, opts.atol, opts.rtol))
         c = rw.check
@@ -195,7 +196,7 @@ def findings(rewrites: list[Rewrite], skips: list[Skip], ir_version: int, seed: 
         if c is not None:  # asked for: say how far off it is, measured, whether or not we verify
             notes.append(f"APPROXIMATE: max abs err {c.max_abs:.3g} (max rel {c.max_rel:.3g}) against exact "
                          "adaptive pooling on a random input")
-        plan = rw.plan.describe() if rw.construction in ("", "gather") else (
+        plan = rw.plan.describe() if not rw.construction else (
             f"{rw.construction}: exact adaptive pooling {list(s.in_spatial)} -> {list(s.out_spatial)} "
             f"(the plan it replaces: {rw.plan.describe()})")
         out.append(Finding(Status.REWRITTEN, s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),

@@ -82,7 +82,7 @@ class Rewrite:
     check: Check | None = None  # the site's own check, when it ran before the splice
     special: Check | None = None  # its special-value check, likewise
     literal_channels: bool = False  # the nodes hold the channel count: site checks use every channel
-    construction: str = ""  # the emitter's construction, where limits chose one (poolfix.emitter.Style)
+    construction: str = ""  # the construction limits chose, where it is not the plan's own gather ('runs')
 
     @property
     def op_types(self) -> list[str]:

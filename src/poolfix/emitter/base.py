@@ -38,6 +38,7 @@ class Construction(ABC):
 
     style: Style
     gathers = False  # a stride past the limit: the pool at an allowed stride, then one Gather of every k-th output
+    needs_irregular = False  # only for a plan with an axis no single pool gives (else it says why not)
 
     def __init__(self, site: Site, plan: AdaptivePlan, writer: Writer, limits: Limits | None = None):
         self.site, self.plan, self.w = site, plan, writer

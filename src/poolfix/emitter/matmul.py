@@ -18,6 +18,7 @@ MAX_AVERAGING_MATRIX = 1 << 24  # elements of one averaging matrix (64 MiB of fl
 
 class Matmul(Construction):
     style = Style.MATMUL
+    needs_irregular = True
 
     def steps(self) -> list[Step]:
         if self.site.mode != PoolMode.AVG:

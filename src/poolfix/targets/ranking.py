@@ -23,9 +23,10 @@ import onnx
 from onnx import ModelProto, NodeProto, TensorProto
 
 from ..cascade import stage_breaks
-from ..kinds import PoolMode, Refusal
+from ..kinds import BLOCKS, PoolMode, Refusal, Style
 from ..limits import Limits
 from ..nodes import pool_of
+from ..planner import AdaptivePlan
 from ..runtime import one_graph_model
 from .costs import estimate
 from .profiles import Profile
@@ -38,11 +39,17 @@ IR_FOR_SHAPES = 8  # candidates are shape-inferred as IR 8 models: any opset poo
 class Candidate:
     """One exact way to compute a site: its plan, the style that picked its windows, and its nodes."""
 
-    plan: object  # poolfix.planner.AdaptivePlan
-    style: str
+    plan: AdaptivePlan
+    style: Style
+    blocks: bool  # a 1D site pooled in its repeating blocks, in this style
     nodes: tuple[NodeProto, ...]
     tensors: tuple[TensorProto, ...] = ()
     literal_channels: bool = False  # the nodes hold the channel count (site checks use every channel)
+
+    @property
+    def name(self) -> str:
+        """How a person reads it: 'runs', 'gather in blocks'."""
+        return f"{self.style}{' in blocks' if self.blocks else ''}"
 
     @property
     def size(self) -> int:
@@ -51,9 +58,8 @@ class Candidate:
 
     @property
     def constructions(self) -> list[str]:
-        """Its names in poolfix.emitter.CONSTRUCTIONS: the style, and 'blocks' where it pools in blocks."""
-        style, _, rest = self.style.partition(" ")
-        return [style, *(["blocks"] if rest else [])]
+        """Its names in poolfix.kinds.CONSTRUCTIONS: the style, and 'blocks' where it pools in blocks."""
+        return [self.style.value, *([BLOCKS] if self.blocks else [])]
 
 
 def part_model(site, opset: int, nodes, tensors=()) -> ModelProto:
