@@ -430,3 +430,82 @@ def test_the_reference_scan_stops_at_once_on_data_files(tmp_path):
     with open(zeros, "wb") as f:
         f.truncate(64 * 2**20)  # 64 MiB of zero bytes, as a preallocated data file reads
     assert external_locations(zeros) == set()
+
+
+# -- issue 26, third round: files other models read, records poolfix did not write, links, order of writes
+
+
+def test_a_file_another_model_in_the_folder_reads_is_never_written_over(tmp_path):
+    """Case 1: `-o in/ow.bin` where in/other.onnx reads ow.bin: exit 2, other.onnx still loads."""
+    (tmp_path / "in").mkdir()
+    src = external_data_model(tmp_path / "in", name="m.onnx", location="mw.bin")
+    other = external_data_model(tmp_path / "in", name="other.onnx", location="ow.bin", seed=3)
+    want = weights(other)
+    err = refused(tmp_path / "in", src, "-o", tmp_path / "in" / "ow.bin", message="'other.onnx' in that folder reads it")
+    assert "ow.bin" in err
+    got = loads_alone(other)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_a_forged_record_never_gets_a_users_file_deleted(tmp_path):
+    """Case 2: a record with poolfix's mark listing a user's file with its real size, inode and mtime
+    (with or without a made-up MAC) lists nothing poolfix removes: only entries its key signs count."""
+    import json
+
+    from poolfix.sweep import _identity, key_path
+
+    (tmp_path / "out").mkdir()
+    src = external_data_model(tmp_path, name="src.onnx")
+    users = tmp_path / "out" / "m.onnx.0123abcd.data"
+    users.write_bytes(b"the user's own bytes")
+    ident = _identity(os.stat(users))
+    for entry in (ident, [*ident, "0" * 64]):
+        (tmp_path / "out" / RECORD).write_text(json.dumps({"what": "poolfix data files", "files": {users.name: entry}}))
+        for _ in range(2):
+            assert cli(src, "-o", tmp_path / "out" / "m.onnx")[0] == 0
+        assert users.read_bytes() == b"the user's own bytes"
+    assert key_path().stat().st_mode & 0o077 == 0  # the key is the user's alone
+    # and poolfix's own entries still let it clean up after itself: the last run's data file goes
+    last = {e.value for t in onnx.load(tmp_path / "out" / "m.onnx", load_external_data=False).graph.initializer
+            for e in t.external_data if e.key == "location"}
+    assert cli(src, "-o", tmp_path / "out" / "m.onnx")[0] == 0
+    after = set(data_files(tmp_path / "out", "m.onnx"))
+    assert users.name in after and last and not last & after
+
+
+def test_keep_through_a_link_to_the_inputs_data_is_refused(tmp_path):
+    """Case 3: --external-data keep where out/w.bin links to ../in/w.bin: the output would read its data
+    through a link, which onnx and onnxruntime refuse; refused before any write."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    src = external_data_model(tmp_path / "in", location="w.bin")
+    (tmp_path / "out" / "w.bin").symlink_to(tmp_path / "in" / "w.bin")
+    refused(tmp_path / "out", src, "-o", tmp_path / "out" / "o.onnx", "--external-data", "keep",
+            message="symbolic link")
+    assert not (tmp_path / "out" / "o.onnx").exists()
+
+
+def test_output_through_a_link_into_another_folder_with_data_is_refused(tmp_path):
+    """Case 4: -o a link into another folder, with external data to write: the data would go where
+    loading the link does not look; refused (inline output through the link still works)."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    src = external_data_model(tmp_path)
+    (tmp_path / "real" / "o.onnx").write_bytes(b"")
+    link = tmp_path / "links" / "o.onnx"
+    link.symlink_to(tmp_path / "real" / "o.onnx")
+    refused(tmp_path / "real", src, "-o", link, message="symbolic link into another folder")
+    code, _, err = cli(src, "-o", link, "--external-data", "inline")
+    assert code == 0, err
+    assert link.is_symlink() and loads_alone(link)
+
+
+def test_report_and_svg_are_written_only_once_the_model_write_was_checked(tmp_path):
+    """Case 8: a keep layout refused at save time leaves no report and no SVG behind."""
+    (tmp_path / "out").mkdir()
+    src = external_data_model(tmp_path, location="w.bin")
+    external_data_model(tmp_path / "out", name="old.onnx", location="w.bin", seed=9)  # differs: keep refuses
+    code, _, err = cli(src, "-o", tmp_path / "out" / "o.onnx", "--external-data", "keep",
+                       "--report", tmp_path / "r.json", "--explain", "10:4", "--explain-svg", tmp_path / "w.svg")
+    assert code == 2, err
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "w.svg").exists()

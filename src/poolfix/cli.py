@@ -231,27 +231,36 @@ def command(models: tuple[Path, ...], **flags):
     if result.verification is not None:
         say(verification_text(result.verification), 1)
     plan = _plan([model, *result.input_files], f.in_place, target, f.report_path, f.explain_svg)
-    if svg is not None:
-        atomic_write_bytes(f.explain_svg, svg, plan, "SVG")
-        say(f"wrote {f.explain_svg}", 0)
-    if f.report_path is not None:
-        data = result.to_dict(model=str(model), output=None if target is None else str(target), dry_run=f.dry_run,
-                              limits=options.limits_text(), target=f.target_name,
-                              enforce_limits=options.enforce_limits)
-        atomic_write_bytes(f.report_path, (json.dumps(data, indent=2) + "\n").encode(), plan, "report")
+
+    def extras() -> None:
+        """The SVG and the report: written after the model (whose write has checks of its own that may
+        refuse it), so that nothing is written before every check passed."""
+        if svg is not None:
+            atomic_write_bytes(f.explain_svg, svg, plan, "SVG")
+            say(f"wrote {f.explain_svg}", 0)
+        if f.report_path is not None:
+            data = result.to_dict(model=str(model), output=None if target is None else str(target),
+                                  dry_run=f.dry_run, limits=options.limits_text(), target=f.target_name,
+                                  enforce_limits=options.enforce_limits)
+            atomic_write_bytes(f.report_path, (json.dumps(data, indent=2) + "\n").encode(), plan, "report")
+
     n_rw, n_skip = len(result.rewritten), len(result.skipped)
     written = f"no model written, the report is in {f.report_path}" if f.report_path is not None else "nothing written"
     if f.strict and n_skip:
+        extras()
         raise StrictError(f"--strict: {n_skip} pattern(s) left ({result.skipped[0].node}: {result.skipped[0].reason}"
                           + (", ..." if n_skip > 1 else "") + f"); {written}")
     if target is None:
+        extras()
         say(f"dry run: {n_rw} to rewrite, {n_skip} to leave; {written}", 0)
         return
     nothing = f"no site rewritten, {n_skip} left (reasons above)" if n_skip else "nothing to rewrite"
     if not result.changed and f.in_place:
+        extras()
         say(f"{nothing}; input left as it was", 0)
         return
     save(result, target, external_data=f.external_data, in_place=f.in_place, plan=plan)
+    extras()
     if not result.changed:
         say(f"{nothing}; wrote an unchanged copy to {target}", 0)
         return

@@ -139,6 +139,14 @@ class WritePlan:
                 raise InputError(f"output {shown!r} is not a regular file (a device, FIFO or socket); refused")
             if not os.access(real, os.W_OK):
                 raise InputError(f"output {shown!r} is not writable")
+            readers = [r for r in sweeping.readers(real)  # a model this run replaces is no reader to keep
+                       if not any(_same(real.parent / r, p) for p in self.paths)]
+            if any(_same(real.parent / r, p) for r in readers for p in self.inputs):
+                raise InputError(f"refusing to write the {what} to {shown!r}: it is a file of the input model")
+            if readers:
+                raise InputError(f"refusing to write the {what} over {shown!r}: {readers[0]!r} in that folder reads "
+                                 "it as external data" + (f" (and {len(readers) - 1} more)" if len(readers) > 1 else "")
+                                 + "; choose another name")
         self.paths[real] = what
         return real
 
@@ -306,6 +314,10 @@ def save(model, path: str | os.PathLike, *, external_data: str = "auto",
     layout = resolve_layout(size, external_data, in_place=in_place, has_external=data_files)
     if layout == "keep" and in_models:  # a model file is no data file to keep: its weights move out of it
         layout = "single" if data_files or size > INLINE_LIMIT else "inline"
+    if layout != "inline" and not _same(resolve(Path(path).parent), real.parent):
+        raise InputError(f"{str(path)!r} is a symbolic link into another folder: data files go beside the file it "
+                         "points to, where loading the link would not look for them; write to "
+                         f"{str(real)!r} itself, or use --external-data inline")
     with _os_errors(path), Commit(frozenset(plan.inputs), tracked) as c:
         if layout == "inline":
             _inline(model, real, c, refs)
@@ -479,12 +491,16 @@ def _keep(model: ModelProto, path: Path, c: Commit, refs, plan: WritePlan) -> No
     copies = []  # every copy is planned and checked before the first byte
     for loc, src in sorted({r.location: r.path for r in refs}.items()):
         dst_name = path.parent / loc
+        if any(p.is_symlink() for p in [dst_name, *dst_name.parents][:len(Path(loc).parts)]):
+            raise InputError(f"--external-data keep: {str(dst_name)!r} is (or is under) a symbolic link, which "
+                             "onnx and onnxruntime refuse to read external data through; remove it or use "
+                             "--external-data single")
         if resolve(dst_name) == src:  # the same folder: the data stays where it is
             continue
+        if dst_name.is_file() and filecmp.cmp(src, dst_name, shallow=False):
+            continue  # the same bytes already there (a run before this one): nothing to write
         dst = plan.add(dst_name, "data file", make_folders=True)
         if dst.exists():
-            if filecmp.cmp(src, dst, shallow=False):
-                continue  # the same bytes already there (a run before this one)
             raise InputError(f"--external-data keep would overwrite {str(dst_name)!r}, which differs from the "
                              "input's data; remove it or use --external-data single")
         copies.append((src, dst))

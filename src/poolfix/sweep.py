@@ -2,11 +2,13 @@
 
 A run that writes a new data file (``<model>.<8 hex>.data``, under a name unique to the run)
 records it in the folder's record, ``.poolfix-data.json``, with its size, inode and modification
-time. A later run over the same output leaves the old data file behind (the new model reads a new
+time, and a MAC of those, the folder and the name under a key only poolfix keeps (:func:`key`, in the
+user's state folder, never beside the data): a record written or edited by anyone else lists nothing
+poolfix will remove. A later run over the same output leaves the old data file behind (the new model reads a new
 one); the sweep then removes a data file only when **all** of these hold:
 
-* the record lists it, and its size, inode and modification time are still what was recorded
-  (poolfix made it, and nobody has replaced or rewritten it since);
+* the record lists it with a MAC that poolfix's key gives (poolfix made the entry), and its size,
+  inode and modification time are still what was recorded (nobody has replaced or rewritten it since);
 * it is none of this run's input files;
 * no model in its folder refers to it (every file there is scanned as a model would be, without
   reading its weights: a model copied under any name counts).
@@ -21,9 +23,12 @@ files of runs whose process is gone (``.<name>.poolfix-<pid>-<random>.tmp``) go 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -42,9 +47,53 @@ def _identity(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_ino, st.st_mtime_ns]
 
 
+def key_path() -> Path:
+    """Where poolfix keeps the key of its records: $POOLFIX_STATE_DIR, else $XDG_STATE_HOME/poolfix, else
+    ~/.local/state/poolfix; the file ``record.key``."""
+    base = os.environ.get("POOLFIX_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state"), "poolfix")
+    return Path(base) / "record.key"
+
+
+def key() -> bytes | None:
+    """The key, made on first use (32 random bytes, readable by the user alone); None where it cannot be
+    read or made (then nothing is recorded or swept: data files are left, never wrongly removed)."""
+    path = key_path()
+    try:
+        data = path.read_bytes()
+        return data if len(data) == 32 else None
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    except FileExistsError:
+        pass  # another run made it first
+    except OSError:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if len(data) == 32 else None
+
+
+def _mac(k: bytes, folder: Path, name: str, ident: list[int]) -> str:
+    text = "\0".join([os.path.realpath(folder), name, *map(str, ident)])
+    return hmac.new(k, text.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
 def read_record(folder: Path) -> dict[str, list[int]] | None:
-    """The folder's record ({file name: [size, inode, mtime_ns]}); {} where there is none; None where
-    the file of that name is not poolfix's (then nothing there is recorded or swept)."""
+    """The folder's record ({file name: [size, inode, mtime_ns]}), only the entries whose MAC poolfix's
+    key gives; {} where there is none; None where the file of that name is not poolfix's or there is no
+    key (then nothing there is recorded or swept)."""
+    k = key()
+    if k is None:
+        return None
     path = folder / RECORD
     if not os.path.lexists(path):
         return {}
@@ -58,17 +107,22 @@ def read_record(folder: Path) -> dict[str, list[int]] | None:
     if not isinstance(data, dict) or data.get("what") != _MARK or not isinstance(data.get("files"), dict):
         return None
     files = {}
-    for name, ident in data["files"].items():
-        if isinstance(name, str) and "/" not in name and isinstance(ident, list) and len(ident) == 3 \
-                and all(isinstance(v, int) for v in ident):
-            files[name] = ident
+    for name, entry in data["files"].items():
+        if isinstance(name, str) and "/" not in name and isinstance(entry, list) and len(entry) == 4 \
+                and all(isinstance(v, int) for v in entry[:3]) and isinstance(entry[3], str) \
+                and hmac.compare_digest(entry[3], _mac(k, folder, name, entry[:3])):
+            files[name] = entry[:3]
     return files
 
 
 def _write_record(folder: Path, files: dict[str, list[int]]) -> None:
     """Replace the record by a rename (the caller holds the folder's lock)."""
+    k = key()
+    if k is None:
+        return
+    signed = {name: [*ident, _mac(k, folder, name, ident)] for name, ident in files.items()}
     text = json.dumps({"what": _MARK, "note": "written by poolfix: the data files it created here, so that it "
-                       "removes only those once nothing reads them", "files": files}, indent=1, sort_keys=True)
+                       "removes only those once nothing reads them", "files": signed}, indent=1, sort_keys=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{RECORD}.poolfix-{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -109,6 +163,23 @@ def referenced(folder: Path, skip: set[str]) -> set[str] | None:
     for e in entries:
         out |= {os.path.normpath(loc) for loc in external_locations(Path(e.path))}
     return out
+
+
+def readers(path: Path) -> list[str]:
+    """The files in ``path``'s folder (itself aside) that read it as external data, by name, sorted;
+    where the folder holds too many files to read, every one is assumed to (nothing is written over)."""
+    folder = path.parent
+    try:
+        entries = [e for e in os.scandir(folder) if e.name != path.name and e.name != RECORD
+                   and not TMP.match(e.name) and e.is_file(follow_symlinks=True)]
+    except OSError:
+        return []
+    if len(entries) > MAX_MODELS_SCANNED:
+        return [f"one of the {len(entries)} files"]
+    from .external import external_locations
+
+    return sorted(e.name for e in entries if path.name in {os.path.normpath(loc) for loc in
+                                                            external_locations(Path(e.path))})
 
 
 def _alive(pid: int) -> bool:
