@@ -47,4 +47,6 @@ def fix_graph(graph, *, data_dir: str | os.PathLike | None = None, **options) ->
     if result.changed:
         fixed = gs.import_onnx(result.model)
         graph.nodes, graph.inputs, graph.outputs = fixed.nodes, fixed.inputs, fixed.outputs
+        # the graph leaves in the opset its nodes are written for (a target or opset= converts it down)
+        graph.opset, graph.import_domains = fixed.opset, fixed.import_domains
     return result
