@@ -441,7 +441,8 @@ def test_a_file_another_model_in_the_folder_reads_is_never_written_over(tmp_path
     src = external_data_model(tmp_path / "in", name="m.onnx", location="mw.bin")
     other = external_data_model(tmp_path / "in", name="other.onnx", location="ow.bin", seed=3)
     want = weights(other)
-    err = refused(tmp_path / "in", src, "-o", tmp_path / "in" / "ow.bin", message="'other.onnx' in that folder reads it")
+    err = refused(tmp_path / "in", src, "-o", tmp_path / "in" / "ow.bin",
+                  message="'other.onnx' in that folder reads it")
     assert "ow.bin" in err
     got = loads_alone(other)
     assert all(np.array_equal(got[k], want[k]) for k in want)
@@ -509,3 +510,56 @@ def test_report_and_svg_are_written_only_once_the_model_write_was_checked(tmp_pa
                        "--report", tmp_path / "r.json", "--explain", "10:4", "--explain-svg", tmp_path / "w.svg")
     assert code == 2, err
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "w.svg").exists()
+
+
+def _with_extra_raw_data(src, dst, extra: bytes, first: bool):
+    """``src`` (an inline model) rewritten at the wire level so that initializer ``w`` holds two raw_data
+    fields: ``extra`` before or after its real one."""
+    from poolfix.protobuf import _fields, _message, varint
+
+    buf = src.read_bytes()
+    raw_field = varint(9 << 3 | 2) + varint(len(extra)) + extra  # TensorProto.raw_data
+    out = bytearray()
+    for number, _wire, fs, vs, ve in _fields(buf, 0, len(buf)):
+        if number != 7:
+            out += buf[fs:ve]
+            continue
+        graph = bytearray()
+        for gn, _gw, gfs, gvs, gve in _fields(buf, vs, ve):
+            body = buf[gvs:gve]
+            if gn == 5 and onnx.TensorProto.FromString(body).name == "w":
+                body = raw_field + body if first else body + raw_field
+                graph += _message(5, bytes(body))
+            else:
+                graph += buf[gfs:gve]
+        out += _message(7, bytes(graph))
+    dst.write_bytes(bytes(out))
+    return dst
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_a_tensor_with_two_raw_data_fields_is_refused(tmp_path, first):
+    """Case 6: a big raw_data then 16 bytes (or the other way round): exit 2, nothing written."""
+    src = _with_extra_raw_data(inline_model(tmp_path), tmp_path / "two.onnx", b"\0" * 16, first)
+    refused(tmp_path, src, "-o", tmp_path / "o.onnx", message="refused as hostile input")
+
+
+def test_raw_data_beside_an_external_location_is_refused(tmp_path):
+    src = external_data_model(tmp_path)
+    m = onnx.load(src, load_external_data=False)
+    w = next(t for t in m.graph.initializer if t.name == "w")
+    w.raw_data = b"\0" * 16
+    (tmp_path / "both.onnx").write_bytes(m.SerializeToString())
+    refused(tmp_path, tmp_path / "both.onnx", "-o", tmp_path / "o.onnx", message="refused as hostile input")
+
+
+def test_a_data_location_that_names_a_folder_is_refused(tmp_path):
+    """Case 7: `weights.bin/`, refused by onnx and onnxruntime, is refused here too."""
+    src = external_data_model(tmp_path)
+    m = onnx.load(src, load_external_data=False)
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "weights.bin/"
+    (tmp_path / "slash.onnx").write_bytes(m.SerializeToString())
+    refused(tmp_path, tmp_path / "slash.onnx", "-o", tmp_path / "o.onnx", message="names a folder")

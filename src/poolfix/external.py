@@ -56,6 +56,12 @@ def external_ref(t: TensorProto, base: Path) -> ExternalRef:
     loc = fields.get("location", "")
     if not loc or os.path.isabs(loc) or Path(loc).drive or ".." in Path(loc.replace("\\", "/")).parts:
         raise InputError(f"tensor {t.name!r}: external data location {loc!r} is outside the model's folder; refused")
+    if loc.endswith(("/", "\\")) or loc in (".", "") or Path(loc.replace("\\", "/")).name in ("", "."):
+        raise InputError(f"tensor {t.name!r}: external data location {loc!r} names a folder, not a file "
+                         "(onnx and onnxruntime refuse it); refused")
+    if t.HasField("raw_data"):
+        raise InputError(f"tensor {t.name!r} holds raw_data and says its data is external: protobuf and onnx "
+                         "read such a tensor differently; refused as hostile input")
     path = (base / loc).resolve()
     if base not in path.parents:
         raise InputError(f"tensor {t.name!r}: external data location {loc!r} escapes the model's folder")

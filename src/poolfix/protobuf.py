@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from onnx import ModelProto, TensorProto
 
+from .errors import InputError
 from .tensors import (
     is_external,
     tensor_nbytes,
@@ -94,8 +95,12 @@ def light_bytes(buf) -> tuple[bytes, list[tuple[int, int, int]]]:
             if gn != _INITIALIZER or gw != 2:
                 graph += buf[gfs:gve]
                 continue
-            tensor, skipped = bytearray(), None
+            tensor, skipped, raws = bytearray(), None, 0
             for tn, tw, tfs, tvs, tve in _fields(buf, gvs, gve):
+                raws += tn == _RAW_DATA
+                if raws > 1:
+                    raise InputError(f"initializer {k} holds two raw_data fields: protobuf and onnx read such a "
+                                     "tensor differently; refused as hostile input")
                 if tn == _RAW_DATA and tw == 2 and tve - tvs > SELF_REF_BYTES:
                     skipped = (k, tvs, tve - tvs)
                 else:
