@@ -2,6 +2,7 @@
 one test per case as a hostile user tried them. After every run each input file a test made (model
 and data) is byte for byte what it was (the autouse fixture below), whatever else the test checks."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import time
 import numpy as np
 import onnx
 import pytest
-from helpers import data_files, external_data_model, model, run, single, vi
+from helpers import MODELS, data_files, external_data_model, model, run, single, vi
 from onnx import helper as h
 from test_cli import cli
 from test_data_safety import digest, refused, same_weights, weights
@@ -563,3 +564,107 @@ def test_a_data_location_that_names_a_folder_is_refused(tmp_path):
                 e.value = "weights.bin/"
     (tmp_path / "slash.onnx").write_bytes(m.SerializeToString())
     refused(tmp_path, tmp_path / "slash.onnx", "-o", tmp_path / "o.onnx", message="names a folder")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "nan", "-1", "0"])
+def test_every_timeout_is_a_number_of_seconds_or_one_line(tmp_path, value):
+    """Case 9: --timeout inf is no limit; 1e300 overflowed wait() (exit 1) and nan was taken: now exit 2."""
+    (tmp_path / "in").mkdir()
+    for name in ("a.onnx", "b.onnx"):
+        shutil.copy(MODELS / "se_block.onnx", tmp_path / "in" / name)
+    code, text, err = cli(tmp_path / "in", "-o", tmp_path / "out", "--timeout", value)
+    if value == "inf":
+        assert code == 0 and "2 models: 2 written" in text, err
+    else:
+        assert code == 2 and err.count("\n") == 1 and "timeout must be" in err, err
+        assert not (tmp_path / "out").exists()
+    with pytest.raises(poolfix.InputError, match="timeout must be"):
+        batch.checked_timeout(float(value) if value != "inf" else "inf")
+
+
+def test_an_unknown_pattern_is_refused_once_before_the_batch(tmp_path):
+    """Case 14: `--pattern no-such-rule` on a folder: one line, exit 2, no worker started, nothing written."""
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        shutil.copy(MODELS / "se_block.onnx", tmp_path / "in" / f"m{i}.onnx")
+    code, text, err = cli(tmp_path / "in", "-o", tmp_path / "out", "--pattern", "no-such-rule")
+    assert code == 2 and err.count("\n") == 1 and "no-such-rule" in err and not text, err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(poolfix.InputError, match="no-such-rule"):
+        poolfix.fix_many([tmp_path / "in"], tmp_path / "out2", patterns=["no-such-rule"])
+
+
+def _running(pid) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (dead, waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _children(pid):
+    """PIDs whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_no_worker_outlives_its_batch_however_it_ends(tmp_path):
+    """Case 13: workers die with the batch: killed by SIGKILL (no cleanup runs), the batch's workers
+    find their parent gone and go; none is left with parent PID 1."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    (tmp_path / "in").mkdir()
+    slow = single("GlobalAveragePool", [1, 64, 512, 512], out_shape=[1, 64, 1, 1])  # seconds per model, verified
+    for i in range(4):
+        onnx.save(slow, tmp_path / "in" / f"m{i}.onnx")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "poolfix", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                          "-j", "2", "--num-seeds", "30"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(_children(p.pid)) < 2:
+        time.sleep(0.05)
+    time.sleep(1.0)  # both busy with a model
+    workers = _children(p.pid)
+    assert workers
+    p.kill()
+    p.wait()
+    deadline = time.time() + 1.0  # far less than a model takes: they went with their parent, not after
+    while time.time() < deadline and any(_running(w) for w in workers):
+        time.sleep(0.02)
+    alive = [w for w in workers if _running(w)]
+    assert not alive, f"workers {alive} outlived the batch"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.15, 0.4, 0.8])
+def test_ctrl_c_while_importing_is_exit_130_and_one_line(tmp_path, delay):
+    """Case 12: Ctrl-C in the first second or two (the imports) ends with exit 130 and one line, no
+    traceback (or, past the imports, as any interrupted run does)."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "poolfix", str(MODELS / "se_block.onnx"), "-o",
+                          str(tmp_path / "o.onnx")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert p.returncode in (0, 130), err
+    if p.returncode == 130:
+        assert err.strip().splitlines() == ["poolfix: interrupted"], err

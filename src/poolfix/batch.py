@@ -18,6 +18,7 @@ the order of :data:`EXIT_ORDER`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import time
@@ -42,6 +43,7 @@ from .errors import (
 )
 from .external import data_locations, input_files
 from .options import SAVING_ITSELF, Options
+from .patterns import select
 from .saver import WritePlan, new_data_name, save
 from .sweep import RECORD, TMP
 
@@ -49,6 +51,34 @@ from .sweep import RECORD, TMP
 EXIT_ORDER = (EXIT_INTERNAL, EXIT_VERIFY_FAILED, EXIT_BAD_INPUT, EXIT_STRICT, EXIT_OK)
 EXIT_INTERRUPTED = 130
 DEFAULT_TIMEOUT = 1800  # seconds one model may take (--timeout)
+MAX_TIMEOUT = 30 * 86400  # past a month a timeout is none at all (and past about 1e9 s, wait() overflows)
+
+
+def checked_timeout(timeout) -> float | None:
+    """``timeout`` as seconds (None, or infinity: no limit); InputError for anything else than a number
+    from 0 (exclusive) to MAX_TIMEOUT."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InputError(f"timeout must be a number of seconds, got {timeout!r}")
+    if timeout == math.inf:
+        return None
+    if not 0 < timeout <= MAX_TIMEOUT:  # nan fails this too
+        raise InputError(f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT} (or inf: no "
+                         f"limit), got {timeout!r}")
+    return float(timeout)
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when the batch's process ends, however it ends (SIGKILL included),
+    so no worker is ever left behind; elsewhere the supervisor's own cleanup has to do."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent went before the line above: go too
+            os._exit(1)
 
 
 @dataclass
@@ -197,6 +227,7 @@ def _worker(conn, options: Options, external_data: str, strict: bool, inputs: fr
     it is told to stop (None). SIGINT and SIGTERM unwind it like Ctrl-C, so its temp files go."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupted)
+    _die_with_parent()
     try:
         while True:
             msg = conn.recv()
@@ -243,7 +274,17 @@ def run_jobs(jobs: list[Job], options: Options, *, workers: int | None = None, e
     time; outcomes in job order. A worker that dies, or whose model passes ``timeout`` seconds, is
     ended and replaced: that model alone fails (exit 1, saying what happened), its temp files are
     removed, and the rest go on. KeyboardInterrupt stops the batch: finished models stay written,
-    the rest get exit code 130."""
+    the rest get exit code 130. However the batch ends, no worker outlives it.
+
+    Options every model would refuse (an unknown --pattern, a bad timeout or worker count) are
+    refused here, once, before any worker starts (InputError)."""
+    timeout = checked_timeout(timeout)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"jobs must be a positive integer, got {workers!r}")
+    try:
+        select(options.patterns, options.skip_patterns)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     ctx = get_context("fork")
     import onnx.reference  # noqa: F401  imported once here, not in every worker (folding)
@@ -335,6 +376,11 @@ def run_jobs(jobs: list[Job], options: Options, *, workers: int | None = None, e
                 remove_temps(w.job.output.parent, w.process.pid)
         for i, job in enumerate(jobs):
             outcomes.setdefault(i, Outcome(str(job.model), None, EXIT_INTERRUPTED, message="interrupted"))
+    finally:  # whatever ended the batch (an error included), no worker is left running
+        for w in pool:
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
     return [outcomes[i] for i in range(len(jobs))]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -111,9 +112,9 @@ def limit_options(command):
               help="Many models (files and folders, searched for *.onnx): write each under this folder at its "
                    "relative path. With several models or a folder, -o names this folder too.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes for many models (default: CPUs).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT, show_default=True,
+@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True,
               metavar="SECONDS", help="Many models: the longest one model may take; past it that model fails "
-                                      "(exit 1) and the others go on.")
+                                      "(exit 1) and the others go on. 'inf': no limit.")
 @click.option("--in-place", is_flag=True, help="Overwrite the input model (atomically).")
 @click.option("--dry-run", is_flag=True, help="List every finding and its planned pool; write nothing.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
@@ -312,6 +313,7 @@ def _batch(models: list[Path], folder: Path, f: SimpleNamespace, options: Option
 
     if folder.exists() and not folder.is_dir():
         raise InputError(f"output folder {str(folder)!r} is not a folder")
+    batch.checked_timeout(f.timeout)
     work = batch.collect(models, folder)
     plan = batch.plan(work, external_data, report_path)  # the whole batch, before the first byte
     tty = level >= 1 and sys.stderr.isatty()
@@ -327,15 +329,17 @@ def _batch(models: list[Path], folder: Path, f: SimpleNamespace, options: Option
     started = time.perf_counter()
     outcomes = batch.run_jobs(work, options, workers=f.jobs, external_data=external_data, strict=f.strict,
                               on_done=done, timeout=f.timeout, inputs=frozenset(plan.inputs))
-    if tty:
-        click.echo("\r\033[K", err=True, nl=False)
-    say(batch.summary_text(outcomes, time.perf_counter() - started), 0)
-    if report_path is not None:
-        data = batch.to_dict(outcomes, output_dir=str(folder), limits=options.limits_text())
-        report_path.parent.mkdir(parents=True, exist_ok=True)  # planned with the batch
-        atomic_write_bytes(report_path, (json.dumps(data, indent=2, default=str) + "\n").encode(), plan, "report")
+    with _sigint_deferred() as interrupted:  # every model has its outcome: the summary is always shown
+        if tty:
+            click.echo("\r\033[K", err=True, nl=False)
+        say(batch.summary_text(outcomes, time.perf_counter() - started), 0)
+        if report_path is not None:
+            data = batch.to_dict(outcomes, output_dir=str(folder), limits=options.limits_text())
+            report_path.parent.mkdir(parents=True, exist_ok=True)  # planned with the batch
+            atomic_write_bytes(report_path, (json.dumps(data, indent=2, default=str) + "\n").encode(), plan,
+                               "report")
     codes = [o.exit_code for o in outcomes]
-    if batch.EXIT_INTERRUPTED in codes:
+    if interrupted or batch.EXIT_INTERRUPTED in codes:
         sys.exit(batch.EXIT_INTERRUPTED)
     sys.exit(batch.worst(codes))
 
@@ -410,6 +414,21 @@ def _plan(inputs, in_place: bool, target: Path | None, report: Path | None, svg:
 
 def _terminated(signum, frame):
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Ctrl-C inside the block is remembered, not raised: the list it yields is non-empty afterwards if
+    one came (the caller then exits 130). Off the main thread nothing is deferred."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def main(argv: list[str] | None = None) -> None:
