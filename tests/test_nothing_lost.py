@@ -668,3 +668,36 @@ def test_ctrl_c_while_importing_is_exit_130_and_one_line(tmp_path, delay):
     assert p.returncode in (0, 130), err
     if p.returncode == 130:
         assert err.strip().splitlines() == ["poolfix: interrupted"], err
+
+
+def _int_input_model(folder):
+    nodes = [h.make_node("Cast", ["i"], ["f"], to=onnx.TensorProto.FLOAT), h.make_node("Add", ["x", "f"], ["s"]),
+             h.make_node("GlobalAveragePool", ["s"], ["y"], name="gap")]
+    inputs = [vi("x", [1, 2, 4, 4]), vi("i", [1, 2, 4, 4], onnx.TensorProto.INT64)]
+    m = model(nodes, inputs, [vi("y", [1, 2, 1, 1])])
+    onnx.save(m, folder / "int.onnx")
+    return folder / "int.onnx"
+
+
+@pytest.mark.parametrize(("arg", "what"), [("i:-1e30,1e30", "int64"), ("x:-1e39,1", "float32")])
+def test_an_input_range_past_the_inputs_type_is_one_line(tmp_path, arg, what):
+    """Case 10: an int64 input drawn from ±1e30 was a raw ValueError (exit 1); a float32 one from 1e39 gave
+    inf inputs. Now exit 2, one line, naming the type."""
+    src = _int_input_model(tmp_path)
+    err = refused(tmp_path, src, "-o", tmp_path / "o.onnx", "--input-range", arg,
+                  message=f"past what {what} holds")
+    assert "--input-range" in err
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_model_whose_file_name_is_not_utf8(tmp_path, big):
+    """Case 10: a file name that is not UTF-8 (b'm\\xff.onnx'): the big inline model (weights left in the
+    file) was a UnicodeEncodeError; the small one lost its end-to-end check. Both verified, exit 0."""
+    src = inline_model(tmp_path) if big else tmp_path / "small.onnx"
+    if not big:
+        shutil.copy(MODELS / "resnet_head.onnx", src)
+    odd = tmp_path / os.fsdecode(b"m\xff.onnx")
+    shutil.copy(src, odd)
+    code, text, err = cli(odd, "-o", tmp_path / "o.onnx")
+    assert code == 0, err
+    assert text.strip().endswith("verified"), text

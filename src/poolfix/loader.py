@@ -44,6 +44,10 @@ def _parse_light(path: Path, fd: int) -> ModelProto | None:
 
     if os.fstat(fd).st_size < 4 * SELF_REF_BYTES:
         return None
+    try:
+        path.name.encode("utf-8")  # the location each weight would name: a protobuf string is UTF-8
+    except UnicodeEncodeError:
+        return None
     with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
         try:
             light, refs = light_bytes(buf)

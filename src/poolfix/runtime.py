@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper
 
+from .errors import InputError
+
 MAX_INPUT_ELEMENTS = 1 << 27  # random inputs past this (512 MB of float32) are not made up
 
 ORT_TYPES = {
@@ -30,8 +32,11 @@ def session(model: ModelProto | bytes | Path, data_dir: Path | None = None):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 4  # errors come back as exceptions; ORT's own log would repeat them
     if isinstance(model, Path):
-        return ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
-    if data_dir is not None:
+        if _utf8(str(model)):
+            return ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
+        data_dir = model.parent if data_dir is None else data_dir  # onnxruntime takes only UTF-8 paths
+        model = model.read_bytes()
+    if data_dir is not None and _utf8(str(data_dir)):
         so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(data_dir))
     data = model.SerializeToString() if isinstance(model, ModelProto) else model
     return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
@@ -54,6 +59,28 @@ def elements(shape) -> int:
     for d in shape or []:
         n *= d if isinstance(d, int) and d > 0 else 1
     return n
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` (a path: undecodable bytes are surrogates in it) is valid UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_range(elem_type: int, value_range: tuple[float, float], what: str) -> None:
+    """InputError where ``value_range`` holds values the input's type cannot (int64 past 9.2e18, float32
+    past 3.4e38, float16 past 65504): one line instead of infinities or an overflow."""
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    if dtype == np.bool_:
+        return
+    info = np.finfo(dtype) if np.issubdtype(dtype, np.floating) else np.iinfo(dtype)
+    lo, hi = value_range
+    if not (float(info.min) <= lo and hi <= float(info.max)):
+        raise InputError(f"{what}: [{lo:g}, {hi:g}] is past what {dtype.name} holds ({info.min:g} to "
+                         f"{info.max:g})")
 
 
 def random_value(elem_type: int, shape, rng: np.random.Generator, value_range: tuple[float, float] | None = None
@@ -80,7 +107,10 @@ def random_feeds(sess, rng: np.random.Generator, ranges: dict[str, tuple[float, 
     feeds = {}
     for i in sess.get_inputs():
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(ORT_TYPES.get(i.type, np.float32)))
-        feeds[i.name] = random_value(elem, i.shape or [], rng, (ranges or {}).get(i.name))
+        value_range = (ranges or {}).get(i.name)
+        if value_range is not None:
+            check_range(elem, value_range, f"--input-range {i.name}")
+        feeds[i.name] = random_value(elem, i.shape or [], rng, value_range)
     return feeds
 
 
