@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -701,3 +702,42 @@ def test_a_model_whose_file_name_is_not_utf8(tmp_path, big):
     code, text, err = cli(odd, "-o", tmp_path / "o.onnx")
     assert code == 0, err
     assert text.strip().endswith("verified"), text
+
+
+def _api_calls(tmp_path):
+    src = tmp_path / "m.onnx"
+    shutil.copy(MODELS / "se_block.onnx", src)
+    result = poolfix.fix(src)
+    with open(src, "rb") as f:
+        yield "fix(123)", lambda: poolfix.fix(123)
+        yield "fix(None)", lambda: poolfix.fix(None)
+        yield "fix([path])", lambda: poolfix.fix([src])
+        yield "fix(open file)", lambda: poolfix.fix(f)
+        yield "fix(path, {...})", lambda: poolfix.fix(src, {"verify": False})
+        yield "progress=1", lambda: poolfix.fix(src, progress=1)
+        yield "verify='no'", lambda: poolfix.fix(src, verify="no")
+        yield "save(result, 123)", lambda: poolfix.save(result, 123)
+        yield "save('str', out)", lambda: poolfix.save("str", tmp_path / "o.onnx")
+        yield "fix_many(None, out)", lambda: poolfix.fix_many(None, tmp_path / "out")
+        yield "fix_many([p], None)", lambda: poolfix.fix_many([src], None)
+        yield "fix_many(jobs='2')", lambda: poolfix.fix_many([src], tmp_path / "out", jobs="2")
+        yield "Profile max_opset", lambda: poolfix.fix(src, target=replace(poolfix.PROFILES["rknn"], max_opset="19"))
+        yield "Profile placement", lambda: poolfix.fix(src, target=replace(poolfix.PROFILES["rknn"], placement=[1]))
+
+
+def test_api_misuse_is_an_input_error_never_a_raw_type_error(tmp_path):
+    """Case 11: each wrong type through the API is a poolfix.InputError with its one line, never a raw
+    TypeError or AttributeError; verify='no' is no longer taken for True; nothing is written."""
+    for what, call in _api_calls(tmp_path):
+        with pytest.raises(poolfix.InputError) as e:
+            call()
+        assert "\n" not in str(e.value), what
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_fix_many_takes_one_path_as_a_string(tmp_path):
+    """Case 11: fix_many('zoo', out) walked the string character by character; one path is one path."""
+    (tmp_path / "zoo").mkdir()
+    shutil.copy(MODELS / "se_block.onnx", tmp_path / "zoo" / "a.onnx")
+    outcomes = poolfix.fix_many(str(tmp_path / "zoo"), tmp_path / "out", jobs=1)
+    assert [o.exit_code for o in outcomes] == [0] and (tmp_path / "out" / "a.onnx").exists()

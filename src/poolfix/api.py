@@ -123,6 +123,16 @@ def fix(model_or_path: str | os.PathLike | bytes | ModelProto, options: Options 
     External data stays on disk (``data_dir``: its folder, for bytes or a ModelProto; a path brings
     its own). ``progress`` is called with the name of each long step as it starts.
     """
+    if not isinstance(model_or_path, (str, os.PathLike, bytes, bytearray, memoryview, ModelProto)):
+        raise InputError(f"fix takes a path, bytes or an onnx.ModelProto, not {type(model_or_path).__name__}")
+    if options is not None and not isinstance(options, Options):
+        raise InputError(f"options must be a poolfix.Options, not {type(options).__name__}"
+                         + ("; pass them as keywords: fix(model, verify=False, ...)" if isinstance(options, dict)
+                            else ""))
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be callable (it is called with each step's name), not {progress!r}")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise InputError(f"data_dir must be a folder's path, not {type(data_dir).__name__}")
     opts = Options.make(options, **keywords) if keywords or options is None else options
     try:
         return _fix(model_or_path, opts, data_dir, progress or (lambda _: None))

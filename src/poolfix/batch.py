@@ -393,6 +393,14 @@ def fix_many(paths, output_dir: str | os.PathLike, options: Options | None = Non
     inline weights stay in their files). Returns one :class:`Outcome` per model; a model's failure is
     in its outcome, never raised. The batch's write plan is checked first (InputError: nothing made).
     ``worst(o.exit_code for o in outcomes)`` is what the command line exits with."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]  # one path, not its characters
+    if paths is None or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        raise InputError(f"fix_many takes a path or a list of paths (files and folders), not {paths!r}")
+    if not isinstance(output_dir, (str, os.PathLike)):
+        raise InputError(f"fix_many needs an output folder's path, not {output_dir!r}")
+    if options is not None and not isinstance(options, Options):
+        raise InputError(f"options must be a poolfix.Options, not {type(options).__name__}")
     opts = Options.make(options, **({**SAVING_ITSELF, **keywords} if options is None else keywords))
     folder = Path(output_dir)
     if folder.exists() and not folder.is_dir():

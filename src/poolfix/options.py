@@ -75,6 +75,8 @@ class Options:
                 raise InputError(str(e)) from None
         elif target is not None and not isinstance(target, Profile):
             raise InputError(f"target must be a target name or a poolfix.targets.Profile, got {target!r}")
+        elif target is not None:
+            _check_profile(target)
         target_changed = base is None or target != start.target
         limits = values.pop("limits", None if target_changed else start.limits)
         if limits is not None and not isinstance(limits, Limits):
@@ -148,8 +150,31 @@ def _checked(name: str, value):
             raise InputError(f"{name} must be a positive integer, got {value!r}")
         return value
     if name in ("verify", "exact_special_values", "allow_approx", "shape_only_pools", "lazy_weights"):
-        return bool(value)
+        if not isinstance(value, bool):  # 'no' is truthy: a string here is a mistake, not a yes
+            raise InputError(f"{name} must be True or False, got {value!r}")
+        return value
     return value
+
+
+def _check_profile(p: Profile) -> None:
+    """A Profile built by hand: each field of the type the pipeline reads (InputError naming it)."""
+    if not isinstance(p.limits, Limits):
+        raise InputError(f"Profile {p.name!r}: limits must be a poolfix.Limits, got {p.limits!r}")
+    if p.max_opset is not None and (isinstance(p.max_opset, bool) or not isinstance(p.max_opset, int)
+                                    or p.max_opset < 1):
+        raise InputError(f"Profile {p.name!r}: max_opset must be a positive integer or None, got {p.max_opset!r}")
+    if p.npu_pool_dims is not None and (isinstance(p.npu_pool_dims, bool) or not isinstance(p.npu_pool_dims, int)):
+        raise InputError(f"Profile {p.name!r}: npu_pool_dims must be an integer or None, got {p.npu_pool_dims!r}")
+    if p.placement is not None:
+        ok = isinstance(p.placement, Mapping) and all(
+            isinstance(op, str) and isinstance(ranks, Mapping)
+            and all(isinstance(r, int) and isinstance(where, str) for r, where in ranks.items())
+            for op, ranks in p.placement.items())
+        if not ok:
+            raise InputError(f"Profile {p.name!r}: placement must map op names to {{rank: 'NPU' or 'CPU'}}, "
+                             f"got {p.placement!r}")
+    if not isinstance(p.constructions, Mapping):
+        raise InputError(f"Profile {p.name!r}: constructions must map construction names to outcomes")
 
 
 def _seeds(seeds) -> tuple[int, ...]:

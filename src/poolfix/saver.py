@@ -289,6 +289,11 @@ def save(model, path: str | os.PathLike, *, external_data: str = "auto",
     whose external data is its own file) are written inline again, or into a new data file, never
     kept as references, whatever the layout.
     """
+    if not isinstance(model, ModelProto) and not all(  # a FixResult (api.py stands above this module)
+            hasattr(model, a) for a in ("model", "input_files", "data_dir", "source")):
+        raise InputError(f"save takes a FixResult or an onnx.ModelProto, not {type(model).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"save needs a path to write to, not {type(path).__name__}")
     inputs: frozenset[Path] = frozenset()
     sources: frozenset[Path] = frozenset()  # the input's model file: tensors stored there are no data file
     if not isinstance(model, ModelProto):  # a FixResult
