@@ -741,3 +741,27 @@ def test_fix_many_takes_one_path_as_a_string(tmp_path):
     shutil.copy(MODELS / "se_block.onnx", tmp_path / "zoo" / "a.onnx")
     outcomes = poolfix.fix_many(str(tmp_path / "zoo"), tmp_path / "out", jobs=1)
     assert [o.exit_code for o in outcomes] == [0] and (tmp_path / "out" / "a.onnx").exists()
+
+
+def test_hardswish_goes_down_to_opset_13_with_the_ops_around_it(tmp_path):
+    """Case 15: --opset 13 on an opset-14 model failed in onnx's C++ assertion ("No Adapter From Version
+    $14 for Mul/Relu"), so the HardSwish lowering could never run. Ops whose version 14 only adds types
+    (Add, Mul, Relu, ...) now stay as they are: HardSwish is lowered and the model verified at opset 13."""
+    nodes = [h.make_node("Relu", ["x"], ["r"]), h.make_node("HardSwish", ["r"], ["s"]),
+             h.make_node("Add", ["s", "x"], ["a"]), h.make_node("GlobalAveragePool", ["a"], ["y"], name="gap")]
+    onnx.save(model(nodes, [vi("x", [1, 2, 4, 4])], [vi("y", [1, 2, 1, 1])], opset=14), tmp_path / "m.onnx")
+    code, text, err = cli(tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--opset", "13")
+    assert code == 0, err
+    assert "HardSwish x1 written as its decomposition" in text and text.strip().endswith("verified")
+    out = onnx.load(tmp_path / "o.onnx")
+    assert out.opset_import[0].version == 13 and "HardSwish" not in {n.op_type for n in out.graph.node}
+    onnx.checker.check_model(out, full_check=True)
+
+
+def test_what_cannot_go_down_is_named_in_one_line(tmp_path):
+    """Case 15: an op with no older version and no lowering (Trilu-14) is named, not onnx's assertion text."""
+    nodes = [h.make_node("Trilu", ["x"], ["t"]), h.make_node("GlobalAveragePool", ["t"], ["y"], name="gap")]
+    onnx.save(model(nodes, [vi("x", [1, 2, 4, 4])], [vi("y", [1, 2, 1, 1])], opset=14), tmp_path / "m.onnx")
+    err = refused(tmp_path, tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--opset", "13",
+                  message="has no way down for Trilu")
+    assert "Assertion" not in err and ".h:" not in err
