@@ -765,3 +765,21 @@ def test_what_cannot_go_down_is_named_in_one_line(tmp_path):
     err = refused(tmp_path, tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--opset", "13",
                   message="has no way down for Trilu")
     assert "Assertion" not in err and ".h:" not in err
+
+
+def test_ctrl_c_once_every_model_is_done_still_shows_the_summary(tmp_path, monkeypatch):
+    """Case 12: a Ctrl-C that lands after the last model finished (here: while the summary is made)
+    no longer skips the summary: it is shown, the report written, and the exit code is 130."""
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        shutil.copy(MODELS / "se_block.onnx", tmp_path / "in" / f"m{i}.onnx")
+    real = batch.summary_text
+
+    def interrupted(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, delivered in the middle of the summary
+        return real(*args)
+
+    monkeypatch.setattr(batch, "summary_text", interrupted)
+    code, text, err = cli(tmp_path / "in", "-o", tmp_path / "out", "--report", tmp_path / "r.json", "-j", "1")
+    assert code == 130, err
+    assert "2 models: 2 written" in text and (tmp_path / "r.json").exists()
