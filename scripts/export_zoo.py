@@ -35,6 +35,7 @@ ARCHITECTURES = {
     "tv_maxvit_t": ("torchvision", "maxvit_t", 224, "hybrid"),
     "tv_vit_b_16": ("torchvision", "vit_b_16", 224, "transformer"),
     "timm_tf_efficientnet_b0": ("timm", "tf_efficientnet_b0", 224, "cnn"),
+    "timm_skresnet18": ("timm", "skresnet18", 224, "cnn"),  # issue 27: its dynamo export failed verification
     "timm_poolformer_s12": ("timm", "poolformer_s12", 224, "cnn"),
     "timm_convnextv2_atto": ("timm", "convnextv2_atto", 224, "cnn"),
     "timm_coatnet_nano_rw_224": ("timm", "coatnet_nano_rw_224", 224, "hybrid"),

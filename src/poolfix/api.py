@@ -169,7 +169,7 @@ def _fix(model_or_path, opts: Options, data_dir, step: Callable[[str], None]) ->
     step("finding and rewriting")
     inferred = infer_shapes(model)  # for the first round, and for verification's memory estimate
     rewrites, skips = rewrite(model, opts, data_dir=loaded.data_dir, inferred=inferred)
-    result = FixResult(model, findings(rewrites, skips, model.ir_version, opts.seeds[0]), rewrites,
+    result = FixResult(model, findings(rewrites, skips, model.ir_version, (*opts.seeds, 0)[0]), rewrites,
                        data_dir=loaded.data_dir, input_files=loaded.files, inline_refs=loaded.inline_refs,
                        converted=converted, source=loaded.path.resolve() if loaded.path is not None else None)
     if not result.changed:
@@ -183,7 +183,8 @@ def _fix(model_or_path, opts: Options, data_dir, step: Callable[[str], None]) ->
                              f"shapes), past the limit of {opts.verify_memory_limit / 2**20:.0f} MiB; "
                              "--verify-memory-limit raises it, --no-verify skips verification")
         step("verifying")
-        report = verifier.verify(original, model, rewrites, seeds=opts.seeds, atol=opts.atol, rtol=opts.rtol,
+        report = verifier.verify(original, model, rewrites, seeds=opts.seeds, samples=list(opts.inputs),
+                                 atol=opts.atol, rtol=opts.rtol,
                                  input_ranges=dict(opts.input_ranges), data_dir=loaded.data_dir)
         result.verification = report
         if not report.checks:

@@ -194,6 +194,8 @@ def fix_one(job: Job, options: Options, external_data: str = "auto", strict: boo
         report = result.verification
         if report is not None:
             out.verification = "PASS" if report.end_to_end else "site checks only"
+            if report.differs:
+                out.verification += ", DIFFERS on NaN/inf"
             out.max_error = _max_error(report)
         elif not options.verify:
             out.verification = "not verified"

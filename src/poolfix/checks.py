@@ -24,6 +24,8 @@ class Check:
     note: str = ""
     approx: bool = False  # involves a rewrite that is inexact by request (--allow-approx): reported, not failed
     scale: float = 0.0  # max |reference| of an output whose atol grew with it (0: the dtype's atol as is)
+    own: float | None = None  # an output: the original's own max abs error against the float64 reference
+    err: float | None = None  # ... and the rewritten model's, against the same reference
 
     @property
     def verdict(self) -> str:
@@ -38,6 +40,8 @@ class Check:
 class VerificationReport:
     checks: list[Check] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # the user's input samples used (--inputs), by label
+    reference: str = ""  # what the outputs' float64 reference was, or why there was none
     end_to_end: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -54,7 +58,8 @@ class VerificationReport:
         return [c for c in self.checks if c.kind == "special" and not c.passed]
 
     def to_dict(self) -> dict:
-        return {"passed": bool(self), "end_to_end": self.end_to_end, "seeds": self.seeds,
+        return {"passed": bool(self), "end_to_end": self.end_to_end, "seeds": self.seeds, "inputs": self.inputs,
+                "reference": self.reference,
                 "notes": self.notes, "checks": [asdict(c) for c in self.checks]}
 
     def to_json(self) -> str:

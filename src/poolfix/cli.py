@@ -22,7 +22,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, PoolfixError, Str
 from .finder import MAX_SPATIAL
 from .kinds import CONSTRUCTIONS
 from .limits import limit_fields
-from .options import DEFAULT_NODE_BUDGET, SAVING_ITSELF, Options, check_shape
+from .options import DEFAULT_NODE_BUDGET, MAX_SEEDS, SAVING_ITSELF, Options, check_shape
 from .patterns import RULES
 from .planner import explain
 from .report import findings_text, verification_text, windows_svg
@@ -61,8 +61,8 @@ def _default_output(path: Path) -> Path:
 HELP_GROUPS = {
     "Input and output": ["output", "output_dir", "jobs", "timeout", "in_place", "dry_run", "report_path",
                          "input_shapes", "external_data"],
-    "Verification": ["no_verify", "input_ranges", "seed", "num_seeds", "verify_memory_limit", "atol", "rtol",
-                     "exact_special_values"],
+    "Verification": ["no_verify", "input_files", "input_ranges", "seed", "num_seeds", "verify_memory_limit", "atol",
+                     "rtol", "exact_special_values"],
     "Patterns and plans": ["patterns", "skip_patterns", "shape_only_pools", "allow_approx", "list_patterns",
                            "explain_pairs", "explain_svg"],
     "Limits and targets": ["target_name", "list_targets", "enforce_limits", "opset", "node_budget",
@@ -126,8 +126,11 @@ def limit_options(command):
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime comparison.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="First seed of the random verification inputs.")
-@click.option("--num-seeds", type=click.IntRange(min=1), default=2, show_default=True,
-              help="How many seeds (consecutive from --seed) to verify with.")
+@click.option("--num-seeds", type=click.IntRange(min=0, max=MAX_SEEDS), default=2, show_default=True,
+              help="How many seeds (consecutive from --seed) to verify with; 0 with --inputs: only those.")
+@click.option("--inputs", "input_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.npz", help="Verify on your own inputs too: each file one sample, an array per graph "
+                                       "input by name (numpy.savez). Repeatable.")
 @click.option("--verify-memory-limit", type=click.IntRange(min=1), default=2048, show_default=True, metavar="MIB",
               help="Largest estimated size of the tensors a verification run makes.")
 @click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance (default: by dtype).")
@@ -276,14 +279,15 @@ def _verdict(result) -> str:
     if report is None:
         verdict = "not verified (--no-verify)"
     elif report.end_to_end:
-        verdict = "verified"
+        verdict = "verified on finite values only" if report.differs else "verified"
     else:
         verdict = "checked site by site only; the end-to-end comparison was skipped (see the notes above)"
     n_approx = sum(not rw.plan.exact for rw in result.rewrites)
     if n_approx:
         verdict += f"; {n_approx} APPROXIMATE by request (--allow-approx)"
     if report is not None and report.differs:
-        verdict += (f"; {len(report.differs)} site(s) DIFFER from the original on NaN or infinities (rows above; "
+        verdict += ("; " if verdict != "verified on finite values only" else ": ") + (
+                    f"{len(report.differs)} site(s) DIFFER from the original on NaN or infinities (rows above; "
                     "--exact-special-values leaves them)")
     if result.converted is not None:
         a, b, lowered = result.converted
@@ -302,7 +306,7 @@ def _options(f: SimpleNamespace, limit_values: dict) -> Options:
         enforce_limits=f.enforce_limits, opset=f.opset, verify_memory_limit=f.verify_memory_limit * 2**20,
         exact_special_values=f.exact_special_values, patterns=f.patterns, skip_patterns=f.skip_patterns,
         shape_only_pools=f.shape_only_pools, input_ranges=dict(parse_input_range(r) for r in f.input_ranges),
-        node_budget=f.node_budget, constructions=f.constructions, **SAVING_ITSELF)
+        node_budget=f.node_budget, constructions=f.constructions, inputs=tuple(f.input_files), **SAVING_ITSELF)
 
 
 def _batch(models: list[Path], folder: Path, f: SimpleNamespace, options: Options, say, level: int) -> None:

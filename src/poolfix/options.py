@@ -9,8 +9,11 @@ laid over the target's limits, the target's highest opset applies unless ``opset
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
 
 from .checks import DEFAULT_SEEDS
 from .errors import InputError
@@ -20,6 +23,7 @@ from .targets.profiles import Profile, profile
 
 DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes of intermediate tensors a verification may need (estimated)
 DEFAULT_NODE_BUDGET = 32  # nodes one site's rewrite may take
+MAX_SEEDS = 1000  # random input sets one verification draws (each holds every input of the model)
 # The one override of a default, and its one reason: fix() hands result.model to its caller, so its
 # weights are read (lazy_weights=False); the CLI and fix_many write every result themselves, so a
 # path's large inline weights never need to enter memory.
@@ -32,6 +36,7 @@ class Options:
 
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # pinned before inference
     input_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # verification values
+    inputs: tuple[tuple[str, Mapping], ...] = ()  # the user's own input samples: (label, {name: array})
     verify: bool = True
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     atol: float | None = None  # None: by dtype
@@ -100,6 +105,8 @@ class Options:
             opset = target.max_opset
         out = replace(start, target=target, limits=limits, enforce_limits=bool(enforce), opset=opset,
                       **{k: _checked(k, v) for k, v in values.items()})
+        if not out.seeds and not out.inputs:
+            raise InputError("verification needs inputs: at least one seed (--num-seeds) or --inputs FILE.npz")
         if out.enforce_limits and out.limits is None:
             raise InputError("--enforce-limits needs limits: --target NAME or --max-kernel and the like")
         return out
@@ -112,6 +119,8 @@ def _checked(name: str, value):
     """One option's value, checked and normalised (tuples for lists, dicts for mappings)."""
     if name == "seeds":
         return _seeds(value)
+    if name == "inputs":
+        return _samples(value)
     if name == "input_shapes":
         if not isinstance(value, Mapping):
             raise InputError("input_shapes must be a dict of input name -> shape")
@@ -177,13 +186,42 @@ def _check_profile(p: Profile) -> None:
         raise InputError(f"Profile {p.name!r}: constructions must map construction names to outcomes")
 
 
+def _samples(items) -> tuple[tuple[str, dict], ...]:
+    """The user's input samples: each a .npz file (one array per graph input, by name) or a dict of
+    arrays; as (label, {name: array}). Names are checked against the model when it is verified."""
+    if isinstance(items, (str, os.PathLike, Mapping)):
+        items = [items]
+    try:
+        items = list(items)
+    except TypeError:
+        raise InputError(f"inputs must be .npz paths or dicts of arrays, got {items!r}") from None
+    out = []
+    for k, item in enumerate(items):
+        if isinstance(item, Mapping):
+            label, feeds = f"inputs[{k}]", dict(item)
+        elif isinstance(item, (str, os.PathLike)):
+            label = str(item)
+            try:
+                with np.load(item, allow_pickle=False) as data:
+                    feeds = {name: data[name] for name in data.files}
+            except (OSError, ValueError, EOFError) as e:
+                raise InputError(f"--inputs {label}: not a .npz file of arrays ({str(e).splitlines()[0][:120]})"
+                                 ) from None
+        else:
+            raise InputError(f"inputs must be .npz paths or dicts of arrays, got {item!r}")
+        if not feeds or not all(isinstance(n, str) and isinstance(v, np.ndarray) for n, v in feeds.items()):
+            raise InputError(f"--inputs {label}: holds no arrays by input name")
+        out.append((label, feeds))
+    return tuple(out)
+
+
 def _seeds(seeds) -> tuple[int, ...]:
     try:
         out = tuple(seeds)
     except TypeError:
         raise InputError(f"seeds must be a list of integers, got {seeds!r}") from None
-    if not out:
-        raise InputError("seeds must hold at least one seed")
+    if len(out) > MAX_SEEDS:
+        raise InputError(f"at most {MAX_SEEDS} seeds, got {len(out)}")
     for s in out:
         if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
             raise InputError(f"seeds must be integers from 0 to 2**63-1, got {s!r}")

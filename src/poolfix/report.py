@@ -62,21 +62,27 @@ def findings_text(findings: list[Finding], verbose: bool = False) -> str:
 
 
 def verification_text(report: VerificationReport) -> str:
-    rows = [("check", "shape", "dtype", "max abs err", "max rel err", "tolerance", "result")]
+    rows = [("check", "shape", "dtype", "max abs err", "max rel err", "vs float64: original / rewrite",
+             "tolerance", "result")]
     for c in report.checks:
         scale = f" (max|ref| {c.scale:.3g})" if c.scale else ""
-        rows.append((c.name, fmt_shape(c.shape), c.dtype, _num(c.max_abs), _num(c.max_rel),
+        f64 = f"{_num(c.own)} / {_num(c.err)}" if c.own is not None and c.err is not None else "-"
+        rows.append((c.name, fmt_shape(c.shape), c.dtype, _num(c.max_abs), _num(c.max_rel), f64,
                      f"atol={c.atol:.3g} rtol={c.rtol:g}{scale}", c.verdict
                      + (f" ({c.note})" if c.note else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    head = f"verification (onnxruntime CPU, graph optimizations off, seeds {report.seeds}):"
+    used = f"seeds {report.seeds}" + (f" and the inputs {', '.join(report.inputs)}" if report.inputs else "")
+    if not report.seeds and report.inputs:
+        used = f"the inputs {', '.join(report.inputs)}"
+    head = f"verification (onnxruntime CPU, graph optimizations off, {used}):"
     verdict = "PASSED" if report else f"FAILED ({len(report.failed)} of {len(report.checks)} checks)"
     approx = [c for c in report.checks if c.approx and not c.passed]
     if report and approx:
         verdict += f" for every exact rewrite; {len(approx)} checks of approximate rewrites differ as shown"
-    return "\n".join([head, *lines, *(f"note: {n}" for n in report.notes), f"verification {verdict}"])
+    ref = [f"reference: {report.reference}"] if report.reference else []
+    return "\n".join([head, *lines, *ref, *(f"note: {n}" for n in report.notes), f"verification {verdict}"])
 
 
 def to_dict(findings: list[Finding], report: VerificationReport | None, **extra) -> dict:
