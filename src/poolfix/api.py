@@ -19,7 +19,9 @@ from .checks import VerificationReport
 from .errors import InputError, InternalError, VerificationError
 from .inference import infer_shapes
 from .kinds import Status
+from .nodes import POOL_OPS, is_op, pool_problem
 from .options import Options
+from .patterns.shortcut import suspects
 from .pipeline import findings, plan_site, rewrite
 from .report import Finding, to_dict
 from .rewriter import Rewrite
@@ -42,6 +44,7 @@ class FixResult:
     inline_refs: bool = False  # the input's inline weights were left in its file (written inline again)
     converted: tuple[int, int, tuple[str, ...]] | None = None  # (from, to, ops lowered) where converted down
     source: Path | None = None  # the input model file (resolved), when it came from a path
+    hints: list[str] = field(default_factory=list)  # one line each: what the run suspects but did not do
 
     @property
     def rewritten(self) -> list[Finding]:
@@ -62,7 +65,20 @@ class FixResult:
         return bool(self.rewrites) or self.converted is not None
 
     def to_dict(self, **extra) -> dict:
-        return to_dict(self.findings, self.verification, **extra)
+        return to_dict(self.findings, self.verification, hints=self.hints, **extra)
+
+
+def _refuse_bad_pools(model: ModelProto, inferred: ModelProto) -> None:
+    """A pool with a kernel or stride of 0, or windows past its input, is bad input (onnxruntime refuses
+    to load it): InputError, before anything is written."""
+    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+              for vi in (*inferred.graph.input, *inferred.graph.value_info) if vi.type.tensor_type.HasField("shape")}
+    for n in model.graph.node:
+        if is_op(n, *POOL_OPS):
+            shape = shapes.get(n.input[0]) if n.input else None
+            why = pool_problem(n, shape[2:] if shape is not None and len(shape) > 2 else None)
+            if why is not None:
+                raise InputError(f"{n.op_type} {n.name or n.output[0]!r} is no pool: {why}")
 
 
 def _checker_error(model: ModelProto, loaded: loader.Loaded) -> str | None:
@@ -168,10 +184,13 @@ def _fix(model_or_path, opts: Options, data_dir, step: Callable[[str], None]) ->
             converted = (before, opts.opset, tuple(lowered))
     step("finding and rewriting")
     inferred = infer_shapes(model)  # for the first round, and for verification's memory estimate
+    _refuse_bad_pools(model, inferred)
+    hints = [] if opts.repair_shortcut else suspects(model, inferred)
     rewrites, skips = rewrite(model, opts, data_dir=loaded.data_dir, inferred=inferred)
     result = FixResult(model, findings(rewrites, skips, model.ir_version, (*opts.seeds, 0)[0]), rewrites,
                        data_dir=loaded.data_dir, input_files=loaded.files, inline_refs=loaded.inline_refs,
-                       converted=converted, source=loaded.path.resolve() if loaded.path is not None else None)
+                       converted=converted, source=loaded.path.resolve() if loaded.path is not None else None,
+                       hints=hints)
     if not result.changed:
         return result
     step("checking")

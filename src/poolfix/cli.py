@@ -63,8 +63,8 @@ HELP_GROUPS = {
                          "input_shapes", "external_data"],
     "Verification": ["no_verify", "input_files", "input_ranges", "seed", "num_seeds", "verify_memory_limit", "atol",
                      "rtol", "exact_special_values"],
-    "Patterns and plans": ["patterns", "skip_patterns", "shape_only_pools", "allow_approx", "list_patterns",
-                           "explain_pairs", "explain_svg"],
+    "Patterns and plans": ["patterns", "skip_patterns", "shape_only_pools", "repair_shortcut", "allow_approx",
+                           "list_patterns", "explain_pairs", "explain_svg"],
     "Limits and targets": ["target_name", "list_targets", "enforce_limits", "opset", "node_budget",
                            "constructions"],  # + one option per Limits field
     "Output control": ["strict", "quiet", "verbose", "debug", "version", "help"],
@@ -159,6 +159,10 @@ def limit_options(command):
               help="Leave this pattern rule out (repeatable).")
 @click.option("--shape-only-pools", is_flag=True,
               help="Take any reduction over axes 2.. for a pool, whatever the axis roles and statistics say.")
+@click.option("--repair-shortcut", is_flag=True,
+              help="Take an AveragePool/MaxPool that is the in // out shortcut for adaptive pooling (as paddle2onnx "
+                   "writes it) for the adaptive pool it was exported from, and write it exactly; verified against "
+                   "adaptive pooling, not against the (wrong) original.")
 @limit_options
 @click.option("--enforce-limits/--no-enforce-limits", default=None,
               help="Hold the model's own AveragePool/MaxPool/LpPool nodes to the limits too (default: on under "
@@ -232,6 +236,8 @@ def command(models: tuple[Path, ...], **flags):
         progress.done()
     if result.findings:
         say(findings_text(result.findings, verbose=level >= 2), 1 if not f.dry_run else 0)
+    for hint in result.hints:
+        say(f"hint: {hint}", 0)
     if result.verification is not None:
         say(verification_text(result.verification), 1)
     plan = _plan([model, *result.input_files], f.in_place, target, f.report_path, f.explain_svg)
@@ -305,7 +311,8 @@ def _options(f: SimpleNamespace, limit_values: dict) -> Options:
         target=f.target_name, **{k: v for k, v in limit_values.items() if v is not None},
         enforce_limits=f.enforce_limits, opset=f.opset, verify_memory_limit=f.verify_memory_limit * 2**20,
         exact_special_values=f.exact_special_values, patterns=f.patterns, skip_patterns=f.skip_patterns,
-        shape_only_pools=f.shape_only_pools, input_ranges=dict(parse_input_range(r) for r in f.input_ranges),
+        shape_only_pools=f.shape_only_pools, repair_shortcut=f.repair_shortcut,
+        input_ranges=dict(parse_input_range(r) for r in f.input_ranges),
         node_budget=f.node_budget, constructions=f.constructions, inputs=tuple(f.input_files), **SAVING_ITSELF)
 
 

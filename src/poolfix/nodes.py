@@ -52,3 +52,23 @@ def pool_of(node: NodeProto) -> Pool | None:
         return None
     return Pool(tuple(kernel), tuple(strides), tuple(pads), int(attr(node, "count_include_pad", 0)),
                 bool(attr(node, "ceil_mode", 0)))
+
+
+POOL_OPS = ("AveragePool", "MaxPool", "LpPool")
+
+
+def pool_problem(node: NodeProto, spatial) -> str | None:
+    """Why a pool node is no pool at all (a kernel or stride of 0, windows past its input): onnxruntime
+    refuses to load it, so it is bad input, not a site; None where it is fine or cannot be told."""
+    kernel = list(attr(node, "kernel_shape", []))
+    strides = list(attr(node, "strides", [1] * len(kernel)))
+    pads = list(attr(node, "pads", [0] * 2 * len(kernel)))
+    if any(k < 1 for k in kernel) or any(s < 1 for s in strides):
+        return f"kernel_shape {kernel} and strides {strides} must be at least 1"
+    if spatial is None or len(spatial) != len(kernel) or len(pads) != 2 * len(kernel) \
+            or attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return None
+    for n, k, b, e in zip(spatial, kernel, pads, pads[len(kernel):]):
+        if isinstance(n, int) and n > 0 and k > n + b + e:
+            return f"a window of {k} is past its input of {n} (pads {b}, {e})"
+    return None

@@ -54,6 +54,7 @@ class Options:
     node_budget: int = DEFAULT_NODE_BUDGET
     constructions: tuple[str, ...] = ()  # under limits: only these (poolfix.emitter.CONSTRUCTIONS); () all
     lazy_weights: bool = False  # a path's large inline weights stay in its file (SAVING_ITSELF)
+    repair_shortcut: bool = False  # an exporter's in // out shortcut pool becomes exact adaptive pooling
 
     @classmethod
     def make(cls, base: Options | None = None, **values) -> Options:
@@ -158,7 +159,8 @@ def _checked(name: str, value):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
         return value
-    if name in ("verify", "exact_special_values", "allow_approx", "shape_only_pools", "lazy_weights"):
+    if name in ("verify", "exact_special_values", "allow_approx", "shape_only_pools", "lazy_weights",
+                "repair_shortcut"):
         if not isinstance(value, bool):  # 'no' is truthy: a string here is a mistake, not a yes
             raise InputError(f"{name} must be True or False, got {value!r}")
         return value

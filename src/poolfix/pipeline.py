@@ -91,6 +91,8 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
 
 
 def _stays(site: Site, scope: Scope, best: Candidate, opts: Options) -> str | None:
+    if site.repairs:  # the model's own pool computes other windows: however cheap it is, it cannot stay
+        return None
     old = [scope.body.node[i] for i in site.replaces]
     part = scope.part_model(list(site.replaces), site.x, site.x_free_shape(), site.elem_type, site.output)
     old_model = None if isinstance(part, Refusal) else with_input_shape(part, site.x_shape)
@@ -110,7 +112,7 @@ def rewrite(model: ModelProto, opts: Options, *, data_dir: Path | None = None,
     except ValueError as e:
         raise InputError(str(e)) from None
     ctx = Context(enforce=opts.limits if opts.enforce_limits else None, shape_only=opts.shape_only_pools,
-                  limits=opts.limits)
+                  limits=opts.limits, repair_shortcut=opts.repair_shortcut)
     names: Names | None = None
     rewrites: list[Rewrite] = []
     skips: list[Skip] = []
@@ -164,7 +166,7 @@ def _one_site(site: Site, scope: Scope, names: Names, opts: Options, use_initial
     if why:
         return left(why)
     original = None  # what the special-value check and cascades compare with: max and pools only
-    if site.mode == PoolMode.MAX or site.target is not None:
+    if (site.mode == PoolMode.MAX or site.target is not None) and not site.repairs:  # a repair is held to adaptive
         part = scope.part_model(list(site.replaces), site.x, site.x_free_shape(), site.elem_type, site.output)
         original = None if isinstance(part, Refusal) else part
     rw = Rewrite(site, best.plan, best.nodes, scope.opset, scope.is_main, best.tensors, original,
@@ -197,6 +199,8 @@ def findings(rewrites: list[Rewrite], skips: list[Skip], ir_version: int, seed: 
             notes.append(f"APPROXIMATE: max abs err {c.max_abs:.3g} (max rel {c.max_rel:.3g}) against exact "
                          "adaptive pooling on a random input")
         plan = rw.plan.describe() if not rw.construction else (
+            f"{rw.construction}: the model's own pool {s.target.describe()}, in pools within the limits"
+            if s.target is not None else
             f"{rw.construction}: exact adaptive pooling {list(s.in_spatial)} -> {list(s.out_spatial)} "
             f"(the plan it replaces: {rw.plan.describe()})")
         out.append(Finding(Status.REWRITTEN, s.pattern, s.op_name, s.label, list(s.in_shape), list(s.out_shape),

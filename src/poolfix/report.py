@@ -85,7 +85,7 @@ def verification_text(report: VerificationReport) -> str:
     return "\n".join([head, *lines, *ref, *(f"note: {n}" for n in report.notes), f"verification {verdict}"])
 
 
-def to_dict(findings: list[Finding], report: VerificationReport | None, **extra) -> dict:
+def to_dict(findings: list[Finding], report: VerificationReport | None, **extra) -> dict:  # extra: hints, ...
     return {
         **extra,
         "rewritten": sum(f.status is Status.REWRITTEN for f in findings),

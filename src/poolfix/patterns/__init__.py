@@ -25,7 +25,7 @@ A new exporter's decomposition is one module here plus one test file: add its ``
 
 from __future__ import annotations
 
-from . import aten, dynamo, existing_pool, global_pool, reduce
+from . import aten, dynamo, existing_pool, global_pool, reduce, shortcut
 from .base import Context, Rule, Site, Skip
 
 RULES: tuple[Rule, ...] = (
@@ -33,6 +33,7 @@ RULES: tuple[Rule, ...] = (
     reduce.RULE,
     aten.RULE,
     dynamo.RULE,
+    shortcut.RULE,  # before existing_pool: a shortcut pool is repaired, not merely held to the limits
     existing_pool.RULE,
 )
 

@@ -89,6 +89,7 @@ class Site:
     notes: tuple[str, ...] = field(default_factory=tuple)
     op: str = ""  # what to call the pattern in reports; default: the node's op_type
     target: Pool | None = None  # an existing pool to reproduce (--enforce-limits), not adaptive pooling
+    repairs: bool = False  # the model's own pool computes other windows: replaced by adaptive pooling
     roles: str = ""  # the roles of the pooled tensor and their evidence, where a rule read them
 
     @property
@@ -156,6 +157,7 @@ class Context:
     enforce: Limits | None = None  # --enforce-limits: the limits the model's own pools must keep
     shape_only: bool = False  # --shape-only-pools: a reduction over axes 2.. is a pool, whatever the roles say
     limits: Limits | None = None  # the run's limits, where the model's own pools are not held to them: reported
+    repair_shortcut: bool = False  # --repair-shortcut: an exporter's in // out shortcut pool is adaptive pooling
 
 
 Match = Callable[[NodeProto, Scope, str, Context], "Site | Skip | None"]
