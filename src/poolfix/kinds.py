@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar, Union
 
 INT64_MAX = 2**63 - 1  # the largest dim, offset or length a model may hold
 
@@ -92,6 +91,3 @@ class Refusal:
     def __str__(self) -> str:
         return self.reason
 
-
-T = TypeVar("T")
-Result = Union[T, Refusal]  # a value, or why there is none

@@ -146,10 +146,10 @@ def record(folder: Path, written: list[Path]) -> None:
     _write_record(folder, files)
 
 
-def referenced(folder: Path, skip: set[str]) -> set[str] | None:
-    """Names of the files in ``folder`` that some file there reads as external data, if it is a model
-    (whatever its name: a copy called ``backup.bak`` counts); ``skip``: names not to read (the data
-    files in question). None where the folder holds too many files to read (then nothing is swept)."""
+def _locations(folder: Path, skip: set[str]) -> dict[str, set[str]] | None:
+    """For each file in ``folder`` but those in ``skip``, the external-data locations it reads if it is a
+    model (whatever its name: a copy called ``backup.bak`` counts); None where the folder holds too
+    many files to read, or cannot be read (then the caller assumes the worst)."""
     from .external import external_locations
 
     try:
@@ -159,27 +159,24 @@ def referenced(folder: Path, skip: set[str]) -> set[str] | None:
         return None
     if len(entries) > MAX_MODELS_SCANNED:
         return None
-    out: set[str] = set()
-    for e in entries:
-        out |= {os.path.normpath(loc) for loc in external_locations(Path(e.path))}
-    return out
+    return {e.name: {os.path.normpath(loc) for loc in external_locations(Path(e.path))} for e in entries}
+
+
+def referenced(folder: Path, skip: set[str]) -> set[str] | None:
+    """Names of the files in ``folder`` that some file there reads as external data; ``skip``: names
+    not to read (the data files in question). None where the folder holds too many files to read
+    (then nothing is swept)."""
+    found = _locations(folder, skip)
+    return None if found is None else set().union(*found.values())
 
 
 def readers(path: Path) -> list[str]:
     """The files in ``path``'s folder (itself aside) that read it as external data, by name, sorted;
-    where the folder holds too many files to read, every one is assumed to (nothing is written over)."""
-    folder = path.parent
-    try:
-        entries = [e for e in os.scandir(folder) if e.name != path.name and e.name != RECORD
-                   and not TMP.match(e.name) and e.is_file(follow_symlinks=True)]
-    except OSError:
-        return []
-    if len(entries) > MAX_MODELS_SCANNED:
-        return [f"one of the {len(entries)} files"]
-    from .external import external_locations
-
-    return sorted(e.name for e in entries if path.name in {os.path.normpath(loc) for loc in
-                                                            external_locations(Path(e.path))})
+    where the folder cannot be read whole, some file is assumed to (nothing is written over)."""
+    found = _locations(path.parent, {path.name})
+    if found is None:
+        return ["a file (the folder holds too many files, or cannot be read, to tell which)"]
+    return sorted(name for name, locations in found.items() if path.name in locations)
 
 
 def _alive(pid: int) -> bool:
