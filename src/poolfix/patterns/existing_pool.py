@@ -17,6 +17,7 @@ from ..cascade import stage_breaks
 from ..graphs import Scope
 from ..kinds import PoolMode
 from ..nodes import pool_of
+from ..pools import Pool
 from ..windows import pool_output_size
 from .base import Context, Rule, Skip, attr, is_op, node_site, skip, spatial_or_skip
 
@@ -44,8 +45,6 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
         return skip(NAME, scope, node, label, f"breaks the limits ({why}) but uses auto_pad={auto_pad}")
     if any(d != 1 for d in attr(node, "dilations", [1] * rank)):
         return skip(NAME, scope, node, label, f"breaks the limits ({why}) but uses dilations")
-    if stage.ceil_mode:
-        return skip(NAME, scope, node, label, f"breaks the limits ({why}) but uses ceil_mode")
     if len(node.output) > 1 and node.output[1] and scope.used(node.output[1]):
         return skip(NAME, scope, node, label, f"breaks the limits ({why}) but its indices output is read")
     info = spatial_or_skip(scope, node, node.input[0], NAME, label)
@@ -54,11 +53,22 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     if len(info.shape) - 2 != rank:
         return skip(NAME, scope, node, label, "kernel_shape, strides and pads do not match the input's rank")
     size_in = [int(d) for d in info.shape[2:]]
+    notes = [f"breaks the limits: {why}"]
+    if stage.ceil_mode:
+        floor = _without_ceil(stage, size_in, mode)
+        if floor is None:
+            return skip(NAME, scope, node, label, f"breaks the limits ({why}) and uses ceil_mode with a partial "
+                                                  "last window that counts pads (count_include_pad=1), which no "
+                                                  "pool without ceil_mode reproduces")
+        grown = [b - a for a, b in zip(stage.pads, floor.pads)]
+        notes.append("ceil_mode dropped: the same windows " + (
+            "without it" if not any(grown) else f"with the partial last window as end pads {grown[rank:]} "
+            f"({'-inf for a max' if mode == PoolMode.MAX else 'not counted'})"))
+        stage, pads = floor, floor.pads
     out = tuple(pool_output_size(n, k, s, pads[a], pads[a + rank])
                 for a, (n, k, s) in enumerate(zip(size_in, stage.kernel, stage.strides)))
     if any(o < 1 for o in out):
         return skip(NAME, scope, node, label, "the pool has no output windows")
-    notes = [f"breaks the limits: {why}"]
     # along an axis with one output window the stride is never used: stride 1 is the same pool
     single = replace(stage, strides=tuple(1 if o == 1 else s for o, s in zip(out, stage.strides)))
     if single != stage and stage_breaks(mode, single, limits) is None:
@@ -66,6 +76,24 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
         notes.append("one output window per axis past the limit: the same pool with stride 1, not a cascade")
     return node_site(NAME, node, scope, label, info, mode, out, p=int(attr(node, "p", 2)),
                      notes=tuple(notes), target=stage)
+
+
+def _without_ceil(pool: Pool, size_in: list[int], mode: PoolMode) -> Pool | None:
+    """``pool`` without ceil_mode, the same windows: where ceil_mode adds a partial last window, that
+    window becomes end padding (a max pads with -inf, an Lp with zeros, an average with
+    count_include_pad=0 divides by the elements it holds, as the partial window does); None for an
+    average counting pads, whose partial window divides by less than the kernel plus pads."""
+    rank = pool.rank
+    pads = list(pool.pads)
+    for a, n in enumerate(size_in):
+        k, s, pb, pe = pool.kernel[a], pool.strides[a], pads[a], pads[a + rank]
+        out = pool_output_size(n, k, s, pb, pe, ceil_mode=True)
+        extra = (out - 1) * s + k - (n + pb + pe)
+        if out != pool_output_size(n, k, s, pb, pe) and extra > 0:
+            if mode == PoolMode.AVG and pool.count_include_pad:
+                return None
+            pads[a + rank] += extra
+    return Pool(pool.kernel, pool.strides, tuple(pads), pool.count_include_pad if any(pads) else 0, False)
 
 
 RULE = Rule(NAME, match, "AveragePool/MaxPool/LpPool already in the model that break the limits -> exact "

@@ -11,7 +11,7 @@ Which axes are spatial comes from the axis roles (:mod:`poolfix.roles`). Where t
 reduced axis are unknown, ambiguous or only a default, an exporter's pooling fingerprint decides:
 the dynamo exporter's node metadata naming an adaptive or global pool (or ``aten.mean`` over every
 spatial axis of a rank-4/5 tensor), or its ``adaptive_avg_pool1d(x, 1)`` lowering
-(``Unsqueeze(2) -> ReduceMean([2, 3]) -> Squeeze(2)``). Reductions over axes with real evidence of
+(``Unsqueeze(2) -> ReduceMean([2, 3]) -> Squeeze(2)``), and its max twin. Reductions over axes with real evidence of
 batch, channel or features (a CBAM channel mean/max, a transformer's token mean) and reduce-all are
 not pooling and are left alone. A reduction of a rank-6 tensor is never a pool either.
 """
@@ -59,14 +59,15 @@ def fingerprint(node: NodeProto, scope: Scope, reduced: list[int], rank: int) ->
     if rank in (4, 5) and every_spatial and (m := _MEAN_NAMES.search(text)) is not None:
         return f"the exporter's node metadata names {m.group(0)!r} over every spatial axis of a rank-{rank} tensor"
     made = scope.producers.get(node.input[0])
-    if is_op(node, "ReduceMean") and rank == 4 and reduced == [2, 3] and int(attr(node, "keepdims", 1)) == 1 \
+    if is_op(node, *_MODES) and rank == 4 and reduced == [2, 3] and int(attr(node, "keepdims", 1)) == 1 \
             and is_op(made, "Unsqueeze") and axes(made, scope) in ([2], [-2]):
         src = scope.info(made.input[0])
         users = scope.consumers.get(node.output[0], [])
         squeeze = scope.body.node[users[0]] if len(users) == 1 else None
         if src is not None and src.shape is not None and len(src.shape) == 3 and is_op(squeeze, "Squeeze") \
                 and axes(squeeze, scope) in ([2], [-2]):
-            return "dynamo's adaptive_avg_pool1d(x, 1): Unsqueeze(2), ReduceMean over it and L, Squeeze(2)"
+            kind = "avg" if node.op_type == "ReduceMean" else "max"
+            return f"dynamo's adaptive_{kind}_pool1d(x, 1): Unsqueeze(2), {node.op_type} over it and L, Squeeze(2)"
     return None
 
 
