@@ -71,14 +71,18 @@ class FixResult:
 def _refuse_bad_pools(model: ModelProto, inferred: ModelProto) -> None:
     """A pool with a kernel or stride of 0, or windows past its input, is bad input (onnxruntime refuses
     to load it): InputError, before anything is written."""
+    pools = [n for n in model.graph.node if is_op(n, *POOL_OPS)]
+    if not pools:
+        return
+    wanted = {n.input[0] for n in pools if n.input}
     shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-              for vi in (*inferred.graph.input, *inferred.graph.value_info) if vi.type.tensor_type.HasField("shape")}
-    for n in model.graph.node:
-        if is_op(n, *POOL_OPS):
-            shape = shapes.get(n.input[0]) if n.input else None
-            why = pool_problem(n, shape[2:] if shape is not None and len(shape) > 2 else None)
-            if why is not None:
-                raise InputError(f"{n.op_type} {n.name or n.output[0]!r} is no pool: {why}")
+              for vi in (*inferred.graph.input, *inferred.graph.value_info)
+              if vi.name in wanted and vi.type.tensor_type.HasField("shape")}
+    for n in pools:
+        shape = shapes.get(n.input[0]) if n.input else None
+        why = pool_problem(n, shape[2:] if shape is not None and len(shape) > 2 else None)
+        if why is not None:
+            raise InputError(f"{n.op_type} {n.name or n.output[0]!r} is no pool: {why}")
 
 
 def _checker_error(model: ModelProto, loaded: loader.Loaded) -> str | None:

@@ -112,10 +112,10 @@ def _work(model: ModelProto) -> int:
 
 
 def run_double(model: ModelProto | Path, outputs: list[str], all_feeds: list[dict[str, np.ndarray]],
-               data_dir: Path | None = None, evaluator: bool = True) -> tuple[list[list[np.ndarray]], str] | Refusal:
+               data_dir: Path | None = None) -> tuple[list[list[np.ndarray]], str] | Refusal:
     """The original's outputs in float64 on each set of feeds (floats cast up), and what computed them;
-    a Refusal saying why there is no float64 reference. ``evaluator``: where onnxruntime has no double
-    kernel, fall back on onnx's reference evaluator (seconds for a small CNN)."""
+    a Refusal saying why there is no float64 reference. Where onnxruntime has no double kernel, onnx's
+    reference evaluator computes them (seconds for a small CNN)."""
     twin = double_twin(model, data_dir)
     if isinstance(twin, Refusal):
         return twin
@@ -125,8 +125,6 @@ def run_double(model: ModelProto | Path, outputs: list[str], all_feeds: list[dic
         return [s.run(outputs, feeds) for feeds in up], "its float64 twin in onnxruntime"
     except Exception as e:
         ort_error = first_line(e)
-    if not evaluator:
-        return Refusal(f"onnxruntime has no float64 kernel for one of its ops ({ort_error[:80]})")
     if _work(twin) * len(up) > MAX_EVALUATOR_WORK:
         return Refusal(f"onnxruntime has no float64 kernel for one of its ops ({ort_error[:80]}), and it is too "
                        "large for onnx's reference evaluator")

@@ -14,6 +14,8 @@ fingerprints.
 
 from __future__ import annotations
 
+from itertools import chain
+
 from onnx import NodeProto
 
 from ..graphs import Scope
@@ -93,8 +95,8 @@ def paddle_fingerprints(model) -> str | None:
             return f"tensor names such as {t.name!r}"
     if any(o.name.startswith("fetch_name_") for o in g.output):
         return "outputs named fetch_name_N"
-    texts = [model.doc_string, g.doc_string, *(p.value for p in model.metadata_props),
-             *(n.doc_string for n in g.node)]
+    texts = chain([model.doc_string, g.doc_string], (p.value for p in model.metadata_props),
+                  (n.doc_string for n in g.node if n.op_type in _OPS))
     if any("adaptive" in t.lower() and "pool" in t.lower() for t in texts if t):
         return "an adaptive pool named in its metadata"
     return None
@@ -106,10 +108,11 @@ def suspects(model, inferred) -> list[str]:
     mark = paddle_fingerprints(model)
     if mark is None:
         return []
+    wanted = {n.input[0] for n in model.graph.node if n.input and is_op(n, *_OPS)}
     shapes = {}
     for vi in (*inferred.graph.input, *inferred.graph.value_info):
         tt = vi.type.tensor_type
-        if tt.HasField("shape"):
+        if vi.name in wanted and tt.HasField("shape"):
             shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
     out = []
     for n in model.graph.node:
