@@ -96,8 +96,10 @@ class _Folder:
             if n.op_type in ("Shape", "Size"):
                 if not n.input or n.input[0] not in shapes:
                     continue
-            elif not known.keys() >= set(n.input) - {""}:  # cheaper than foldable(): most nodes stop here
-                continue
+            else:  # cheaper than foldable(): most nodes stop at their first input
+                ins = n.input
+                if (ins and ins[0] and ins[0] not in known) or not known.keys() >= set(ins) - {""}:
+                    continue
             if not foldable(n):
                 continue
             tried.add(i)

@@ -146,10 +146,23 @@ def record(folder: Path, written: list[Path]) -> None:
     _write_record(folder, files)
 
 
-def _locations(folder: Path, skip: set[str]) -> dict[str, set[str]] | None:
+def _mentions(path: str, needle: bytes) -> bool:
+    """Whether the file holds ``needle`` anywhere (a memory-mapped search at memchr speed); True where
+    it cannot be read (the caller then reads it the slow way)."""
+    import mmap
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m.find(needle) >= 0
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
+        return os.path.getsize(path) > 0 if os.path.exists(path) else True
+
+
+def _locations(folder: Path, skip: set[str], needle: str | None = None) -> dict[str, set[str]] | None:
     """For each file in ``folder`` but those in ``skip``, the external-data locations it reads if it is a
-    model (whatever its name: a copy called ``backup.bak`` counts); None where the folder holds too
-    many files to read, or cannot be read (then the caller assumes the worst)."""
+    model (whatever its name: a copy called ``backup.bak`` counts); with ``needle``, only files whose
+    bytes hold that name are read as models (a location is stored as its text). None where the folder
+    holds too many files to read, or cannot be read (then the caller assumes the worst)."""
     from .external import external_locations
 
     try:
@@ -159,6 +172,8 @@ def _locations(folder: Path, skip: set[str]) -> dict[str, set[str]] | None:
         return None
     if len(entries) > MAX_MODELS_SCANNED:
         return None
+    if needle is not None:
+        entries = [e for e in entries if _mentions(e.path, needle.encode("utf-8", "surrogateescape"))]
     return {e.name: {os.path.normpath(loc) for loc in external_locations(Path(e.path))} for e in entries}
 
 
@@ -173,7 +188,7 @@ def referenced(folder: Path, skip: set[str]) -> set[str] | None:
 def readers(path: Path) -> list[str]:
     """The files in ``path``'s folder (itself aside) that read it as external data, by name, sorted;
     where the folder cannot be read whole, some file is assumed to (nothing is written over)."""
-    found = _locations(path.parent, {path.name})
+    found = _locations(path.parent, {path.name}, needle=path.name)
     if found is None:
         return ["a file (the folder holds too many files, or cannot be read, to tell which)"]
     return sorted(name for name, locations in found.items() if path.name in locations)
