@@ -341,9 +341,9 @@ class GraphInfos:
     first; an initializer's own type and dims over both."""
 
     def __init__(self, g: GraphProto):
-        self._vis: dict[str, list[onnx.ValueInfoProto]] = {}
-        for vi in (*g.input, *g.value_info, *g.output):
-            self._vis.setdefault(vi.name, []).append(vi)
+        self._g = g
+        declared = [*g.input, *g.value_info, *g.output]
+        self._first = {vi.name: vi for vi in reversed(declared)}  # each name's first declaration
         self._inits = {t.name: t for t in g.initializer}
         self._memo: dict[str, TensorInfo | None] = {}
 
@@ -354,11 +354,13 @@ class GraphInfos:
         if name in self._inits:
             t = self._inits[name]
             found = TensorInfo(t.data_type, tuple(t.dims))
-        else:
-            for vi in self._vis.get(name, ()):
-                inf = _info(vi)
-                if inf is not None and (found is None or found.shape is None):
-                    found = inf
+        elif name in self._first:
+            found = _info(self._first[name])
+            if found is None or found.shape is None:  # a later declaration may have the shape: look (rare)
+                for vi in (*self._g.input, *self._g.value_info, *self._g.output):
+                    inf = _info(vi) if vi.name == name else None
+                    if inf is not None and (found is None or found.shape is None):
+                        found = inf
         self._memo[name] = found
         return found
 
