@@ -68,10 +68,9 @@ class FixResult:
         return to_dict(self.findings, self.verification, hints=self.hints, **extra)
 
 
-def _refuse_bad_pools(model: ModelProto, inferred: ModelProto) -> None:
-    """A pool with a kernel or stride of 0, or windows past its input, is bad input (onnxruntime refuses
-    to load it): InputError, before anything is written."""
-    pools = [n for n in model.graph.node if n.op_type in POOL_OPS and is_op(n, n.op_type)]  # op_type first: cheap
+def _refuse_bad_pools(pools: list, inferred: ModelProto) -> None:
+    """A pool (of the main graph's ``pools``) with a kernel or stride of 0, or windows past its input, is
+    bad input (onnxruntime refuses to load it): InputError, before anything is written."""
     if not pools:
         return
     wanted = {n.input[0] for n in pools if n.input}
@@ -188,8 +187,9 @@ def _fix(model_or_path, opts: Options, data_dir, step: Callable[[str], None]) ->
             converted = (before, opts.opset, tuple(lowered))
     step("finding and rewriting")
     inferred = infer_shapes(model)  # for the first round, and for verification's memory estimate
-    _refuse_bad_pools(model, inferred)
-    hints = [] if opts.repair_shortcut else suspects(model, inferred)
+    pools = [n for n in model.graph.node if is_op(n, *POOL_OPS)]  # one walk for the two checks below
+    _refuse_bad_pools(pools, inferred)
+    hints = [] if opts.repair_shortcut or not pools else suspects(model, inferred, pools)
     rewrites, skips = rewrite(model, opts, data_dir=loaded.data_dir, inferred=inferred)
     result = FixResult(model, findings(rewrites, skips, model.ir_version, (*opts.seeds, 0)[0]), rewrites,
                        data_dir=loaded.data_dir, input_files=loaded.files, inline_refs=loaded.inline_refs,

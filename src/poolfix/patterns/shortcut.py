@@ -102,21 +102,23 @@ def paddle_fingerprints(model) -> str | None:
     return None
 
 
-def suspects(model, inferred) -> list[str]:
-    """One hint per main-graph pool that is the shortcut (:func:`shortcut_sizes`), where ``model`` carries
-    paddle2onnx's fingerprints; none otherwise (a genuine k3 s2 pool on 109 matches the formula too)."""
+def suspects(model, inferred, pools: list[NodeProto] | None = None) -> list[str]:
+    """One hint per main-graph pool (``pools``, where the caller has them) that is the shortcut
+    (:func:`shortcut_sizes`), where ``model`` carries paddle2onnx's fingerprints; none otherwise (a
+    genuine pool elsewhere can match the formula too)."""
     mark = paddle_fingerprints(model)
     if mark is None:
         return []
-    wanted = {n.input[0] for n in model.graph.node if n.input and is_op(n, *_OPS)}
+    pools = [n for n in (model.graph.node if pools is None else pools) if is_op(n, *_OPS)]
+    wanted = {n.input[0] for n in pools if n.input}
     shapes = {}
     for vi in (*inferred.graph.input, *inferred.graph.value_info):
         tt = vi.type.tensor_type
         if vi.name in wanted and tt.HasField("shape"):
             shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
     out = []
-    for n in model.graph.node:
-        shape = shapes.get(n.input[0]) if n.input and is_op(n, *_OPS) else None
+    for n in pools:
+        shape = shapes.get(n.input[0]) if n.input else None
         if shape is None or len(shape) < 3 or None in shape[2:]:
             continue
         sizes = shortcut_sizes(n, shape[2:])
