@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENGINES = {
     "rknn": {"worker": "rknn_worker.py", "venv": ROOT / ".engines/rknn/venv", "platform": "rk3588"},
     "ethos-u": {"worker": "ethos_worker.py", "venv": ROOT / ".engines/ethos-u/venv", "accelerator": "ethos-u55-128"},
+    "k230": {"worker": "k230_worker.py", "venv": ROOT / ".engines/k230/venv"},  # nncase 2.11, int8 (issue 28)
 }
 POOL_WORDS = ("pool", "mean", "reduce", "gather", "sum")
 
@@ -125,7 +126,7 @@ def run_engine(engine: str, model: Path, work: Path, timeout: int) -> dict:
 
 
 def _run_engine(engine: str, model: Path, work: Path, timeout: int) -> dict:
-    feeds = make_inputs(model, uniform=engine == "ethos-u")
+    feeds = make_inputs(model, uniform=engine in ("ethos-u", "k230"))
     inputs = work / "inputs.npz"
     np.savez(inputs, **feeds)
     job = {"model": str(model), "inputs": str(inputs), "input_names": list(feeds), "outputs": str(work / "out.npz"),

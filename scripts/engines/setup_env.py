@@ -2,6 +2,7 @@
 
     python scripts/engines/setup_env.py rknn        # rknn-toolkit2 2.5.0, about 5.6 GB
     python scripts/engines/setup_env.py ethos-u     # onnx2tf + ethos-u-vela 5.2.0, about 2.7 GB
+    python scripts/engines/setup_env.py k230        # nncase 2.11 + nncase-kpu + a .NET runtime (issue 28)
 
 The venv goes to .engines/ENGINE/venv (git-ignored), never into poolfix's environment: these
 toolchains pin old numpy/onnx/protobuf. ``requirements-ENGINE.txt`` names what is installed;
@@ -19,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-ENGINES = ("rknn", "ethos-u")
+ENGINES = ("rknn", "ethos-u", "k230")
 
 
 def main(argv=None) -> int:
