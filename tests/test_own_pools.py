@@ -51,3 +51,16 @@ def test_dynamos_1d_pool_to_one_is_known_for_max_as_for_mean(op):
     r = poolfix.fix(m)
     (f,) = r.rewritten
     assert f"adaptive_{'avg' if op == 'ReduceMean' else 'max'}_pool1d(x, 1)" in f.roles
+
+
+def test_a_3d_head_over_one_depth_is_a_2d_pool_under_ethos_u():
+    """torchvision r3d_18's head (a 5D pool of kernel [1, 7, 7]): Ethos-U runs 2D pools only on its NPU;
+    with no depth to pool the site is one 2D pool between Reshapes (no depth pool, the form onnx2tf
+    converted wrong); a real depth keeps the 3D pool."""
+    from helpers import op_types, single
+
+    head = single("GlobalAveragePool", [1, 8, 1, 7, 7], out_shape=[1, 8, 1, 1, 1])
+    r = poolfix.fix(head, target="ethos-u")
+    assert op_types(r.model) == ["Reshape", "AveragePool", "Reshape"] and r.verification
+    deep = single("GlobalAveragePool", [1, 8, 4, 7, 7], out_shape=[1, 8, 1, 1, 1])
+    assert op_types(poolfix.fix(deep, target="ethos-u").model) == ["AveragePool"]

@@ -52,13 +52,13 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
     """Every exact construction of the site the options allow. Without limits: the plan alone.
     Within limits: the plan with pads and without, each in every construction of the emitter's TABLE that
     keeps them. Raises NoCascade (none keeps the limits) or ValueError (none can be written here)."""
-    def build(plan: AdaptivePlan, style: Style, blocks: bool = False) -> Candidate:
+    def build(plan: AdaptivePlan, style: Style, blocks: bool = False, limits=opts.limits) -> Candidate:
         if plan.gathers and not use_initializers and scope.opset < 9:
             raise ValueError(f"the exact plan needs int64 indices, which opset {scope.opset} Constant nodes "
                              "cannot hold in this IR version")
         name = f"{style}{' in blocks' if blocks else ''}"
         nodes, tensors, literal = emit(site, plan, scope.opset, names, initializers=use_initializers,
-                                       limits=opts.limits, style=style, blocks=blocks,
+                                       limits=limits, style=style, blocks=blocks,
                                        tags={RULE_KEY: site.pattern, CONSTRUCTION_KEY: name})
         return Candidate(plan, style, blocks, tuple(nodes), tuple(tensors), literal)
 
@@ -83,11 +83,32 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
                     out.append(build(p, style, blocks))
                 except NoCascade as e:
                     errors.append(e)
+    plane = _plane_only(plan, opts)
+    if plane is not None:  # a 3D pool over one depth at a time, for a target whose NPU pools 2D only
+        try:
+            out.append(build(plan, Style.GATHER, limits=plane))
+        except NoCascade as e:
+            errors.append(e)
     if not out and not errors:
         raise NoCascade(f"none of the constructions asked for ({', '.join(sorted(asked))}) applies to this site")
     if not out:
         raise errors[0]
     return out
+
+
+def _plane_only(plan: AdaptivePlan, opts: Options):
+    """The limits under which a 3D pool whose depth window is 1 (kernel and stride 1, no depth pads, no
+    depth gathers) is written as one 2D pool between Reshapes, where the target's NPU runs 2D pools
+    only and its limits do not already split 3D pools (Ethos-U: onnx2tf converts a depth + plane split
+    wrong, so only this form, with no depth pool, is offered); None where that does not apply."""
+    target, pool = opts.target, plan.pool
+    if target is None or target.npu_pool_dims != 2 or opts.limits is None or opts.limits.max_pool_dims is not None:
+        return None
+    if pool is None or pool.rank != 3 or any(g.axis == 0 for g in plan.gathers):
+        return None
+    if pool.kernel[0] != 1 or pool.strides[0] != 1 or pool.pads[0] or pool.pads[3]:
+        return None
+    return replace(opts.limits, max_pool_dims=2)
 
 
 def _stays(site: Site, scope: Scope, best: Candidate, opts: Options) -> str | None:
