@@ -23,6 +23,9 @@ pytestmark = pytest.mark.engine
 def through(engine: str, model: Path, tmp_path: Path, *poolfix_args: str) -> dict:
     if not harness.installed(engine):
         pytest.skip(f"{engine} is not installed (python scripts/engines/setup_env.py {engine})")
+    why = harness.broken(engine)
+    if why is not None:
+        pytest.skip(f"{engine}'s venv is there but broken ({why}); python scripts/engines/setup_env.py {engine}")
     fixed, err, _ = harness.poolfix(model, " ".join(poolfix_args), tmp_path / "fixed.onnx")
     assert fixed is not None, err
     work = tmp_path / "work"

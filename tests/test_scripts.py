@@ -58,3 +58,18 @@ def test_the_fixture_lists_are_what_the_scripts_write():
     spec.loader.exec_module(mod)
     assert sorted(FIXTURES) == sorted(f"{name}.onnx" for name in mod.BUILDERS)
     assert len(TORCH_FIXTURES) > 20 and all((MODELS / "torch" / name).is_file() for name in TORCH_FIXTURES)
+
+
+def test_a_broken_engine_venv_is_told_apart_from_a_working_one(tmp_path, monkeypatch):
+    """Issue 28: a venv whose python exists but whose toolchain does not import skips the engine tests
+    with the reason (here a venv with nothing installed), instead of failing them."""
+    import venv
+
+    sys.path.insert(0, str(ROOT / "scripts" / "engines"))
+    import run as harness
+
+    venv.create(tmp_path / "venv", with_pip=False)
+    monkeypatch.setitem(harness.ENGINES, "rknn", {**harness.ENGINES["rknn"], "venv": tmp_path / "venv"})
+    assert harness.installed("rknn")
+    why = harness.broken("rknn")
+    assert why is not None and "rknn" in why

@@ -48,8 +48,27 @@ def venv_python(engine: str) -> Path:
     return ENGINES[engine]["venv"] / "bin" / "python"
 
 
+# what a working install imports (k230: after its worker points .NET at the runtime it installed)
+IMPORTS = {"rknn": "import rknn.api", "ethos-u": "import onnx2tf, ethosu.vela",
+           "k230": f"import sys; sys.path.insert(0, {str(Path(__file__).parent / 'workers')!r}); "
+                   "import k230_worker; k230_worker._dotnet(); import nncase"}
+
+
 def installed(engine: str) -> bool:
     return venv_python(engine).exists()
+
+
+def broken(engine: str) -> str | None:
+    """Why an installed engine's venv cannot run its toolchain (its imports fail), or None; the engine
+    tests skip with this reason instead of failing."""
+    if not installed(engine):
+        return None
+    p = subprocess.run([str(venv_python(engine)), "-c", IMPORTS[engine]], capture_output=True, text=True,
+                       timeout=300)
+    if p.returncode == 0:
+        return None
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    return (lines[-1] if lines else f"exit {p.returncode}")[:200]
 
 
 def make_inputs(model_path: Path, seed: int = 0, uniform: bool = False) -> dict[str, np.ndarray]:
