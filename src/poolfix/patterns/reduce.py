@@ -66,8 +66,8 @@ def fingerprint(node: NodeProto, scope: Scope, reduced: list[int], rank: int) ->
         squeeze = scope.body.node[users[0]] if len(users) == 1 else None
         if src is not None and src.shape is not None and len(src.shape) == 3 and is_op(squeeze, "Squeeze") \
                 and axes(squeeze, scope) in ([2], [-2]):
-            kind = "avg" if node.op_type == "ReduceMean" else "max"
-            return f"dynamo's adaptive_{kind}_pool1d(x, 1): Unsqueeze(2), {node.op_type} over it and L, Squeeze(2)"
+            return (f"dynamo's adaptive_{_MODES[node.op_type]}_pool1d(x, 1): Unsqueeze(2), {node.op_type} over it "
+                    "and L, Squeeze(2)")
     return None
 
 
