@@ -23,6 +23,15 @@ TORCH_FIXTURES = tuple(sorted(e["file"] for kinds in json.loads((MODELS / "torch
                               ["models"].values() for e in kinds.values() if e.get("exported")))
 
 
+def interruptible() -> None:
+    """A subprocess's preexec_fn: Ctrl-C (SIGINT) back to its default, as a terminal gives it. A test
+    run started in the background by a non-interactive shell inherits SIGINT ignored, and Python then
+    keeps it ignored: a test that sends SIGINT must not depend on how its runner was started."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def small_zoo(folder: Path) -> Path:
     """A folder of models for batch tests: the top-level fixtures and the PSP exports under torch/ (the
     whole of models/, 225 files, goes through a batch in the slow set only)."""

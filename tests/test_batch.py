@@ -10,7 +10,7 @@ import time
 
 import onnx
 import pytest
-from helpers import MODELS, ROOT, op_types, small_zoo
+from helpers import MODELS, ROOT, interruptible, op_types, small_zoo
 from test_cli import cli
 
 from poolfix import batch
@@ -104,7 +104,8 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     p = subprocess.Popen([sys.executable, "-m", "poolfix", str(src), "-o", str(out), "-j", "2"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=interruptible)
     deadline = time.time() + 60
     while time.time() < deadline and len(list(out.glob("*.onnx"))) < 3:
         time.sleep(0.05)

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import onnx
 import pytest
-from helpers import ROOT, external_data_model
+from helpers import ROOT, external_data_model, interruptible
 
 
 def _state(out):
@@ -84,7 +84,7 @@ def test_sigterm_and_sigint_leave_no_temp_files(tmp_path, sig):
     full = time.perf_counter() - t
     for fraction in (0.6, 0.8, 0.9, 1.0):
         p = subprocess.Popen([*cmd, str(tmp_path / "o.onnx")], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=subprocess.DEVNULL, preexec_fn=interruptible)
         try:
             p.wait(timeout=full * fraction)
         except subprocess.TimeoutExpired:

@@ -656,12 +656,12 @@ def test_ctrl_c_while_importing_is_exit_130_and_one_line(tmp_path, delay):
     import subprocess
     import sys
 
-    from helpers import ROOT
+    from helpers import ROOT, interruptible
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     p = subprocess.Popen([sys.executable, "-m", "poolfix", str(MODELS / "se_block.onnx"), "-o",
                           str(tmp_path / "o.onnx")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
+                         text=True, start_new_session=True, preexec_fn=interruptible)
     time.sleep(delay)
     os.killpg(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=60)

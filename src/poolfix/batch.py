@@ -227,7 +227,8 @@ def _interrupted(signum, frame):
 def _worker(conn, options: Options, external_data: str, strict: bool, inputs: frozenset[Path]) -> None:
     """A worker process: models from ``conn``, one at a time, each one's Outcome back through it, until
     it is told to stop (None). SIGINT and SIGTERM unwind it like Ctrl-C, so its temp files go."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # as the batch: a background run ignores Ctrl-C
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupted)
     _die_with_parent()
     try:
