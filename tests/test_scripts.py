@@ -73,3 +73,19 @@ def test_a_broken_engine_venv_is_told_apart_from_a_working_one(tmp_path, monkeyp
     assert harness.installed("rknn")
     why = harness.broken("rknn")
     assert why is not None and "rknn" in why
+
+
+def test_the_workers_capture_what_a_compiler_writes_to_its_file_descriptors():
+    """fdlog.captured (shared by the engine workers): a write to fd 1 or 2 past Python's sys.stdout, as
+    a C++ or .NET compiler makes, lands in the log, and the descriptors are back afterwards."""
+    import os
+
+    sys.path.insert(0, str(ROOT / "scripts" / "engines" / "workers"))
+    import fdlog
+
+    before = os.fstat(1).st_ino, os.fstat(2).st_ino
+    with fdlog.captured() as log:
+        os.write(1, b"from C++\n")
+        os.write(2, b"E RKNN: overflow\n")
+    assert log.read() == b"from C++\nE RKNN: overflow\n"
+    assert (os.fstat(1).st_ino, os.fstat(2).st_ino) == before

@@ -12,9 +12,9 @@ model in its own process and records the crash. Layer placement is not read yet 
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+import fdlog  # beside this file: the run puts the script's folder on sys.path
 import numpy as np
 
 
@@ -28,10 +28,14 @@ def _dotnet() -> None:
 def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     result = {"load": None, "build": None, "runs": False, "layers": [], "errors": [], "toolchain": None}
-    log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (fds 1 and 2 point at it until the end)
-    saved = os.dup(1), os.dup(2)
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
+    with fdlog.captured() as log:
+        _compile_and_simulate(job, result)
+    with open(job["log"], "wb") as f:
+        f.write(log.read())
+    Path(job["result"]).write_text(json.dumps(result))
+
+
+def _compile_and_simulate(job: dict, result: dict) -> None:
     try:
         _dotnet()
         import nncase
@@ -64,15 +68,6 @@ def main(job_path: str) -> None:
     except BaseException as e:
         text = str(e).strip()
         result["errors"].append(text.splitlines()[-1][:300] if text else type(e).__name__)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-    log.seek(0)
-    with open(job["log"], "wb") as f:
-        f.write(log.read())
-    Path(job["result"]).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ lines are compiler errors even when build() returns 0 (REGTASK overflows do).
 """
 
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
+import fdlog  # beside this file: the run puts the script's folder on sys.path
 import numpy as np
 
 LAYER = re.compile(r"RKNN: \[[^\]]*\]\s+(\d+)\s+(\S+)\s+(\S+)\s+(NPU|CPU)\s+.*?\s(\d+)/(\d+)/(\d+)\s")
@@ -23,10 +22,24 @@ LAYER = re.compile(r"RKNN: \[[^\]]*\]\s+(\d+)\s+(\S+)\s+(\S+)\s+(NPU|CPU)\s+.*?\
 def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     result = {"load": None, "build": None, "runs": False, "layers": [], "errors": [], "toolchain": None}
-    log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (fds 1 and 2 point at it until the end)
-    saved = os.dup(1), os.dup(2)
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
+    with fdlog.captured() as log:
+        _build_and_run(job, result)
+    text = log.read().decode("utf-8", "replace")
+    for line in text.splitlines():
+        m = LAYER.search(line)
+        if m and m.group(2) not in ("InputOperator", "OutputOperator"):
+            result["layers"].append({"id": int(m.group(1)), "op": m.group(2), "target": m.group(4),
+                                     "cycles": int(m.group(7))})
+        if re.search(r"(^|\s)E RKNN:|\x1b\[1;31mE\x1b\[0m|^E ", line):
+            clean = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+            if clean not in result["errors"]:
+                result["errors"].append(clean[:300])
+    with open(job["log"], "w") as f:
+        f.write(text)
+    Path(job["result"]).write_text(json.dumps(result))
+
+
+def _build_and_run(job: dict, result: dict) -> None:
     try:
         import rknn
         from rknn.api import RKNN
@@ -50,25 +63,6 @@ def main(job_path: str) -> None:
     except BaseException as e:  # the toolkit raises ValueError carrying its own traceback
         result["errors"].append(str(e).strip().splitlines()[-1][:300] if str(e).strip()
                                 else type(e).__name__)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-    log.seek(0)
-    text = log.read().decode("utf-8", "replace")
-    for line in text.splitlines():
-        m = LAYER.search(line)
-        if m and m.group(2) not in ("InputOperator", "OutputOperator"):
-            result["layers"].append({"id": int(m.group(1)), "op": m.group(2), "target": m.group(4),
-                                     "cycles": int(m.group(7))})
-        if re.search(r"(^|\s)E RKNN:|\x1b\[1;31mE\x1b\[0m|^E ", line):
-            clean = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
-            if clean not in result["errors"]:
-                result["errors"].append(clean[:300])
-    with open(job["log"], "w") as f:
-        f.write(text)
-    Path(job["result"]).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""What a toolchain prints, captured at the file-descriptor level: compilers with a C++ or .NET core
+write to fds 1 and 2 directly, past Python's sys.stdout. Shared by the engine workers (each runs in
+its own venv; this module needs nothing but the standard library)."""
+
+import contextlib
+import os
+import sys
+import tempfile
+
+
+@contextlib.contextmanager
+def captured():
+    """Point fds 1 and 2 at a temp file for the block; yields the file, rewound once the block ends
+    (however it ends) and the fds are back."""
+    log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (fds 1 and 2 point at it until the end)
+    saved = os.dup(1), os.dup(2)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        yield log
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        log.seek(0)
