@@ -225,6 +225,9 @@ def test_inputs_in_the_api_and_in_a_batch(tmp_path):
     assert [o.exit_code for o in outcomes] == [0]
     with pytest.raises(poolfix.InputError, match=r"not a \.npz"):
         poolfix.fix(tmp_path / "out" / "m.onnx", inputs=[tmp_path / "nothing.npz"])
+    np.save(tmp_path / "one.npy", np.zeros(3, np.float32))
+    with pytest.raises(poolfix.InputError, match="a single array"):
+        poolfix.fix(tmp_path / "out" / "m.onnx", inputs=[tmp_path / "one.npy"])
 
 
 def test_a_site_row_says_how_many_channels_it_checked():

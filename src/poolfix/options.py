@@ -204,11 +204,15 @@ def _samples(items) -> tuple[tuple[str, dict], ...]:
         elif isinstance(item, (str, os.PathLike)):
             label = str(item)
             try:
-                with np.load(item, allow_pickle=False) as data:
-                    feeds = {name: data[name] for name in data.files}
+                data = np.load(item, allow_pickle=False)
             except (OSError, ValueError, EOFError) as e:
                 raise InputError(f"--inputs {label}: not a .npz file of arrays ({str(e).splitlines()[0][:120]})"
                                  ) from None
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy: one array, no input names
+                raise InputError(f"--inputs {label}: a single array, not a .npz of arrays named by input "
+                                 "(numpy.savez(file, input_name=array, ...))")
+            with data:
+                feeds = {name: data[name] for name in data.files}
         else:
             raise InputError(f"inputs must be .npz paths or dicts of arrays, got {item!r}")
         if not feeds or not all(isinstance(n, str) and isinstance(v, np.ndarray) for n, v in feeds.items()):
