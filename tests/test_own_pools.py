@@ -64,3 +64,74 @@ def test_a_3d_head_over_one_depth_is_a_2d_pool_under_ethos_u():
     assert op_types(r.model) == ["Reshape", "AveragePool", "Reshape"] and r.verification
     deep = single("GlobalAveragePool", [1, 8, 4, 7, 7], out_shape=[1, 8, 1, 1, 1])
     assert op_types(poolfix.fix(deep, target="ethos-u").model) == ["AveragePool"]
+
+
+def _own(op, n, **attrs):
+    return model([h.make_node(op, ["x"], ["y"], name="p", **attrs)], [vi("x", [1, 4, n, n])],
+                 [h.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+
+
+@pytest.mark.parametrize(("k", "s", "p"), [(3, 2, 1), (3, 1, 1), (5, 1, 2), (2, 2, 1)])
+def test_a_padded_max_pool_under_no_padded_max_gets_its_pads_as_edge_values(k, s, p):
+    """K230 pads a MaxPool with 0, not -inf (wrong wherever a window is all negative): under that limit
+    the pads are written out by an edge Pad, which a max never tells apart from -inf (every pad is
+    shorter than the kernel, so a window reaching it also holds the edge value); exact on all-negative
+    inputs, where a zero pad would win."""
+    from poolfix.limits import Limits
+
+    m = _own("MaxPool", 11, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
+    r = poolfix.fix(m, limits=Limits(no_padded_max=True), enforce_limits=True)
+    (f,) = r.rewritten
+    pads = [n for n in r.model.graph.node if n.op_type == "Pad"]
+    assert [a.s for n in pads for a in n.attribute if a.name == "mode"] == [b"edge"]
+    assert all(not any(a.name == "pads" for a in n.attribute) for n in r.model.graph.node if n.op_type == "MaxPool")
+    x = (np.random.default_rng(0).uniform(-1, 1, (1, 4, 11, 11)) - 3).astype(np.float32)
+    np.testing.assert_array_equal(run(r.model, {"x": x})[0], run(m, {"x": x})[0])
+
+
+def test_a_counted_padded_average_under_count_include_pad_zero_pads_with_zeros():
+    """K230 computes a padded count_include_pad=1 average wrong at the borders, the =0 one right: the
+    counted pads become a zero Pad before an unpadded pool."""
+    from poolfix.limits import Limits
+
+    m = _own("AveragePool", 9, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)
+    r = poolfix.fix(m, limits=Limits(avg_count_include_pad="0"), enforce_limits=True)
+    assert r.rewritten and [n.op_type for n in r.model.graph.node if n.op_type in ("Pad", "AveragePool")] == \
+        ["Pad", "AveragePool"]
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 4, 9, 9)).astype(np.float32)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-6, atol=1e-6)
+
+
+def test_no_padded_max_is_a_limit_every_cascade_and_plan_keeps():
+    """Adaptive max sites whose exact single pool is padded take an unpadded form under the limit."""
+    from poolfix.cascade import NoCascade, plan_cascade
+    from poolfix.limits import Limits
+
+    lim = Limits(no_padded_max=True)
+    with pytest.raises(NoCascade, match="pads it with 0"):
+        plan_cascade("max", (11,), (3,), (2,), (1, 1), 0, lim)
+    assert plan_cascade("avg", (11,), (3,), (2,), (1, 1), 0, lim).stages[0].pads == (1, 1)
+    # a whole-axis max of a prime size: no ceil_mode or end pad under the limit
+    with pytest.raises(NoCascade):
+        plan_cascade("max", (37,), (37,), (1,), (0, 0), 0, Limits(max_kernel=8, no_padded_max=True))
+
+
+def test_the_height_kernel_cap_holds_the_height_only():
+    """K230 builds a 1x20 kernel and aborts on 20x1: max_kernel_height caps the second-to-last spatial
+    axis of a pool, not the last, and not a 1D pool's one axis."""
+    from helpers import single
+
+    from poolfix.cascade import plan_cascade, stage_breaks
+    from poolfix.limits import Limits
+    from poolfix.pools import Pool
+
+    lim = Limits(max_kernel_height=16)
+    assert stage_breaks("avg", Pool((20, 1), (1, 1), (0,) * 4), lim) is not None
+    assert stage_breaks("avg", Pool((1, 20), (1, 1), (0,) * 4), lim) is None
+    assert stage_breaks("avg", Pool((20,), (1,), (0, 0)), lim) is None
+    stages = plan_cascade("avg", (20, 20), (20, 20), (1, 1), (0,) * 4, 0, lim).stages
+    assert all(st.kernel[0] <= 16 for st in stages) and any(st.kernel[1] == 20 for st in stages)
+    m = single("GlobalAveragePool", [1, 2, 20, 20])
+    r = poolfix.fix(m, limits=lim)
+    x = np.random.default_rng(0).standard_normal((1, 2, 20, 20)).astype(np.float32)
+    np.testing.assert_allclose(run(r.model, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-5, atol=1e-6)

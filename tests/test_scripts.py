@@ -80,7 +80,7 @@ def test_the_workers_capture_what_a_compiler_writes_to_its_file_descriptors():
     a C++ or .NET compiler makes, lands in the log, and the descriptors are back afterwards."""
     import os
 
-    sys.path.insert(0, str(ROOT / "scripts" / "engines" / "workers"))
+    sys.path.insert(0, str(ROOT / "src" / "poolfix" / "engines" / "workers"))
     import fdlog
 
     before = os.fstat(1).st_ino, os.fstat(2).st_ino

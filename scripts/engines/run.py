@@ -32,12 +32,13 @@ import onnx
 import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[2]
+WORKERS = ROOT / "src" / "poolfix" / "engines" / "workers"
 ENGINES = {
-    "rknn": {"worker": "rknn_worker.py", "venv": ROOT / ".engines/rknn/venv", "platform": "rk3588"},
-    "ethos-u": {"worker": "ethos_worker.py", "venv": ROOT / ".engines/ethos-u/venv", "accelerator": "ethos-u55-128"},
-    "k230": {"worker": "k230_worker.py", "venv": ROOT / ".engines/k230/venv"},  # nncase 2.11, int8 (issue 28)
+    "rknn": {"worker": "rknn.py", "venv": ROOT / ".engines/rknn/venv", "platform": "rk3588"},
+    "ethos-u": {"worker": "ethos_u.py", "venv": ROOT / ".engines/ethos-u/venv", "accelerator": "ethos-u55-128"},
+    "k230": {"worker": "k230.py", "venv": ROOT / ".engines/k230/venv"},  # nncase 2.11, int8 (issue 28)
 }
-POOL_WORDS = ("pool", "mean", "reduce", "gather", "sum")
+POOL_WORDS = ("pool", "mean", "reduce", "gather", "sum", "pdp")  # pdp: K230's pooling unit (GNNEPdp*)
 
 
 def is_pool_layer(op: str) -> bool:
@@ -50,8 +51,7 @@ def venv_python(engine: str) -> Path:
 
 # what a working install imports (k230: after its worker points .NET at the runtime it installed)
 IMPORTS = {"rknn": "import rknn.api", "ethos-u": "import onnx2tf, ethosu.vela",
-           "k230": f"import sys; sys.path.insert(0, {str(Path(__file__).parent / 'workers')!r}); "
-                   "import k230_worker; k230_worker._dotnet(); import nncase"}
+           "k230": f"import sys; sys.path.insert(0, {str(WORKERS)!r}); import k230; k230._dotnet(); import nncase"}
 
 
 def installed(engine: str) -> bool:
@@ -133,26 +133,27 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_engine(engine: str, model: Path, work: Path, timeout: int) -> dict:
+def run_engine(engine: str, model: Path, work: Path, timeout: int, feeds: dict | None = None) -> dict:
     """The engine's worker on ``model``; raises if the model file changed under it (a toolchain that
     rewrites its input in place must get a copy: onnx2tf simplifies the file it is given)."""
     before = _digest(model)
     try:
-        return _run_engine(engine, model, work, timeout)
+        return _run_engine(engine, model, work, timeout, feeds)
     finally:
         if _digest(model) != before:
             raise RuntimeError(f"the {engine} toolchain changed its input {model}: it must get a copy")
 
 
-def _run_engine(engine: str, model: Path, work: Path, timeout: int) -> dict:
-    feeds = make_inputs(model, uniform=engine in ("ethos-u", "k230"))
+def _run_engine(engine: str, model: Path, work: Path, timeout: int, feeds: dict | None) -> dict:
+    if feeds is None:
+        feeds = make_inputs(model, uniform=engine in ("ethos-u", "k230"))
     inputs = work / "inputs.npz"
     np.savez(inputs, **feeds)
     job = {"model": str(model), "inputs": str(inputs), "input_names": list(feeds), "outputs": str(work / "out.npz"),
            "result": str(work / "result.json"), "log": str(work / "compiler.log"), "workdir": str(work),
            "timeout": timeout, **{k: v for k, v in ENGINES[engine].items() if k not in ("worker", "venv")}}
     (work / "job.json").write_text(json.dumps(job))
-    worker = Path(__file__).parent / "workers" / ENGINES[engine]["worker"]
+    worker = WORKERS / ENGINES[engine]["worker"]
     t0 = time.perf_counter()
     try:
         p = subprocess.run([str(venv_python(engine)), str(worker), str(work / "job.json")], cwd=work,

@@ -90,6 +90,8 @@ def _fits(mode: str, k: int, s: int, pb: int, pe: int, cip: int, lim: Limits) ->
         return f"kernel {k} > max kernel area {lim.max_kernel_area}"
     if s > _lim(lim.max_stride):
         return f"stride {s} > max stride {lim.max_stride}"
+    if (pb or pe) and mode == PoolMode.MAX and lim.no_padded_max:
+        return "a padded MaxPool is not allowed (the target pads it with 0, not -inf)"
     cap = lim.pad_cap
     if (pb or pe) and cap is not None and max(pb, pe) > cap:
         return "pads are not allowed" if cap == 0 else f"pad {max(pb, pe)} > max pad {cap}"
@@ -112,8 +114,9 @@ def _padded_window(mode: str, n: int, lim: Limits) -> tuple[list[AxisPool], Frac
     count, so the chain is the shortest; among those, the least padding."""
     cap = int(min(_lim(lim.max_kernel), _lim(lim.max_stride), _lim(lim.max_kernel_area), n))
     pad_cap = lim.pad_cap
-    can_pad = not (mode == PoolMode.AVG and lim.avg_count_include_pad is CountIncludePad.ZERO)
-    can_ceil = mode == PoolMode.MAX and not lim.no_ceil_mode
+    can_pad = not (mode == PoolMode.AVG and lim.avg_count_include_pad is CountIncludePad.ZERO) and not (
+        mode == PoolMode.MAX and lim.no_padded_max)
+    can_ceil = mode == PoolMode.MAX and not lim.no_ceil_mode and not lim.no_padded_max
     if cap < 2:
         return None
     frontier: dict[int, tuple[list[AxisPool], int]] = {n: ([], 1)}  # size -> (stages, positions per element)
@@ -153,7 +156,7 @@ def _overlapping_max(k: int, s: int, pb: int, pe: int, lim: Limits) -> list[Axis
     while need > 0:
         kernels.append(min(kmax, need + 1))
         need -= kernels[-1] - 1
-    cap = lim.pad_cap
+    cap = lim.pad_cap_for(PoolMode.MAX)
     if (pb or pe) and ((cap is not None and max(pb, pe) > cap) or max(pb, pe) >= kernels[0]):
         return None
     stages = [AxisPool(kk, 1) for kk in kernels]
@@ -233,7 +236,7 @@ def _cascade(mode: PoolMode, size_in, kernel, strides, pads, count_include_pad: 
     for ax in range(rank):
         try:
             stages, sc = plan_axis_cascade(mode, size_in[ax], kernel[ax], strides[ax], pads[ax], pads[ax + rank],
-                                           count_include_pad, lim)
+                                           count_include_pad, lim.for_axis(ax, rank))
         except NoCascade as e:
             raise NoCascade(f"axis {ax}: {e}") from None
         per_axis.append(stages)
@@ -267,6 +270,8 @@ def stage_breaks(mode: str, stage: Pool, lim: Limits) -> str | None:
         return f"kernel area {stage.area} > {lim.max_kernel_area}"
     if stage.ceil_mode and lim.no_ceil_mode:
         return "ceil_mode is not allowed"
+    if stage.ceil_mode and mode == PoolMode.MAX and lim.no_padded_max:
+        return "a ceil_mode MaxPool pads its last window (the target pads it with 0, not -inf)"
     rank = len(stage.kernel)
     if rank > _lim(lim.max_pool_dims):
         return f"{rank}D pool > max pool dims {lim.max_pool_dims}"
@@ -274,7 +279,7 @@ def stage_breaks(mode: str, stage: Pool, lim: Limits) -> str | None:
         return f"a padded pool's stride {max(stage.strides)} > max padded stride {lim.max_padded_stride}"
     for ax in range(rank):
         why = _fits(mode, stage.kernel[ax], stage.strides[ax], stage.pads[ax], stage.pads[ax + rank],
-                    stage.count_include_pad, lim)
+                    stage.count_include_pad, lim.for_axis(ax, rank))
         if why:
             return why
     return None

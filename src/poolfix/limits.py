@@ -23,6 +23,8 @@ class Limits:
     """What an engine allows a pool to be. Each field is also a command-line option of the same name."""
 
     max_kernel: int | None = _limit(None, "Largest pool kernel per spatial dim.", 1)
+    max_kernel_height: int | None = _limit(None, "Largest pool kernel along the height (the second-to-last "
+                                                 "spatial axis; K230 aborts on a 17x1 kernel, 1x20 builds).", 1)
     max_kernel_area: int | None = _limit(None, "Largest product of a pool's kernel dims.", 1)
     max_stride: int | None = _limit(None, "Largest pool stride.", 1)
     max_pad: int | None = _limit(None, "Largest pool pad, per side.", 0)
@@ -31,6 +33,8 @@ class Limits:
     avg_count_include_pad: CountIncludePad = _limit(  # noqa: RUF009 (_limit returns a field)
         CountIncludePad.ANY, "What AveragePool's count_include_pad may be.", choices=CIP_CHOICES)
     no_ceil_mode: bool = _limit(False, "Emit no pools with ceil_mode=1.")
+    no_padded_max: bool = _limit(False, "Emit no padded MaxPool (K230 pads it with 0, not -inf): its pads "
+                                        "become an edge Pad before an unpadded pool.")
     no_lp_pool: bool = _limit(False, "Emit no LpPool (the target has none).")
     max_pool_dims: int | None = _limit(None, "Most spatial dims one pool may have (2: 3D pools become 2D + 1D).", 2)
     max_extent: int | None = _limit(None, "Largest size of a spatial axis a pool reads or writes.", 1)
@@ -38,7 +42,7 @@ class Limits:
                                              "(onnx2tf puts a Pad layer before the latter when the batch is dynamic).")
 
     def __post_init__(self):
-        for f in ("max_kernel", "max_kernel_area", "max_stride", "max_extent", "max_padded_stride"):
+        for f in ("max_kernel", "max_kernel_height", "max_kernel_area", "max_stride", "max_extent", "max_padded_stride"):
             v = getattr(self, f)
             if v is not None and v < 1:
                 raise ValueError(f"{f} must be >= 1, got {v}")
@@ -58,6 +62,17 @@ class Limits:
     def pad_cap(self) -> int | None:
         """The largest pad allowed on one side (None: unlimited)."""
         return 0 if self.no_pads else self.max_pad
+
+    def for_axis(self, axis: int, rank: int) -> Limits:
+        """The limits one axis of a ``rank``-D pool keeps: the height's kernel cap folded into max_kernel."""
+        if self.max_kernel_height is None or rank < 2 or axis != rank - 2:
+            return self
+        cap = self.max_kernel_height if self.max_kernel is None else min(self.max_kernel, self.max_kernel_height)
+        return replace(self, max_kernel=cap, max_kernel_height=None)
+
+    def pad_cap_for(self, mode: str) -> int | None:
+        """The largest pad allowed on one side of a pool of ``mode`` (None: unlimited)."""
+        return 0 if mode == "max" and self.no_padded_max else self.pad_cap
 
     def merged(self, **overrides) -> Limits:
         """This profile with explicit options laid over it (None leaves a limit as the profile has it)."""

@@ -88,6 +88,12 @@ class Construction(ABC):
         if mode == PoolMode.LP and lim.no_lp_pool:
             lp_as_average(self, x, y, spatial, pool, what)
             return
+        if pool.padded and not pool.ceil_mode and (
+                (mode == PoolMode.MAX and lim.no_padded_max)
+                or (mode == PoolMode.AVG and pool.count_include_pad == 1
+                    and lim.avg_count_include_pad is CountIncludePad.ZERO)):
+            padded_explicitly(self, x, y, spatial, pool, what, mode)
+            return
         if (mode == PoolMode.AVG and pool.padded and pool.count_include_pad == 0
                 and lim.avg_count_include_pad is CountIncludePad.ONE):
             corrected_average(self, x, y, spatial, pool, what)
@@ -313,6 +319,20 @@ def lp_as_average(c: Construction, x: str, y: str, spatial, pool: Pool, what: st
         total = c.w.fresh(f"{what}_sum")
         c.w.node("Mul", [avg, c.w.float_const(area, f"{what}_area")], total, f"{what}_sum")
         c.w.node("Sqrt", [total], y, f"{what}_root")
+
+
+def padded_explicitly(c: Construction, x: str, y: str, spatial, pool: Pool, what: str, mode: PoolMode) -> None:
+    """A padded pool whose padding the target computes wrong, with its pads written out by one Pad, then
+    the pool unpadded. MaxPool: the edge repeated (every pad is shorter than the kernel, so a window
+    that reaches a pad also holds the edge value the pad repeats: its max is unchanged; K230 pads a
+    MaxPool with 0). Average with count_include_pad=1: zeros, the values it counts."""
+    rank = pool.rank
+    if any(p >= k for p, k in zip(pool.pads, pool.kernel * 2)):
+        raise NoCascade("a pad as long as the kernel: a window of pads only")
+    grown = [n + pool.pads[a] + pool.pads[a + rank] for a, n in enumerate(spatial)]
+    padded = c.w.fresh(f"{what}_padded")
+    c.w.pad(x, padded, pool.pads, "edge" if mode == PoolMode.MAX else "constant", f"{what}_pad")
+    c.pool(padded, y, grown, Pool(pool.kernel, pool.strides, (0,) * (2 * rank)), what, mode)
 
 
 def corrected_average(c: Construction, x: str, y: str, spatial, pool: Pool, what: str) -> None:

@@ -78,6 +78,18 @@ class Writer:
         else:
             self.node("Slice", [x], y, what, starts=starts, ends=ends, axes=onnx_axes)
 
+    def pad(self, x: str, y: str, pads, mode: str, what: str) -> None:
+        """Pad the spatial axes by ``pads`` (ONNX order: spatial begins, then ends), ``mode`` "edge" or
+        "constant" (zeros)."""
+        rank = len(pads) // 2
+        full = [0, 0, *pads[:rank], 0, 0, *pads[rank:]]
+        if self.opset >= 11:
+            self.node("Pad", [x, self.const(full, f"{what}_pads")], y, what, mode=mode)
+        elif self.opset >= 2:
+            self.node("Pad", [x], y, what, mode=mode, pads=full)
+        else:
+            raise NoCascade(f"opset {self.opset} has no Pad this construction can write")
+
     def transpose(self, x: str, y: str, perm, what: str = "transpose") -> None:
         self.node("Transpose", [x], y, what, perm=list(perm))
 

@@ -9,10 +9,11 @@ import tempfile
 
 
 @contextlib.contextmanager
-def captured():
-    """Point fds 1 and 2 at a temp file for the block; yields the file, rewound once the block ends
-    (however it ends) and the fds are back."""
-    log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (fds 1 and 2 point at it until the end)
+def captured(path=None):
+    """Point fds 1 and 2 at a file for the block (``path``, else a temp file); yields the file, rewound
+    once the block ends (however it ends) and the fds are back. A named file keeps what the compiler
+    wrote even where it aborts the whole process (nncase: a .NET exception is rc -6)."""
+    log = open(path, "w+b") if path else tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115
     saved = os.dup(1), os.dup(2)
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
