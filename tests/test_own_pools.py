@@ -82,6 +82,7 @@ def test_a_padded_max_pool_under_no_padded_max_gets_its_pads_as_edge_values(k, s
     m = _own("MaxPool", 11, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
     r = poolfix.fix(m, limits=Limits(no_padded_max=True), enforce_limits=True)
     (f,) = r.rewritten
+    assert "padded MaxPool" in " ".join(f.notes), f.notes
     pads = [n for n in r.model.graph.node if n.op_type == "Pad"]
     assert [a.s for n in pads for a in n.attribute if a.name == "mode"] == [b"edge"]
     assert all(not any(a.name == "pads" for a in n.attribute) for n in r.model.graph.node if n.op_type == "MaxPool")
@@ -135,3 +136,21 @@ def test_the_height_kernel_cap_holds_the_height_only():
     r = poolfix.fix(m, limits=lim)
     x = np.random.default_rng(0).standard_normal((1, 2, 20, 20)).astype(np.float32)
     np.testing.assert_allclose(run(r.model, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("before", ["Relu", "Clip", "Sigmoid", "Neg"])
+def test_a_padded_max_pool_after_relu_stays_where_zero_pads_are_exact(before):
+    """ResNet's stem (ReLU, then MaxPool k3 s2 p1): a max of values >= 0 is never below the 0 a target
+    like K230 pads with, so the pool stays as it is under no_padded_max; after Neg it is rewritten."""
+    from onnx import numpy_helper
+
+    from poolfix.limits import Limits
+
+    extra = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0.0), ("hi", 6.0))
+             ] if before == "Clip" else []
+    act = h.make_node(before, ["x", "lo", "hi"] if before == "Clip" else ["x"], ["a"])
+    m = model([act, h.make_node("MaxPool", ["a"], ["y"], name="p", kernel_shape=[3, 3], strides=[2, 2],
+                                pads=[1, 1, 1, 1])], [vi("x", [1, 4, 12, 12])],
+              [h.make_tensor_value_info("y", TensorProto.FLOAT, None)], extra)
+    r = poolfix.fix(m, limits=Limits(no_padded_max=True), enforce_limits=True)
+    assert bool(r.rewritten) == (before == "Neg")

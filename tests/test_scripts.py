@@ -69,7 +69,7 @@ def test_a_broken_engine_venv_is_told_apart_from_a_working_one(tmp_path, monkeyp
     import run as harness
 
     venv.create(tmp_path / "venv", with_pip=False)
-    monkeypatch.setitem(harness.ENGINES, "rknn", {**harness.ENGINES["rknn"], "venv": tmp_path / "venv"})
+    monkeypatch.setattr(harness, "venv_python", lambda engine: tmp_path / "venv" / "bin" / "python")
     assert harness.installed("rknn")
     why = harness.broken("rknn")
     assert why is not None and "rknn" in why

@@ -371,6 +371,9 @@ def derive(data: dict) -> dict:
     def npu(name):
         return r.get(name, {}).get("outcome") == "NPU"
 
+    def rejected(name):
+        return r.get(name, {}).get("outcome") in ("crash", "refused", "register", "wrong")
+
     def largest(prefix, values, kinds=("avg", "max")):
         ok = None
         for v in values:
@@ -383,21 +386,34 @@ def derive(data: dict) -> dict:
     stride, first_bad_stride = largest("stride", (2, 3, 4, 7, 8, 9, 16, 21, 32))
     kernel, _ = largest("kernel", (2, 3, 8, 16, 22, 32, 64))
     height, _ = largest("height", (128, 256, 300))
-    pad_ok = [p for p in (1, 2, 4, 7, 8, 10) if npu(f"max2d_pad{p}") and (npu(f"avg2d_pad{p}_cip0")
-                                                                        or npu(f"avg2d_pad{p}_cip1"))]
+    pads = (1, 2, 4, 7, 8, 10)
+    avg_pads = [p for p in pads if npu(f"avg2d_pad{p}_cip0") or npu(f"avg2d_pad{p}_cip1")]
+    # every padded max pool computed wrong (K230 pads with 0, not -inf; probed on negative inputs) while
+    # padded averages run: max pads become an edge Pad, and the pad limits come from the averages
+    no_padded_max = bool(avg_pads) and all(rejected(f"max2d_pad{p}") for p in pads if f"max2d_pad{p}" in r)
+    pad_ok = avg_pads if no_padded_max else [p for p in avg_pads if npu(f"max2d_pad{p}")]
     cip0 = npu("avg2d_pad1_cip0")
     cip1 = npu("avg2d_pad1_cip1")
     padded_ok, padded_bad = None, None  # padded pools by stride: both modes, with a count_include_pad allowed
     for st in (2, 3, 4, 8):
-        if npu(f"max2d_pad1_stride{st}") and any(npu(f"avg2d_pad1_stride{st}_cip{c}") for c in
+        if (no_padded_max or npu(f"max2d_pad1_stride{st}")) and any(npu(f"avg2d_pad1_stride{st}_cip{c}") for c in
                                                  ((0, 1) if cip0 and cip1 else (1,) if cip1 else (0,))):
             padded_ok = st
         else:
             padded_bad = st
             break
+    # a kernel height the compiler aborts on (K230: 17x1 and taller, while 1x20 builds): the height is
+    # capped below the first such, at the largest square kernel or height probed on the NPU under it
+    heights = (17, 20, 32, 128, 256, 300)
+    bad_h = next((h for h in heights if any(rejected(f"{k}2d_height{h}") for k in ("avg", "max"))), None)
+    max_kernel_height = None if bad_h is None else max(
+        [k for k in (2, 3, 8, 16, 22, 32, 64) if k < bad_h and all(npu(f"{m}2d_kernel{k}") for m in ("avg", "max"))]
+        + [h for h in heights if h < bad_h and all(npu(f"{m}2d_height{h}") for m in ("avg", "max"))], default=1)
     limits = {
         "max_stride": stride if first_bad_stride is not None else None,
         "max_kernel": kernel if kernel is not None else height,
+        "max_kernel_height": max_kernel_height,
+        "no_padded_max": no_padded_max,
         "max_pad": max(pad_ok) if pad_ok and max(pad_ok) < 10 else None,  # 10: the largest probed
         "no_pads": not pad_ok,
         "max_padded_stride": padded_ok if padded_bad is not None else None,

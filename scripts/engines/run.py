@@ -24,34 +24,21 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-import onnxruntime as ort
-
 ROOT = Path(__file__).resolve().parents[2]
-WORKERS = ROOT / "src" / "poolfix" / "engines" / "workers"
-ENGINES = {
-    "rknn": {"worker": "rknn.py", "venv": ROOT / ".engines/rknn/venv", "platform": "rk3588"},
-    "ethos-u": {"worker": "ethos_u.py", "venv": ROOT / ".engines/ethos-u/venv", "accelerator": "ethos-u55-128"},
-    "k230": {"worker": "k230.py", "venv": ROOT / ".engines/k230/venv"},  # nncase 2.11, int8 (issue 28)
-}
-POOL_WORDS = ("pool", "mean", "reduce", "gather", "sum", "pdp")  # pdp: K230's pooling unit (GNNEPdp*)
+sys.path.insert(0, str(ROOT / "src"))
+from poolfix.engines.runner import is_pool_layer, make_inputs, max_error, summarize  # noqa: E402
+from poolfix.engines.runner import run_engine as _run_in  # noqa: E402
+from poolfix.engines.toolchains import TOOLCHAINS  # noqa: E402
+from poolfix.engines.toolchains import broken as _broken  # noqa: E402
 
-
-def is_pool_layer(op: str) -> bool:
-    return any(w in op.lower() for w in POOL_WORDS)
+ENGINES = TOOLCHAINS  # rknn, ethos-u, k230: each in its own venv under .engines/ENGINE/venv
+__all__ = ["ENGINES", "broken", "installed", "is_pool_layer", "make_inputs", "max_error", "run_engine", "summarize"]
 
 
 def venv_python(engine: str) -> Path:
-    return ENGINES[engine]["venv"] / "bin" / "python"
-
-
-# what a working install imports (k230: after its worker points .NET at the runtime it installed)
-IMPORTS = {"rknn": "import rknn.api", "ethos-u": "import onnx2tf, ethosu.vela",
-           "k230": f"import sys; sys.path.insert(0, {str(WORKERS)!r}); import k230; k230._dotnet(); import nncase"}
+    return ROOT / ".engines" / engine / "venv" / "bin" / "python"
 
 
 def installed(engine: str) -> bool:
@@ -61,137 +48,12 @@ def installed(engine: str) -> bool:
 def broken(engine: str) -> str | None:
     """Why an installed engine's venv cannot run its toolchain (its imports fail), or None; the engine
     tests skip with this reason instead of failing."""
-    if not installed(engine):
-        return None
-    p = subprocess.run([str(venv_python(engine)), "-c", IMPORTS[engine]], capture_output=True, text=True,
-                       timeout=300)
-    if p.returncode == 0:
-        return None
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    return (lines[-1] if lines else f"exit {p.returncode}")[:200]
-
-
-def make_inputs(model_path: Path, seed: int = 0, uniform: bool = False) -> dict[str, np.ndarray]:
-    """Random inputs: standard normal, or (``uniform``) uniform in [-1, 1], for int8 engines, whose
-    input scale the random calibration sets near +-1.15: values past it clip, an error of the
-    quantization and not of the graph."""
-    m = onnx.load(str(model_path), load_external_data=False)
-    inits = {t.name for t in m.graph.initializer}
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for i in m.graph.input:
-        if i.name in inits:
-            continue
-        tt = i.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        value = rng.uniform(-1, 1, shape) if uniform else rng.standard_normal(shape)
-        feeds[i.name] = value.astype(dtype) if np.issubdtype(dtype, np.floating) else np.zeros(shape, dtype)
-    return feeds
-
-
-def ort_outputs(model_path: Path, feeds) -> list[np.ndarray] | None:
-    try:
-        s = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-        return s.run(None, feeds)
-    except Exception:
-        return None
-
-
-def max_error(ref: list[np.ndarray] | None, got: list[np.ndarray], nhwc_first: bool = False) -> float | None:
-    """Largest |engine - onnxruntime| over outputs matched by shape: NCHW, or NHWC for engines that work
-    channels-last. Where both layouts fit (a square 1x8x8, say) the closer one counts: the converter
-    may have kept either, and the other is a transposition, not an error of the engine."""
-    if ref is None or not got:
-        return None
-    worst = 0.0
-    pool = list(got)
-    for r in ref:
-        r = np.asarray(r, np.float32)
-        nhwc = np.transpose(r, [0, *range(2, r.ndim), 1]) if r.ndim >= 3 else r
-        best = None  # (error, index in pool) of the first output that fits
-        for i, g in enumerate(pool):
-            pairs = [(g, want) for want in ((nhwc, r) if nhwc_first else (r, nhwc)) if g.shape == want.shape]
-            if not pairs and g.size == r.size:
-                pairs = [(g.reshape(r.shape), r)]
-            for a, b in pairs:
-                err = float(np.max(np.abs(a.astype(np.float32) - b))) if r.size else 0.0
-                if best is None or err < best[0]:
-                    best = (err, i)
-            if best is not None:
-                break
-        if best is None:
-            return None
-        del pool[best[1]]
-        worst = max(worst, best[0])
-    return worst
-
-
-def _digest(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return _broken(engine, venv_python(engine)) if installed(engine) else None
 
 
 def run_engine(engine: str, model: Path, work: Path, timeout: int, feeds: dict | None = None) -> dict:
-    """The engine's worker on ``model``; raises if the model file changed under it (a toolchain that
-    rewrites its input in place must get a copy: onnx2tf simplifies the file it is given)."""
-    before = _digest(model)
-    try:
-        return _run_engine(engine, model, work, timeout, feeds)
-    finally:
-        if _digest(model) != before:
-            raise RuntimeError(f"the {engine} toolchain changed its input {model}: it must get a copy")
-
-
-def _run_engine(engine: str, model: Path, work: Path, timeout: int, feeds: dict | None) -> dict:
-    if feeds is None:
-        feeds = make_inputs(model, uniform=engine in ("ethos-u", "k230"))
-    inputs = work / "inputs.npz"
-    np.savez(inputs, **feeds)
-    job = {"model": str(model), "inputs": str(inputs), "input_names": list(feeds), "outputs": str(work / "out.npz"),
-           "result": str(work / "result.json"), "log": str(work / "compiler.log"), "workdir": str(work),
-           "timeout": timeout, **{k: v for k, v in ENGINES[engine].items() if k not in ("worker", "venv")}}
-    (work / "job.json").write_text(json.dumps(job))
-    worker = WORKERS / ENGINES[engine]["worker"]
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run([str(venv_python(engine)), str(worker), str(work / "job.json")], cwd=work,
-                           capture_output=True, text=True, timeout=timeout)
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        rc = "timeout"
-    seconds = time.perf_counter() - t0
-    if (work / "result.json").exists():
-        res = json.loads((work / "result.json").read_text())
-    else:
-        res = {"load": None, "build": None, "runs": False, "layers": [], "errors": []}
-        tail = ""
-        if (work / "compiler.log").exists():
-            lines = [ln for ln in (work / "compiler.log").read_text(errors="replace").splitlines() if ln.strip()]
-            tail = lines[-1][:200] if lines else ""
-        res["errors"].append(f"crash (worker exit {rc}{'; ' + tail if tail else ''})")
-    res["seconds"] = round(seconds, 1)
-    got = []
-    if res.get("runs") and (work / "out.npz").exists():
-        z = np.load(work / "out.npz")
-        got = [z[k] for k in z.files]
-    res["max_err"] = max_error(ort_outputs(model, feeds), got, nhwc_first=engine == "ethos-u")
-    return res
-
-
-def summarize(res: dict) -> dict:
-    layers = res.get("layers", [])
-    pools = [la for la in layers if is_pool_layer(la["op"])]
-    on = sum(la["target"] == "NPU" for la in layers)
-    pool_on = sum(la["target"] == "NPU" for la in pools)
-    cycles = res.get("cycles")
-    if cycles is None and layers:
-        cycles = sum(la.get("cycles", 0) for la in layers)
-    return {"builds": res.get("load") == 0 and res.get("build") == 0, "runs": bool(res.get("runs")),
-            "npu": on, "layers": len(layers), "pool_npu": pool_on, "pool_layers": len(pools),
-            "cpu_ops": sorted({la["op"] for la in layers if la["target"] != "NPU"}),
-            "errors": res.get("errors", []), "max_err": res.get("max_err"), "cycles": cycles}
+    """The engine's worker on ``model`` (poolfix.engines.runner, the code path --check-on-engine runs)."""
+    return _run_in(ENGINES[engine], venv_python(engine), model, work, timeout, feeds)
 
 
 def poolfix(model: Path, args: str, out: Path) -> tuple[Path | None, str, list[int]]:
@@ -298,5 +160,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "src"))
     raise SystemExit(main())

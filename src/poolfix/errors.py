@@ -46,3 +46,17 @@ class StrictError(PoolfixError):
     """--strict, and a pattern was left; nothing was written."""
 
     exit_code = EXIT_STRICT
+
+
+EXIT_ENGINE = 5
+
+
+class EngineError(PoolfixError):
+    """--check-on-engine: the engine refused the rewritten model (and built the original), computed it
+    worse than the original, or did not answer within the timeout; nothing was written."""
+
+    exit_code = EXIT_ENGINE
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report

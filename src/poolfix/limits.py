@@ -42,7 +42,8 @@ class Limits:
                                              "(onnx2tf puts a Pad layer before the latter when the batch is dynamic).")
 
     def __post_init__(self):
-        for f in ("max_kernel", "max_kernel_height", "max_kernel_area", "max_stride", "max_extent", "max_padded_stride"):
+        for f in ("max_kernel", "max_kernel_height", "max_kernel_area", "max_stride", "max_extent",
+                  "max_padded_stride"):
             v = getattr(self, f)
             if v is not None and v < 1:
                 raise ValueError(f"{f} must be >= 1, got {v}")

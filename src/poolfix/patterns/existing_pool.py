@@ -33,6 +33,9 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     if stage is None:
         return skip(NAME, scope, node, label, "kernel_shape, strides and pads do not fit together")
     rank, pads = stage.rank, stage.pads
+    if mode == PoolMode.MAX and limits.no_padded_max and _never_negative(scope, node.input[0]):
+        # a target that pads a MaxPool with 0 computes it right on values >= 0 (a max of them is >= 0)
+        limits = replace(limits, no_padded_max=False)
     why = stage_breaks(mode, stage, limits) or (
         "the target has no LpPool" if mode == PoolMode.LP and limits.no_lp_pool else None)
     if why is None:
@@ -76,6 +79,24 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
         notes.append("one output window per axis past the limit: the same pool with stride 1, not a cascade")
     return node_site(NAME, node, scope, label, info, mode, out, p=int(attr(node, "p", 2)),
                      notes=tuple(notes), target=stage)
+
+
+# ops whose outputs are never negative (Clip: where its lower bound is >= 0)
+_NON_NEGATIVE = frozenset({"Relu", "Sigmoid", "Softmax", "Softplus", "Abs", "Exp", "HardSigmoid"})
+
+
+def _never_negative(scope: Scope, name: str) -> bool:
+    """Whether ``name`` is made by an op whose output is never negative (ReLU before a stem's MaxPool)."""
+    node = scope.producers.get(name)
+    if node is None:
+        return False
+    if node.op_type in _NON_NEGATIVE:
+        return True
+    if node.op_type == "Clip":
+        low = attr(node, "min", None) if len(node.input) < 2 else (
+            scope.const(node.input[1]) if node.input[1] else None)
+        return low is not None and float(low) >= 0
+    return False
 
 
 def _without_ceil(pool: Pool, size_in: list[int], mode: PoolMode) -> Pool | None:
