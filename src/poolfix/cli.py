@@ -36,8 +36,10 @@ Exit codes:
   2  bad input or usage: not a model, bad option value, unwritable output
   3  verification failed: the rewritten model differs; nothing was written
   4  --strict and a pattern was left (no exact rewrite within the limits, unknown shapes, ...)
+  5  --check-on-engine: the engine refused the rewritten model, did not run it, did not answer in
+     time, or computed it worse than the original; nothing was written
   130  interrupted (Ctrl-C, SIGTERM); temp files removed, earlier outputs left as they were
-Many models: the worst of the models' codes, in the order 1, 3, 2, 4, 0.
+Many models: the worst of the models' codes, in the order 1, 3, 5, 2, 4, 0.
 """
 
 
@@ -148,6 +150,14 @@ def limit_options(command):
                    "keep (the input's data file names), inline.")
 @click.option("--target", "target_name", metavar="NAME",
               help="Apply a toolchain's probed (or cited) pooling limits (--list-targets).")
+@click.option("--check-on-engine", is_flag=True,
+              help="Compile the written model with the --target's real toolchain and run it on its simulator, "
+                   "beside the original; exit 5 where the engine refuses it or computes it worse.")
+@click.option("--engine-python", type=click.Path(path_type=Path), metavar="PATH",
+              help="The Python of the toolchain's venv (default: $POOLFIX_ENGINES_DIR/T/venv, then "
+                   "./.engines/T/venv; python -m poolfix.engines.setup T makes one).")
+@click.option("--engine-timeout", type=click.FloatRange(min=1), default=900, show_default=True, metavar="S",
+              help="Seconds one compile and simulator run may take.")
 @click.option("--opset", type=click.IntRange(7), default=None, metavar="N",
               help="Convert the model down to opset N first (a --target's own highest opset applies without "
                    "it); verified with the rest.")
@@ -224,6 +234,7 @@ def command(models: tuple[Path, ...], **flags):
     options = _options(f, limit_values)
     # every write, checked against the input model before the work; again with its data files after
     _plan([model], f.in_place, target, f.report_path, f.explain_svg)
+    engine_python = _engine_python(f) if f.check_on_engine else None
     progress = Progress(show=level >= 1 and sys.stderr.isatty(), timings=level >= 2)
     try:
         result = fix(model, options, progress=progress)
@@ -252,8 +263,11 @@ def command(models: tuple[Path, ...], **flags):
             data = result.to_dict(model=str(model), output=None if target is None else str(target),
                                   dry_run=f.dry_run, limits=options.limits_text(), target=f.target_name,
                                   enforce_limits=options.enforce_limits)
+            if engine is not None:
+                data["engine"] = engine.to_dict()
             atomic_write_bytes(f.report_path, (json.dumps(data, indent=2) + "\n").encode(), plan, "report")
 
+    engine = None
     n_rw, n_skip = len(result.rewritten), len(result.skipped)
     written = f"no model written, the report is in {f.report_path}" if f.report_path is not None else "nothing written"
     if f.strict and n_skip:
@@ -269,6 +283,14 @@ def command(models: tuple[Path, ...], **flags):
         extras()
         say(f"{nothing}; input left as it was", 0)
         return
+    engine = None
+    if engine_python is not None:
+        engine = _engine_check(result, model, f, options, engine_python, say)
+        if not engine.ok:
+            extras()
+            from .engines import require
+
+            require(engine)
     save(result, target, external_data=f.external_data, in_place=f.in_place, plan=plan)
     extras()
     if not result.changed:
@@ -277,6 +299,34 @@ def command(models: tuple[Path, ...], **flags):
     n_not = len(result.not_pools)
     others = f", {n_not} reduction(s) that are not pools" if n_not else ""
     say(f"wrote {target}: {n_rw} rewritten, {n_skip} left as they were{others}, {_verdict(result)}", 0)
+
+
+def _engine_python(f: SimpleNamespace) -> Path:
+    """--check-on-engine's toolchain Python, checked before the work (exit 2 with the install command)."""
+    from .engines.toolchains import TOOLCHAINS, engine_python
+
+    if f.target_name is None or f.target_name not in TOOLCHAINS:
+        raise InputError(f"--check-on-engine needs --target with a toolchain to run: {', '.join(sorted(TOOLCHAINS))}")
+    if f.dry_run:
+        raise InputError("--check-on-engine compiles the written model; --dry-run writes none")
+    return engine_python(f.target_name, f.engine_python)
+
+
+def _engine_check(result, model: Path, f: SimpleNamespace, options: Options, python: Path, say):
+    """The rewritten model (written to a private temp folder) and the original through the target's
+    toolchain, on the user's first --inputs sample where given."""
+    import tempfile
+
+    from .engines import check_on_engine
+
+    feeds = dict(options.inputs[0][1]) if options.inputs else None
+    with tempfile.TemporaryDirectory(prefix="poolfix_check_") as tmp:
+        fixed = save(result, Path(tmp) / "rewritten.onnx", external_data="auto")
+        say(f"compiling with {f.target_name}'s toolchain ({python}) ...", 1)
+        check = check_on_engine(fixed, model, f.target_name, findings=result.rewritten, python=python, feeds=feeds,
+                                timeout=f.engine_timeout)
+    say(check.text(), 0)
+    return check
 
 
 def _verdict(result) -> str:
