@@ -27,7 +27,8 @@ STAND_IN = textwrap.dedent('''
     if how == "hang":
         time.sleep(600)
     if how == "crash":
-        open(job["log"], "w").write("Unhandled exception. System.InvalidOperationException: Attribute pads has incorrect size\\n   at Nncase.X()\\n")
+        open(job["log"], "w").write("Unhandled exception. System.InvalidOperationException: "
+                                    "Attribute pads has incorrect size\\n   at Nncase.X()\\n")
         os.abort()
     result = {"load": 0, "build": 0, "runs": True, "errors": [], "toolchain": "stand-in 1.0",
               "layers": [{"op": "AveragePool", "target": "NPU"}, {"op": "Gather", "target": "CPU"}]}
@@ -91,7 +92,7 @@ def test_an_engine_that_refuses_crashes_or_computes_worse_is_exit_5_and_nothing_
 
 def test_a_toolchain_that_hangs_is_killed_at_the_timeout_and_exit_5(tmp_path, engine):
     t0 = time.monotonic()
-    code, out, err, written = check(tmp_path, engine("hang"), "--engine-timeout", "2")
+    code, _, err, written = check(tmp_path, engine("hang"), "--engine-timeout", "2")
     assert code == 5 and "gave no answer in time" in err and "--engine-timeout" in err
     assert time.monotonic() - t0 < 60 and not written.exists()
 
