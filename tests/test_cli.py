@@ -198,7 +198,7 @@ def test_every_limit_field_is_an_option_that_reaches_the_limits(monkeypatch, se)
     given = {"max_kernel": "3", "max_kernel_area": "9", "max_stride": "2", "max_pad": "1", "no_pads": None,
              "avg_count_include_pad": "1", "no_ceil_mode": None, "no_lp_pool": None, "max_pool_dims": "2",
              "max_extent": "64", "max_padded_stride": "3", "avg_auto_pad_valid": None, "max_kernel_height": "2",
-             "no_padded_max": None}
+             "no_padded_max": None, "avg_pool_dims": "3"}
     assert set(given) == {f.name for f in limit_fields()}  # a new field needs a line here
     seen = {}
 
@@ -216,7 +216,7 @@ def test_every_limit_field_is_an_option_that_reaches_the_limits(monkeypatch, se)
     assert (lim.max_kernel, lim.max_kernel_area, lim.max_stride, lim.max_pad) == (3, 9, 2, 1)
     assert lim.no_pads and lim.no_ceil_mode and lim.no_lp_pool and lim.avg_count_include_pad == "1"
     assert lim.max_pool_dims == 2 and lim.max_extent == 64 and lim.max_padded_stride == 3 and lim.avg_auto_pad_valid
-    assert lim.max_kernel_height == 2 and lim.no_padded_max
+    assert lim.max_kernel_height == 2 and lim.no_padded_max and lim.avg_pool_dims == 3
     # an option left out keeps the profile's value
     cli(se, "--dry-run", "--target", "rknn", "--max-stride", "4")
     assert seen["limits"].max_stride == 4 and seen["limits"].max_pad == profile("rknn").limits.max_pad

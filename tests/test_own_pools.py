@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import i64, model, run, vi
+from helpers import MODELS, i64, model, run, vi
 from onnx import TensorProto
 from onnx import helper as h
 
@@ -154,3 +154,17 @@ def test_a_padded_max_pool_after_relu_stays_where_zero_pads_are_exact(before):
               [h.make_tensor_value_info("y", TensorProto.FLOAT, None)], extra)
     r = poolfix.fix(m, limits=Limits(no_padded_max=True), enforce_limits=True)
     assert bool(r.rewritten) == (before == "Neg")
+
+
+def test_a_3d_average_pool_rknn_runs_on_its_npu_stays_one_pool_while_3d_max_splits():
+    """rknn's probe: AveragePool 5D on the NPU, MaxPool 5D aborts the compiler. The 3D average stays one
+    pool (no Reshapes, which rknn runs on its CPU); the 3D max is split into 2D + 1D pools."""
+    from helpers import op_types
+
+    from poolfix.targets import PROFILES
+
+    lim = PROFILES["rknn"].limits
+    assert lim.pool_dims_for("avg") == 3 and lim.pool_dims_for("max") == 2
+    for kind, want in (("avg", ["AveragePool"]), ("max", ["Reshape", "MaxPool", "Reshape", "MaxPool", "Reshape"])):
+        r = poolfix.fix(MODELS / "torch" / f"{kind}3d_7x9x10to3x4x5.aten.onnx", target="rknn")
+        assert op_types(r.model) == want

@@ -89,3 +89,16 @@ def test_the_workers_capture_what_a_compiler_writes_to_its_file_descriptors():
         os.write(2, b"E RKNN: overflow\n")
     assert log.read() == b"from C++\nE RKNN: overflow\n"
     assert (os.fstat(1).st_ino, os.fstat(2).st_ino) == before
+
+
+def test_no_engine_worker_is_named_like_the_toolkit_it_imports():
+    """A worker runs as a script, so its folder is first on sys.path: a worker called rknn.py was what
+    `import rknn` found, and every rknn probe was "refused" (No module named 'rknn.api')."""
+    from poolfix.engines.toolchains import TOOLCHAINS, WORKERS
+
+    for tc in TOOLCHAINS.values():
+        assert (WORKERS / tc.worker).is_file()
+        stem = tc.worker.removesuffix(".py")
+        imported = {w.split(".")[0] for part in tc.imports.split(";") for w in part.replace(",", " ").split()
+                    if part.strip().startswith("import") and not w.endswith("_worker")} - {"import", "sys"}
+        assert stem.endswith("_worker") and stem not in imported and imported, (tc.worker, imported)

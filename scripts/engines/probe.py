@@ -421,8 +421,6 @@ def derive(data: dict) -> dict:
         # one limit for both modes: rknn 2.5.0 runs ceil_mode max pools right, average ones wrong (cip=1)
         "no_ceil_mode": not (npu("max2d_ceil") and any(npu(f"avg2d_ceil_cip{c}") for c in (0, 1))),
         "no_lp_pool": not npu("lp2d"),
-        # one limit for both modes (rknn runs 3D average pools but aborts on 3D max pools), and only
-        # where the split form builds: onnx2tf cannot convert its Reshapes, so Vela keeps 3D pools (CPU)
         # the widest axis probed on the NPU, where a wider one was not (None: every width probed passed)
         "max_extent": next((w for w, nxt in zip((4096, 8192, 8193), (8192, 8193, 16384))
                             if npu(f"avg2d_extent{w}") and not npu(f"avg2d_extent{nxt}")), None)
@@ -431,8 +429,12 @@ def derive(data: dict) -> dict:
         # NOTSET spelling (onnx2tf 1.29: a zero Pad before it, ~1.6x the pool's cycles, dynamic batch)
         "avg_auto_pad_valid": npu("avg2d_dynbatch_valid") and len(r.get("avg2d_dynbatch_notset", {}).get("layers", ()))
         > len(r.get("avg2d_dynbatch_valid", {}).get("layers", ())),
+        # 2 where a 3D pool is off the NPU and the split form builds (onnx2tf cannot convert its
+        # Reshapes, so Vela keeps 3D pools, on its CPU)
         "max_pool_dims": None if npu("max3d") and npu("avg3d") else 2 if all(
             r.get(f"{k}3d_split", {}).get("outcome") in ("NPU", "CPU") for k in ("avg", "max")) else None,
+        # where the NPU runs a 3D average pool but not a 3D max pool (rknn), average pools keep 3D
+        "avg_pool_dims": 3 if npu("avg3d") and not npu("max3d") else None,
     }
     opsets = [int(k[5:]) for k, v in r.items() if k.startswith("opset") and v.get("outcome") in ("NPU", "CPU")]
     return {
@@ -517,6 +519,11 @@ def main(argv=None) -> int:
             return 2
         res = run_probes(args.engine, args.only)
         toolchain = res.pop("_toolchain", None)
+        ran = [p for p in res.values() if p["outcome"] != "not built"]
+        if ran and all(p["outcome"] == "refused" for p in ran) and len({str(p.get("errors")) for p in ran}) == 1:
+            print(f"every probe was refused with the same error ({ran[0].get('errors')}): the worker, not the "
+                  "compiler; nothing written", file=sys.stderr)
+            return 1
         out = HERE / "probes" / f"{args.engine}.json"
         out.parent.mkdir(exist_ok=True)
         if args.only and out.exists():  # a partial run updates the saved probes

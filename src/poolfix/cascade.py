@@ -273,8 +273,8 @@ def stage_breaks(mode: str, stage: Pool, lim: Limits) -> str | None:
     if stage.ceil_mode and mode == PoolMode.MAX and lim.no_padded_max:
         return "a ceil_mode MaxPool pads its last window (the target pads it with 0, not -inf)"
     rank = len(stage.kernel)
-    if rank > _lim(lim.max_pool_dims):
-        return f"{rank}D pool > max pool dims {lim.max_pool_dims}"
+    if rank > _lim(lim.pool_dims_for(mode)):
+        return f"{rank}D pool > max pool dims {lim.pool_dims_for(mode)}"
     if any(stage.pads) and max(stage.strides) > _lim(lim.max_padded_stride):
         return f"a padded pool's stride {max(stage.strides)} > max padded stride {lim.max_padded_stride}"
     for ax in range(rank):

@@ -37,6 +37,9 @@ class Limits:
                                         "become an edge Pad before an unpadded pool.")
     no_lp_pool: bool = _limit(False, "Emit no LpPool (the target has none).")
     max_pool_dims: int | None = _limit(None, "Most spatial dims one pool may have (2: 3D pools become 2D + 1D).", 2)
+    avg_pool_dims: int | None = _limit(None, "Most spatial dims of an AveragePool, where the target runs more of "
+                                             "them than --max-pool-dims (rknn: 3D average on the NPU, 3D max "
+                                             "aborts).", 2)
     max_extent: int | None = _limit(None, "Largest size of a spatial axis a pool reads or writes.", 1)
     avg_auto_pad_valid: bool = _limit(False, "Write an unpadded AveragePool as auto_pad=VALID, not zero pads "
                                              "(onnx2tf puts a Pad layer before the latter when the batch is dynamic).")
@@ -47,8 +50,9 @@ class Limits:
             v = getattr(self, f)
             if v is not None and v < 1:
                 raise ValueError(f"{f} must be >= 1, got {v}")
-        if self.max_pool_dims is not None and self.max_pool_dims < 2:
-            raise ValueError(f"max_pool_dims must be >= 2, got {self.max_pool_dims}")
+        for f in ("max_pool_dims", "avg_pool_dims"):
+            if getattr(self, f) is not None and getattr(self, f) < 2:
+                raise ValueError(f"{f} must be >= 2, got {getattr(self, f)}")
         if self.max_pad is not None and self.max_pad < 0:
             raise ValueError(f"max_pad must be >= 0, got {self.max_pad}")
         if self.avg_count_include_pad not in CIP_CHOICES:
@@ -70,6 +74,10 @@ class Limits:
             return self
         cap = self.max_kernel_height if self.max_kernel is None else min(self.max_kernel, self.max_kernel_height)
         return replace(self, max_kernel=cap, max_kernel_height=None)
+
+    def pool_dims_for(self, mode: str) -> int | None:
+        """The most spatial dims a pool of ``mode`` may have (None: any)."""
+        return self.avg_pool_dims if mode == "avg" and self.avg_pool_dims is not None else self.max_pool_dims
 
     def pad_cap_for(self, mode: str) -> int | None:
         """The largest pad allowed on one side of a pool of ``mode`` (None: unlimited)."""

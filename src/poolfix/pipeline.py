@@ -69,7 +69,9 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
     if plan.pool is not None and plan.pool.padded and site.target is None:
         plans.append(plan_site(site, scope.opset, allow_approx=opts.allow_approx, allow_pads=False))
     out, errors = [], []
-    styles = [s for s, c in TABLE.items() if plan.gathers or not c.needs_irregular]
+    # a regular plan can still need an irregular construction: an axis whose one pool no cascade keeps
+    # within the limits (the construction says NoCascade where none does)
+    styles = list(TABLE)
     blocked = (False, True) if len(site.in_spatial) == 1 and plan.gathers and \
         period(site.in_spatial[0], site.out_spatial[0]) else (False,)
     asked = set(opts.constructions)

@@ -38,7 +38,6 @@ class Construction(ABC):
 
     style: Style
     gathers = False  # a stride past the limit: the pool at an allowed stride, then one Gather of every k-th output
-    needs_irregular = False  # only for a plan with an axis no single pool gives (else it says why not)
 
     def __init__(self, site: Site, plan: AdaptivePlan, writer: Writer, limits: Limits | None = None):
         self.site, self.plan, self.w = site, plan, writer
@@ -98,7 +97,8 @@ class Construction(ABC):
                 and lim.avg_count_include_pad is CountIncludePad.ONE):
             corrected_average(self, x, y, spatial, pool, what)
             return
-        if lim.max_pool_dims is not None and pool.rank > lim.max_pool_dims:
+        dims = lim.pool_dims_for(mode)
+        if dims is not None and pool.rank > dims:
             split_pool(self, x, y, spatial, pool, what, mode)
             return
         try:

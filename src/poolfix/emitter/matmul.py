@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cascade import NoCascade
+from ..cascade import NoCascade, plan_axis_cascade
 from ..kinds import PoolMode, Style
 from ..planner import plan_axis
 from ..pools import AxisPool, Pool
@@ -18,14 +18,13 @@ MAX_AVERAGING_MATRIX = 1 << 24  # elements of one averaging matrix (64 MiB of fl
 
 class Matmul(Construction):
     style = Style.MATMUL
-    needs_irregular = True
 
     def steps(self) -> list[Step]:
         if self.site.mode != PoolMode.AVG:
             raise NoCascade("an averaging matrix computes a mean, not a max or an Lp norm")
-        irregular = [g.axis for g in self.plan.gathers]
+        irregular = [g.axis for g in self.plan.gathers] + self._past_the_limits()
         if not irregular:
-            raise NoCascade("every axis has a single exact pool")
+            raise NoCascade("every axis has a single exact pool" + (" within the limits" if self.limits else ""))
         axes = [plan_axis(n, o) or AxisPool(1, 1) if a not in irregular else AxisPool(1, 1)
                 for a, (n, o) in enumerate(zip(self.site.in_spatial, self.site.out_spatial))]
         pool = Pool.of_axes(axes)
@@ -41,6 +40,24 @@ class Matmul(Construction):
             steps.append(lambda x, y, axis=axis, here=here: self.average_axis(x, y, here, axis))
             spatial[axis] = self.site.out_spatial[axis]
         return steps + self.tail_steps()
+
+    def _past_the_limits(self) -> list[int]:
+        """Axes without gathers whose single exact pool no cascade keeps within the limits (a 64 -> 3
+        window of 22 at stride 21 under a kernel limit of 16): averaged by a matrix too."""
+        if self.limits is None:
+            return []
+        gathered = {g.axis for g in self.plan.gathers}
+        out = []
+        for a, (n, o) in enumerate(zip(self.site.in_spatial, self.site.out_spatial)):
+            p = plan_axis(n, o) if a not in gathered else None
+            if p is None:
+                continue
+            try:
+                plan_axis_cascade(PoolMode.AVG, n, p.kernel, p.stride, p.pad_begin, p.pad_end, 0,
+                                  self.limits.for_axis(a, self.rank))
+            except NoCascade:
+                out.append(a)
+        return out
 
     def average_axis(self, x: str, y: str, spatial, axis: int) -> None:
         """Adaptive average pooling of one axis as a MatMul by its averaging matrix. A 1D site whose

@@ -39,13 +39,14 @@ class Toolchain:
 
 
 TOOLCHAINS: dict[str, Toolchain] = {
-    "rknn": Toolchain("rknn", "rknn.py", "rknn-toolkit2 2.5.0, rk3588 fp16 on its x86 simulator",
+    "rknn": Toolchain("rknn", "rknn_worker.py", "rknn-toolkit2 2.5.0, rk3588 fp16 on its x86 simulator",
                       {"platform": "rk3588"}, "import rknn.api"),
-    "ethos-u": Toolchain("ethos-u", "ethos_u.py", "onnx2tf int8 TFLite + Vela for ethos-u55-128",
+    "ethos-u": Toolchain("ethos-u", "ethos_u_worker.py", "onnx2tf int8 TFLite + Vela for ethos-u55-128",
                          {"accelerator": "ethos-u55-128"}, "import onnx2tf, ethosu.vela", uniform_inputs=True,
                          channels_last=True),
-    "k230": Toolchain("k230", "k230.py", "nncase 2.11 for Kendryte K230, int8 on its simulator", {},
-                      f"import sys; sys.path.insert(0, {str(WORKERS)!r}); import k230; k230._dotnet(); import nncase",
+    "k230": Toolchain("k230", "k230_worker.py", "nncase 2.11 for Kendryte K230, int8 on its simulator", {},
+                      f"import sys; sys.path.insert(0, {str(WORKERS)!r}); import k230_worker; "
+                      "k230_worker._dotnet(); import nncase",
                       uniform_inputs=True),
 }
 

@@ -95,7 +95,8 @@ def off_npu(nodes: Sequence[NodeProto], limits: Limits | None, profile: Profile 
         elif (mode := PoolMode.of_pool(node.op_type)) is not None:
             pool = pool_of(node)
             if pool is not None and ((limits is not None and stage_breaks(mode, pool, limits))
-                                     or (profile.npu_pool_dims is not None and pool.rank > profile.npu_pool_dims)):
+                                     or (profile.npu_pool_dims is not None and pool.rank > profile.npu_pool_dims
+                                         and not profile.seen_on_npu(node.op_type, pool.rank + 2))):
                 n += 1
     return n
 

