@@ -138,3 +138,22 @@ def test_each_compilers_layer_names_map_to_the_onnx_ops_poolfix_writes():
     assert placement_of("Gather", layers) == "CPU"
     assert placement_of("Slice", layers) == "NPU+CPU"
     assert placement_of("Concat", layers) == "fused"
+
+
+@pytest.mark.parametrize(("how", "code", "cells"), [("good", 0, ["1/2 NPU, err 0 (orig -)", "1/2 NPU, err 0 (orig 0)"]),
+                                                     ("wrong", 5, ["(orig -) WRONG", "(orig 0) WORSE"])])
+def test_a_batch_gets_the_engine_column_and_exit_5_for_a_worse_rewrite(tmp_path, engine, how, code, cells):
+    """The ATen model has no baseline (the stand-in, like K230, cannot run its ATen op): judged by the
+    error's share of the outputs; the dynamo one against the original's error."""
+    import shutil
+
+    (tmp_path / "in").mkdir()
+    for name in ("avg2d_8to3.dynamo.onnx", "avg2d_10to4.aten.onnx"):
+        shutil.copy(MODELS / "torch" / name, tmp_path / "in" / name)
+    got, out, err = cli(tmp_path / "in", "-o", tmp_path / "out", "--target", "k230", "--check-on-engine",
+                        "--engine-python", engine(how), "-j", "1")
+    assert got == code, (out, err)
+    header = next(ln for ln in out.splitlines() if ln.startswith("model"))
+    assert "engine" in header and all(out.count(c) == 1 for c in cells), out
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.onnx"))
+    assert written == ([] if code else ["avg2d_10to4.aten.onnx", "avg2d_8to3.dynamo.onnx"])

@@ -32,6 +32,7 @@ from pathlib import Path
 from .api import fix
 from .errors import (
     EXIT_BAD_INPUT,
+    EXIT_ENGINE,
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_STRICT,
@@ -48,7 +49,7 @@ from .saver import WritePlan, new_data_name, save
 from .sweep import RECORD, TMP
 
 # worst first: a crash (a poolfix bug), a failed verification, bad input, --strict, success
-EXIT_ORDER = (EXIT_INTERNAL, EXIT_VERIFY_FAILED, EXIT_BAD_INPUT, EXIT_STRICT, EXIT_OK)
+EXIT_ORDER = (EXIT_INTERNAL, EXIT_VERIFY_FAILED, EXIT_ENGINE, EXIT_BAD_INPUT, EXIT_STRICT, EXIT_OK)
 EXIT_INTERRUPTED = 130
 DEFAULT_TIMEOUT = 1800  # seconds one model may take (--timeout)
 MAX_TIMEOUT = 30 * 86400  # past a month a timeout is none at all (and past about 1e9 s, wait() overflows)
@@ -102,6 +103,8 @@ class Outcome:
     seconds: float = 0.0
     message: str = ""
     findings: list[dict] = field(default_factory=list)
+    engine: str | None = None  # --check-on-engine: the rewrite on the engine, beside the original
+    engine_check: dict | None = None
 
 
 def worst(codes: Iterable[int]) -> int:
@@ -177,7 +180,7 @@ def plan(jobs: list[Job], external_data: str = "auto", report: Path | None = Non
 
 
 def fix_one(job: Job, options: Options, external_data: str = "auto", strict: bool = False,
-            inputs: frozenset[Path] = frozenset()) -> Outcome:
+            inputs: frozenset[Path] = frozenset(), engine=None) -> Outcome:
     """One model, as the single-model command line runs it; never raises but KeyboardInterrupt.
     ``inputs``: every input file of the batch, none of which this model's writes may touch."""
     t = time.perf_counter()
@@ -201,6 +204,12 @@ def fix_one(job: Job, options: Options, external_data: str = "auto", strict: boo
             out.verification = "not verified"
         if strict and result.skipped:
             raise StrictError(f"--strict: {len(result.skipped)} pattern(s) left; no model written")
+        if engine is not None and result.changed:  # --check-on-engine: before any write
+            from .engines.check import check_result, require
+
+            check = check_result(result, job.model, engine, dict(options.inputs[0][1]) if options.inputs else None)
+            out.engine, out.engine_check = check.cell(), check.to_dict()
+            require(check)
         write_plan = WritePlan(inputs | result.input_files | {job.model})
         write_plan.add(job.output, "model", make_folders=True)
         job.output.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +233,7 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
-def _worker(conn, options: Options, external_data: str, strict: bool, inputs: frozenset[Path]) -> None:
+def _worker(conn, options: Options, external_data: str, strict: bool, inputs: frozenset[Path], engine=None) -> None:
     """A worker process: models from ``conn``, one at a time, each one's Outcome back through it, until
     it is told to stop (None). SIGINT and SIGTERM unwind it like Ctrl-C, so its temp files go."""
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # as the batch: a background run ignores Ctrl-C
@@ -238,7 +247,7 @@ def _worker(conn, options: Options, external_data: str, strict: bool, inputs: fr
                 return
             index, job = msg
             try:
-                conn.send((index, fix_one(job, options, external_data, strict, inputs)))
+                conn.send((index, fix_one(job, options, external_data, strict, inputs, engine)))
             except KeyboardInterrupt:
                 conn.send((index, Outcome(str(job.model), None, EXIT_INTERRUPTED, message="interrupted")))
                 return
@@ -272,12 +281,15 @@ class _Worker:
 
 def run_jobs(jobs: list[Job], options: Options, *, workers: int | None = None, external_data: str = "auto",
              strict: bool = False, on_done: Callable[[Outcome, int, int], None] | None = None,
-             timeout: float | None = DEFAULT_TIMEOUT, inputs: frozenset[Path] = frozenset()) -> list[Outcome]:
+             timeout: float | None = DEFAULT_TIMEOUT, inputs: frozenset[Path] = frozenset(),
+             engine=None) -> list[Outcome]:
     """Run every job in ``workers`` worker processes (default: the CPU count), each taking one model at a
     time; outcomes in job order. A worker that dies, or whose model passes ``timeout`` seconds, is
     ended and replaced: that model alone fails (exit 1, saying what happened), its temp files are
     removed, and the rest go on. KeyboardInterrupt stops the batch: finished models stay written,
-    the rest get exit code 130. However the batch ends, no worker outlives it.
+    the rest get exit code 130. However the batch ends, no worker outlives it. ``engine``
+    (:class:`poolfix.engines.check.EngineSpec`): each rewrite is also compiled and run by that
+    toolchain before it is written (--check-on-engine; exit 5 where the engine's verdict fails).
 
     Options every model would refuse (an unknown --pattern, a bad timeout or worker count) are
     refused here, once, before any worker starts (InputError)."""
@@ -304,7 +316,7 @@ def run_jobs(jobs: list[Job], options: Options, *, workers: int | None = None, e
 
     def start() -> _Worker:
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(child, options, external_data, strict, inputs), daemon=True)
+        p = ctx.Process(target=_worker, args=(child, options, external_data, strict, inputs, engine), daemon=True)
         p.start()
         child.close()
         w = _Worker(p, parent)
@@ -389,13 +401,14 @@ def run_jobs(jobs: list[Job], options: Options, *, workers: int | None = None, e
 
 def fix_many(paths, output_dir: str | os.PathLike, options: Options | None = None, *, jobs: int | None = None,
              external_data: str = "auto", strict: bool = False, timeout: float | None = DEFAULT_TIMEOUT,
-             **keywords) -> list[Outcome]:
+             engine=None, **keywords) -> list[Outcome]:
     """Fix every model in ``paths`` (files, and folders searched for ``*.onnx``) into ``output_dir`` at
     their relative paths, ``jobs`` worker processes at a time, each model within ``timeout`` seconds,
     with :func:`poolfix.fix`'s options (an :class:`~poolfix.options.Options`, or its keywords; large
     inline weights stay in their files). Returns one :class:`Outcome` per model; a model's failure is
     in its outcome, never raised. The batch's write plan is checked first (InputError: nothing made).
-    ``worst(o.exit_code for o in outcomes)`` is what the command line exits with."""
+    ``worst(o.exit_code for o in outcomes)`` is what the command line exits with. ``engine``: an
+    :class:`poolfix.engines.EngineSpec` (--check-on-engine), each rewrite checked on it before it is written."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]  # one path, not its characters
     if paths is None or not all(isinstance(p, (str, os.PathLike)) for p in paths):
@@ -411,16 +424,19 @@ def fix_many(paths, output_dir: str | os.PathLike, options: Options | None = Non
     work = collect([Path(p) for p in paths], folder)
     checked = plan(work, external_data)
     return run_jobs(work, opts, workers=jobs, external_data=external_data, strict=strict, timeout=timeout,
-                    inputs=frozenset(checked.inputs))
+                    inputs=frozenset(checked.inputs), engine=engine)
 
 
 def summary_text(outcomes: list[Outcome], seconds: float) -> str:
     """The table: one row per model, then the totals."""
-    rows = [("model", "rewritten", "left", "verification", "max err", "time", "exit", "output")]
+    engine = any(o.engine is not None for o in outcomes)
+    rows = [("model", "rewritten", "left", "verification", "max err", *(("engine",) if engine else ()), "time",
+             "exit", "output")]
     for o in outcomes:
         err = "-" if o.max_error is None else f"{o.max_error:.2g}"
-        rows.append((o.model, str(o.rewritten), str(o.left), o.verification, err, f"{o.seconds:.2f}s",
-                     str(o.exit_code), o.output or o.message))
+        rows.append((o.model, str(o.rewritten), str(o.left), o.verification, err,
+                     *((o.engine or "-",) if engine else ()), f"{o.seconds:.2f}s", str(o.exit_code),
+                     o.output or o.message))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines.insert(1, "-" * len(lines[0]))

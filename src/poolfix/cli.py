@@ -313,18 +313,13 @@ def _engine_python(f: SimpleNamespace) -> Path:
 
 
 def _engine_check(result, model: Path, f: SimpleNamespace, options: Options, python: Path, say):
-    """The rewritten model (written to a private temp folder) and the original through the target's
-    toolchain, on the user's first --inputs sample where given."""
-    import tempfile
+    """The rewritten model and the original through the target's toolchain, on the user's first
+    --inputs sample where given."""
+    from .engines.check import EngineSpec, check_result
 
-    from .engines import check_on_engine
-
-    feeds = dict(options.inputs[0][1]) if options.inputs else None
-    with tempfile.TemporaryDirectory(prefix="poolfix_check_") as tmp:
-        fixed = save(result, Path(tmp) / "rewritten.onnx", external_data="auto")
-        say(f"compiling with {f.target_name}'s toolchain ({python}) ...", 1)
-        check = check_on_engine(fixed, model, f.target_name, findings=result.rewritten, python=python, feeds=feeds,
-                                timeout=f.engine_timeout)
+    say(f"compiling with {f.target_name}'s toolchain ({python}) ...", 1)
+    check = check_result(result, model, EngineSpec(f.target_name, python, f.engine_timeout),
+                         dict(options.inputs[0][1]) if options.inputs else None)
     say(check.text(), 0)
     return check
 
@@ -388,7 +383,13 @@ def _batch(models: list[Path], folder: Path, f: SimpleNamespace, options: Option
                                                     f"{o.message}"), err=True)
 
     started = time.perf_counter()
+    engine = None
+    if f.check_on_engine:
+        from .engines.check import EngineSpec
+
+        engine = EngineSpec(f.target_name, _engine_python(f), f.engine_timeout)
     outcomes = batch.run_jobs(work, options, workers=f.jobs, external_data=external_data, strict=f.strict,
+                              engine=engine,
                               on_done=done, timeout=f.timeout, inputs=frozenset(plan.inputs))
     with _sigint_deferred() as interrupted:  # every model has its outcome: the summary is always shown
         if tty:

@@ -2,7 +2,7 @@
 its simulator (``--check-on-engine``). Toolchains live in venvs of their own (``toolchains``); one model
 goes through one in a subprocess (``runner``); ``check`` compares the rewrite with the original."""
 
-from .check import EngineCheck, check_on_engine, require
+from .check import EngineCheck, EngineSpec, check_on_engine, check_result, require
 from .toolchains import TOOLCHAINS, engine_python
 
-__all__ = ["TOOLCHAINS", "EngineCheck", "check_on_engine", "engine_python", "require"]
+__all__ = ["TOOLCHAINS", "EngineCheck", "EngineSpec", "check_on_engine", "check_result", "engine_python", "require"]

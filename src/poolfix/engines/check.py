@@ -9,7 +9,8 @@ onnxruntime's float output. The verdict fails (exit 5) where the rewritten model
 run, gets no answer within the timeout, or is computed worse than the original: an error above
 ``WORSE_FACTOR`` times the original's plus ``WORSE_FLOOR`` of the outputs' magnitude (int8 noise moves
 with the graph; a construction computed wrong is off by a large part of the output, 0.86 of 1 on K230's
-counted-pad borders).
+counted-pad borders). Where the original gives no baseline (the engine refuses it: ATen ops), an error
+above ``WRONG_SHARE`` of the outputs' magnitude fails (int8 stays within a few percent).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .toolchains import engine_python, toolchain
 
 WORSE_FACTOR = 2.0
 WORSE_FLOOR = 0.01  # of max |output|
+WRONG_SHARE = 0.25  # of max |output|: where the original gives no baseline, past this the rewrite is wrong
 DEFAULT_TIMEOUT = 900.0
 
 # the words a compiler's layer names carry for each ONNX op poolfix writes (rknn and Vela keep op
@@ -36,6 +38,15 @@ OP_WORDS = {"AveragePool": ("pool", "pdp", "reducewindow"), "MaxPool": ("pool", 
             "Mul": ("mul", "binary", "activation"), "MatMul": ("matmul", "conv", "fullyconnected"),
             "Pad": ("pad",), "Squeeze": ("reshape", "squeeze"), "Unsqueeze": ("reshape", "unsqueeze"),
             "Sqrt": ("sqrt", "unary"), "Where": ("where", "select")}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What --check-on-engine runs: the target's toolchain, its Python, the timeout of one compile."""
+
+    engine: str
+    python: Path
+    timeout: float = DEFAULT_TIMEOUT
 
 
 @dataclass
@@ -101,6 +112,17 @@ class EngineCheck:
         lines.append(f"engine check: {'FAILED: ' + self.failure if self.failure else 'passed'}")
         return "\n".join(lines)
 
+    def cell(self) -> str:
+        """One cell of the batch summary: the rewrite's outcome on the engine, beside the original's error."""
+        if not self.rewritten.built:
+            return "REFUSED"
+        s = self.rewritten.summary
+        err = "-" if s["max_err"] is None else f"{s['max_err']:.2g}"
+        orig = self.original.summary["max_err"] if self.original is not None and self.original.ran else None
+        text = f"{s['npu']}/{s['layers']} NPU, err {err} (orig {'-' if orig is None else f'{orig:.2g}'})"
+        return text + ("" if self.ok else " WORSE" if "worse" in (self.failure or "") else
+                       " WRONG" if "wrong" in (self.failure or "") else " FAILED")
+
     def to_dict(self) -> dict:
         return {"engine": self.engine, "toolchain": self.toolchain, "ok": self.ok, "failure": self.failure,
                 "original": None if self.original is None else self.original.to_dict(),
@@ -125,10 +147,14 @@ def verdict(original: EngineRun | None, rewritten: EngineRun, engine: str) -> st
         return f"{engine} refused the rewritten model: {rewritten.error_line or 'no error line'}"
     if not rewritten.ran:
         return f"the rewritten model built but did not run on the {engine} simulator: {rewritten.error_line}"
-    if original is None or not original.ran:
-        return None
-    new, old = rewritten.summary["max_err"], original.summary["max_err"]
+    new = rewritten.summary["max_err"]
     scale = rewritten.summary.get("ref_max") or 1.0
+    if original is None or not original.ran:
+        if new > WRONG_SHARE * scale:
+            return (f"{engine} computes the rewritten model wrong: max err {new:.3g} on outputs up to {scale:.3g} "
+                    "(the original gives no baseline on it)")
+        return None
+    old = original.summary["max_err"]
     if new > WORSE_FACTOR * old + WORSE_FLOOR * scale:
         return (f"{engine} computes the rewritten model worse than the original: max err {new:.3g} against "
                 f"{old:.3g} (outputs up to {scale:.3g})")
@@ -167,6 +193,16 @@ def check_on_engine(fixed: Path, original: Path | None, engine: str, *, findings
             sites.append((f.node, [(op, placement_of(op, layers)) for op in ops]))
     return EngineCheck(engine, name, runs.get("original"), rewritten, sites,
                        verdict(runs.get("original"), rewritten, engine))
+
+
+def check_result(result, original: Path, spec: EngineSpec, feeds: dict | None = None) -> EngineCheck:
+    """A FixResult's model, written to a private temp folder, and the original through ``spec``."""
+    from ..saver import save
+
+    with tempfile.TemporaryDirectory(prefix="poolfix_check_") as tmp:
+        fixed = save(result, Path(tmp) / "rewritten.onnx", external_data="auto")
+        return check_on_engine(fixed, original, spec.engine, findings=result.rewritten, python=spec.python,
+                               feeds=feeds, timeout=spec.timeout)
 
 
 def require(check: EngineCheck) -> None:
