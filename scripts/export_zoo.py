@@ -31,6 +31,12 @@ ARCHITECTURES = {
     "tv_mobilenet_v3_small": ("torchvision", "mobilenet_v3_small", 224, "cnn"),
     "tv_convnext_tiny": ("torchvision", "convnext_tiny", 224, "cnn"),
     "tv_efficientnet_b0": ("torchvision", "efficientnet_b0", 224, "cnn"),
+    # issue 28: their own ceil_mode pools (googlenet, squeezenet, resnest, ecaresnet), a 3D head (r3d_18)
+    "tv_googlenet": ("torchvision", "googlenet", 224, "cnn"),
+    "tv_squeezenet1_0": ("torchvision", "squeezenet1_0", 224, "cnn"),
+    "tv_r3d_18": ("torchvision.video", "r3d_18", 112, "cnn"),
+    "timm_resnest14d": ("timm", "resnest14d", 224, "cnn"),
+    "timm_ecaresnet26t": ("timm", "ecaresnet26t", 224, "cnn"),
     "tv_swin_t": ("torchvision", "swin_t", 224, "hybrid"),
     "tv_maxvit_t": ("torchvision", "maxvit_t", 224, "hybrid"),
     "tv_vit_b_16": ("torchvision", "vit_b_16", 224, "transformer"),
@@ -59,7 +65,12 @@ def build(library: str, name: str):
     if library == "torchvision":
         import torchvision
 
-        return getattr(torchvision.models, name)(weights=None).eval(), None
+        kw = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+        return getattr(torchvision.models, name)(weights=None, **kw).eval(), None
+    if library == "torchvision.video":  # a clip of 16 frames
+        import torchvision
+
+        return getattr(torchvision.models.video, name)(weights=None).eval(), (torch.randn(1, 3, 16, 112, 112),)
     if library == "timm":
         import timm
 
