@@ -157,3 +157,15 @@ def test_a_batch_gets_the_engine_column_and_exit_5_for_a_worse_rewrite(tmp_path,
     assert "engine" in header and all(out.count(c) == 1 for c in cells), out
     written = sorted(p.name for p in (tmp_path / "out").glob("*.onnx"))
     assert written == ([] if code else ["avg2d_10to4.aten.onnx", "avg2d_8to3.dynamo.onnx"])
+
+
+def test_a_model_given_by_a_relative_path_reaches_the_engine(tmp_path, engine, monkeypatch):
+    """The worker runs in its own work folder: a relative model path must not be read from there."""
+    import shutil
+
+    shutil.copy(MODEL, tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("m.onnx", "-o", "o.onnx", "--target", "k230", "--check-on-engine", "--engine-python",
+                         engine("good"))
+    assert code == 0, err
+    assert "original   built" in out

@@ -113,6 +113,7 @@ def run_engine(tc: Toolchain, python: Path, model: Path, work: Path, timeout: fl
                feeds: dict | None = None) -> dict:
     """The toolchain's worker on ``model``; raises if the model file changed under it (a toolchain that
     rewrites its input in place must get a copy: onnx2tf simplifies the file it is given)."""
+    model = Path(model).resolve()  # the worker runs in its work folder
     before = _digest(model)
     try:
         return _run(tc, python, model, work, timeout, feeds)
