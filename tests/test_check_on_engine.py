@@ -169,3 +169,14 @@ def test_a_model_given_by_a_relative_path_reaches_the_engine(tmp_path, engine, m
                          engine("good"))
     assert code == 0, err
     assert "original   built" in out
+
+
+def test_every_toolchain_has_its_pinned_requirements_in_the_package():
+    """python -m poolfix.engines.setup ENGINE installs from these (package data, so an installed
+    poolfix has them), constrained by the lock where there is one."""
+    from poolfix.engines.setup import REQUIREMENTS
+    from poolfix.engines.toolchains import TOOLCHAINS
+
+    for name in TOOLCHAINS:
+        pins = (REQUIREMENTS / f"requirements-{name}.txt").read_text().splitlines()
+        assert any(ln and not ln.startswith("#") and "==" in ln for ln in pins), name
