@@ -180,3 +180,16 @@ def test_every_toolchain_has_its_pinned_requirements_in_the_package():
     for name in TOOLCHAINS:
         pins = (REQUIREMENTS / f"requirements-{name}.txt").read_text().splitlines()
         assert any(ln and not ln.startswith("#") and "==" in ln for ln in pins), name
+
+
+def test_the_compilers_own_error_line_is_what_the_check_reports(tmp_path):
+    """A .NET exception's message, else the last line that is no stack frame (nncase's assertions)."""
+    from poolfix.engines.runner import last_error
+
+    log = tmp_path / "log"
+    log.write_text("warn: x\nUnhandled exception. System.InvalidOperationException: Only Can Get It When Shape "
+                   "Is Fixed !\n   at Nncase.A()\n")
+    assert last_error(log) == "Only Can Get It When Shape Is Fixed !"
+    log.write_text("warn: Nncase.Hosting.PluginLoader[0]\nProcess terminated. Assertion Failed\n   at A.B()\n"
+                   "   at C.D()\n")
+    assert last_error(log) == "Process terminated. Assertion Failed"

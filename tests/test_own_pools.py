@@ -168,3 +168,16 @@ def test_a_3d_average_pool_rknn_runs_on_its_npu_stays_one_pool_while_3d_max_spli
     for kind, want in (("avg", ["AveragePool"]), ("max", ["Reshape", "MaxPool", "Reshape", "MaxPool", "Reshape"])):
         r = poolfix.fix(MODELS / "torch" / f"{kind}3d_7x9x10to3x4x5.aten.onnx", target="rknn")
         assert op_types(r.model) == want
+
+
+def test_an_op_the_probe_saw_crash_the_compiler_never_stays():
+    """K230's compiler aborts on GlobalLpPool (probed): the site is rewritten (x*x, average, Sqrt), even
+    though its Sqrt runs on the CPU, where Ethos-U, which runs GlobalLpPool's root on its CPU too,
+    keeps it as it is."""
+    from poolfix.targets import PROFILES
+
+    assert PROFILES["k230"].rejects_op("GlobalLpPool", 4) and not PROFILES["ethos-u"].rejects_op("GlobalLpPool", 4)
+    k230 = poolfix.fix(MODELS / "fp16_head.onnx", target="k230")
+    assert [f.op for f in k230.rewritten if f.op == "GlobalLpPool"] == ["GlobalLpPool"]
+    ethos = poolfix.fix(MODELS / "fp16_head.onnx", target="ethos-u")
+    assert [f.op for f in ethos.skipped] == ["GlobalLpPool"]

@@ -107,7 +107,7 @@ class EngineCheck:
         cols = f"{'model':<10} {'outcome':<10} {'NPU/all':>9} {'pools NPU':>9} {'cycles':>9} {'max err':>9}  CPU ops"
         rows = [r.row() for r in (self.original, self.rewritten) if r is not None]
         lines = [head, cols, *rows]
-        for node, ops in self.sites:
+        for node, ops in self.sites if self.rewritten.built else ():
             lines.append(f"  site {node}: " + ", ".join(f"{op} {where}" for op, where in ops))
         lines.append(f"engine check: {'FAILED: ' + self.failure if self.failure else 'passed'}")
         return "\n".join(lines)

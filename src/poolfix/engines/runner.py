@@ -106,14 +106,16 @@ def last_error(log: Path) -> str:
         m = _DOTNET.match(ln)
         if m and not ln.startswith("at "):
             return m.group(1)[:200]
-    return lines[-1][:200] if lines else ""
+    # else the last line that is not a stack frame (.NET: "Process terminated. Assertion Failed")
+    told = [ln for ln in lines if not ln.startswith(("at ", "---"))]
+    return (told or lines)[-1][:200] if lines else ""
 
 
 def run_engine(tc: Toolchain, python: Path, model: Path, work: Path, timeout: float,
                feeds: dict | None = None) -> dict:
     """The toolchain's worker on ``model``; raises if the model file changed under it (a toolchain that
     rewrites its input in place must get a copy: onnx2tf simplifies the file it is given)."""
-    model = Path(model).resolve()  # the worker runs in its work folder
+    model, work = Path(model).resolve(), Path(work).resolve()  # the worker runs in its work folder
     before = _digest(model)
     try:
         return _run(tc, python, model, work, timeout, feeds)

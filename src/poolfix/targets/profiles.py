@@ -70,6 +70,13 @@ class Profile:
             return ranks[rank] == NPU
         return NPU in ranks.values()
 
+    def rejects_op(self, op_type: str, rank: int | None) -> bool:
+        """Whether the probe saw the toolchain refuse, crash on, overflow or compute wrong ``op_type`` (at
+        ``rank``; where the rank is unknown, at any rank it probed): such an op never stays."""
+        ranks = (self.placement or {}).get(op_type, {})
+        seen = [ranks[rank]] if rank in ranks else list(ranks.values()) if rank is None else []
+        return any(o in REJECTED for o in seen)
+
     def seen_on_npu(self, op_type: str, rank: int | None) -> bool:
         """For claims ("it already runs on the NPU"): the probe saw exactly this op at this rank there."""
         if self.placement is None or rank is None:

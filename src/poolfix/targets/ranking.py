@@ -137,6 +137,8 @@ def stays(site, old: Sequence[NodeProto], old_model: ModelProto | None, best: Ca
     ranks = tensor_ranks(old_model) if old_model is not None else {}
     if any(n.domain not in ("", "ai.onnx") for n in old):
         return None  # an op outside ONNX (ATen, a custom domain): the toolchain cannot load it
+    if any(profile.rejects_op(n.op_type, ranks.get(n.input[0]) if n.input else None) for n in old):
+        return None  # the toolchain refuses it, crashes on it or computes it wrong (K230: GlobalLpPool)
     probed_off = [n for n in old if n.op_type in profile.probed_ops
                   and not profile.on_npu(n.op_type, ranks.get(n.input[0]) if n.input else None)]
     if probed_off:  # the probe saw the site off the NPU: it stays only where no rewrite moves any of it there
