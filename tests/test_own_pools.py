@@ -181,3 +181,15 @@ def test_an_op_the_probe_saw_crash_the_compiler_never_stays():
     assert [f.op for f in k230.rewritten if f.op == "GlobalLpPool"] == ["GlobalLpPool"]
     ethos = poolfix.fix(MODELS / "fp16_head.onnx", target="ethos-u")
     assert [f.op for f in ethos.skipped] == ["GlobalLpPool"]
+
+
+@pytest.mark.parametrize(("axes", "stays"), [([2, 3], True), ([-2, -1], True), ([3, 2], False), ([-1, -2], False)])
+def test_a_reduction_stays_only_in_the_spelling_the_probe_saw_on_the_npu(axes, stays):
+    """K230 runs ReduceMean over axes [2, 3] on its KPU and over [3, 2] (x.mean((-1, -2)), dynamo's
+    adaptive_avg_pool2d(x, 1)) on its CPU, as probed; only the first stays as it is under --target k230."""
+    from helpers import i64
+
+    nodes = [h.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=1, name="mean")]
+    m = model(nodes, [vi("x", [1, 8, 64, 64])], [vi("y", [1, 8, 1, 1])], [i64("axes", axes)], opset=18)  # 2 pools
+    r = poolfix.fix(m, target="k230")
+    assert bool(r.skipped) == stays and bool(r.rewritten) != stays

@@ -160,6 +160,11 @@ def probes() -> list[tuple[str, dict, onnx.ModelProto]]:
                 model("ReduceMean", S, (1, 8, 1, 1), {"axes": [2, 3]}, opset=17)))
     out.append(("reducemax", {"op": "ReduceMax", "placement": ["ReduceMax", 4]},
                 model("ReduceMax", S, (1, 8, 1, 1), {"axes": [2, 3]})))
+    # the same reductions with the axes listed last first, as x.mean((-1, -2)) and dynamo's
+    # adaptive_avg_pool2d(x, 1) write them: K230 runs [2, 3] on its KPU and [3, 2] on its CPU
+    for op in ("ReduceMean", "ReduceMax"):
+        out.append((f"{op.lower()}_desc", {"op": op, "placement": [f"{op}:descending", 4]},
+                    model(op, S, (1, 8, 1, 1), {"axes": [3, 2]})))
     out.append(("gather", {"op": "Gather", "placement": ["Gather", 4]},
                 model("Gather", S, None, {"axis": 2}, [const("i", [0, 3, 6])], ["i"])))
     out.append(("gathernd", {"op": "GatherND", "placement": ["GatherND", 4]},

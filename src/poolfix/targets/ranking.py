@@ -69,6 +69,24 @@ def part_model(site, opset: int, nodes, tensors=()) -> ModelProto:
                            list(tensors))
 
 
+REDUCTIONS = ("ReduceMean", "ReduceMax")
+
+
+def placement_key(node: NodeProto, consts: dict, profile: Profile) -> str:
+    """The name the probe placed this node under: its op, or for a reduction whose axes are listed last
+    first (``x.mean((-1, -2))``, dynamo's ``adaptive_avg_pool2d(x, 1)``) ``"ReduceMean:descending"``,
+    where the probe tried that spelling (K230 runs axes [2, 3] on its KPU and [3, 2] on its CPU)."""
+    key = f"{node.op_type}:descending"
+    if node.op_type not in REDUCTIONS or key not in (profile.placement or {}):
+        return node.op_type
+    axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    if axes is None and len(node.input) > 1 and node.input[1] in consts:
+        axes = onnx.numpy_helper.to_array(consts[node.input[1]]).tolist()
+    if not axes:
+        return node.op_type
+    return key if any(a > b for a, b in zip(axes, axes[1:]) if (a < 0) == (b < 0)) else node.op_type
+
+
 def tensor_ranks(model: ModelProto) -> dict[str, int]:
     """Rank of every tensor of a one-graph model, from ONNX shape inference ({} where it fails)."""
     try:
@@ -137,10 +155,12 @@ def stays(site, old: Sequence[NodeProto], old_model: ModelProto | None, best: Ca
     ranks = tensor_ranks(old_model) if old_model is not None else {}
     if any(n.domain not in ("", "ai.onnx") for n in old):
         return None  # an op outside ONNX (ATen, a custom domain): the toolchain cannot load it
-    if any(profile.rejects_op(n.op_type, ranks.get(n.input[0]) if n.input else None) for n in old):
+    consts = {t.name: t for t in old_model.graph.initializer} if old_model is not None else {}
+    keys = {id(n): placement_key(n, consts, profile) for n in old}
+    if any(profile.rejects_op(keys[id(n)], ranks.get(n.input[0]) if n.input else None) for n in old):
         return None  # the toolchain refuses it, crashes on it or computes it wrong (K230: GlobalLpPool)
-    probed_off = [n for n in old if n.op_type in profile.probed_ops
-                  and not profile.on_npu(n.op_type, ranks.get(n.input[0]) if n.input else None)]
+    probed_off = [n for n in old if keys[id(n)] in profile.probed_ops
+                  and not profile.on_npu(keys[id(n)], ranks.get(n.input[0]) if n.input else None)]
     if probed_off:  # the probe saw the site off the NPU: it stays only where no rewrite moves any of it there
         off_new = off_npu(best.nodes, limits, profile, tensor_ranks(part_model(site, opset, best.nodes, best.tensors)))
         if off_new >= len(probed_off) and best.size > len(old):
@@ -149,7 +169,7 @@ def stays(site, old: Sequence[NodeProto], old_model: ModelProto | None, best: Ca
         return None
     for n in old:
         rank = ranks.get(n.input[0]) if n.input else None
-        if not profile.seen_on_npu(n.op_type, rank):
+        if not profile.seen_on_npu(keys[id(n)], rank):
             return None  # only what the probe saw on the NPU, at this rank, counts as staying there
     new_model = part_model(site, opset, best.nodes, best.tensors)
     cost_old = cost_new = None

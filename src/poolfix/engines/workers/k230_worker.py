@@ -56,9 +56,13 @@ def layers_of(il_text: str) -> list[dict]:
     return out
 
 
-def _pinned(path: Path, feeds: dict) -> bytes:
-    """The model with each symbolic input dim set to the test input's (nncase compiles fixed shapes
-    only: "Only Can Get It When Shape Is Fixed !"), as a user pins them before compiling."""
+def _prepared(path: Path, feeds: dict, result: dict) -> bytes:
+    """The model as a K230 user hands it to nncase (on a copy; the same for every variant): each
+    symbolic input dim set to the test input's (nncase compiles fixed shapes only: "Only Can Get It
+    When Shape Is Fixed !"); simplified by onnxsim, as nncase's K230 user guide does before import
+    (left as it is where onnxsim fails: ATen ops); and Reshape's ``allowzero`` dropped where its
+    constant shape holds no 0, so that the attribute changes nothing (the dynamo exporter writes
+    allowzero=1; nncase 2.11 refuses to read it: "Not support reshape attribute: allowzero")."""
     import onnx
 
     m = onnx.load(str(path))
@@ -74,6 +78,26 @@ def _pinned(path: Path, feeds: dict) -> bytes:
         del m.graph.value_info[:]
         for o in m.graph.output:
             o.type.tensor_type.ClearField("shape")
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(m)
+        if ok:
+            m = simplified
+            result["prepared"].append("onnxsim")
+    except Exception as e:  # ATen ops, custom domains: compiled as given
+        result["prepared"].append(f"onnxsim failed: {str(e).strip().splitlines()[0][:100] if str(e).strip() else e}")
+    from onnx import numpy_helper
+
+    consts = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type != "Reshape" or not any(a.name == "allowzero" for a in n.attribute):
+            continue
+        shape = consts.get(n.input[1]) if len(n.input) > 1 else None
+        if shape is not None and not (shape == 0).any():  # no 0 in the shape: allowzero changes nothing
+            kept = [a for a in n.attribute if a.name != "allowzero"]
+            del n.attribute[:]
+            n.attribute.extend(kept)
     return m.SerializeToString()
 
 
@@ -84,7 +108,8 @@ def placement(dump: Path) -> list[dict]:
 
 def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
-    result = {"load": None, "build": None, "runs": False, "layers": [], "errors": [], "toolchain": None}
+    result = {"load": None, "build": None, "runs": False, "layers": [], "errors": [], "toolchain": None,
+              "prepared": []}
     with fdlog.captured(job["log"]):
         _compile_and_simulate(job, result)
     Path(job["result"]).write_text(json.dumps(result))
@@ -104,7 +129,8 @@ def _compile_and_simulate(job: dict, result: dict) -> None:
         opts.dump_dir = str(dump)
         opts.dump_ir = True
         compiler = nncase.Compiler(opts)
-        compiler.import_onnx(_pinned(Path(job["model"]), dict(zip(job["input_names"], feeds))), nncase.ImportOptions())
+        model = _prepared(Path(job["model"]), dict(zip(job["input_names"], feeds)), result)
+        compiler.import_onnx(model, nncase.ImportOptions())
         result["load"] = 0
         ptq = nncase.PTQTensorOptions()
         ptq.samples_count = 1
