@@ -544,3 +544,21 @@ def test_no_pool_spans_more_than_the_targets_extent():
     assert not tight.rewritten and "extent of 8" in tight.skipped[0].reason
     sliced = poolfix.fix(aten_model("adaptive_max_pool2d", [1, 2, 10, 10], [4, 4]), max_extent=8)
     assert sliced.rewritten and "Slice" in op_types(sliced.model)  # windows sliced out first: each one fits
+
+
+@pytest.mark.parametrize("target", ["rknn", "ethos-u", "k230"])
+def test_no_target_writes_an_op_its_toolchain_was_probed_refusing(target):
+    """Issue 28: what a probe saw refused, crash, overflow or computed wrong (at a tensor rank) is never
+    in the output: not as a rewrite, and not as a site left as it was when a rewrite exists."""
+    from poolfix.targets.ranking import tensor_ranks
+
+    prof = PROFILES[target]
+    for path in sorted(MODELS.glob("*.onnx")) + sorted((MODELS / "torch").glob("*.onnx")):
+        r = poolfix.fix(path, target=target, verify=False)
+        ranks = tensor_ranks(onnx.shape_inference.infer_shapes(r.model))
+        for n in r.model.graph.node:
+            rank = ranks.get(n.input[0]) if n.input else None
+            if rank is not None and prof.rejects_op(n.op_type, rank):  # only a site with no other exact rewrite
+                left = [f for f in r.skipped if f.node == n.name]
+                assert left and ("probed refusing" in left[0].reason or "no exact rewrite" in left[0].reason), \
+                    (path.name, n.op_type, rank, [f.reason for f in left])

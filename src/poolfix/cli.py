@@ -28,6 +28,7 @@ from .planner import explain
 from .report import findings_text, verification_text, windows_svg
 from .saver import LAYOUTS, WritePlan, atomic_write_bytes, save
 from .targets import PROFILES
+from .targets.profiles import REJECTED
 
 EPILOG = """\b
 Exit codes:
@@ -412,6 +413,21 @@ def _ranks(op: str, ranks: dict, npu: bool) -> str:
     return f"{op} ({'/'.join(f'{r}D' for r in got)})"
 
 
+def _wrong_forms(lim) -> str:
+    """The limits that stand for forms a compiler was probed computing wrong or aborting on."""
+    forms = []
+    if lim.no_padded_max:
+        forms.append("padded MaxPool (padded with 0): no_padded_max")
+    if lim.avg_count_include_pad.value == "0":
+        forms.append("padded count_include_pad=1 average: avg_count_include_pad=0")
+    if lim.max_kernel_height is not None:
+        forms.append(f"kernels taller than {lim.max_kernel_height}: max_kernel_height={lim.max_kernel_height}")
+    if lim.max_pool_dims is not None:
+        forms.append(f"pools of more than {lim.max_pool_dims} spatial dims: max_pool_dims={lim.max_pool_dims}"
+                     + (f" (average: {lim.avg_pool_dims})" if lim.avg_pool_dims else ""))
+    return "; ".join(forms)
+
+
 def _targets_text() -> str:
     lines = []
     for p in PROFILES.values():
@@ -421,10 +437,17 @@ def _targets_text() -> str:
             lines.append(f"    max opset {p.max_opset}; toolchain {p.toolchain}, probed {p.probed}")
         if p.placement is not None:
             on = [_ranks(op, p.placement[op], True) for op in sorted(p.placement) if "NPU" in p.placement[op].values()]
-            off = [_ranks(op, p.placement[op], False) for op in sorted(p.placement)
-                   if any(o != "NPU" for o in p.placement[op].values())]
+            off = [_ranks(op, {r: o for r, o in p.placement[op].items() if o not in REJECTED}, False)
+                   for op in sorted(p.placement) if any(o not in ("NPU", *REJECTED) for o in p.placement[op].values())]
+            bad = [f"{op} ({', '.join(f'{r}D {o}' for r, o in sorted(p.placement[op].items()) if o in REJECTED)})"
+                   for op in sorted(p.placement) if any(o in REJECTED for o in p.placement[op].values())]
             lines.append(f"    NPU ops (tensor ranks probed): {', '.join(on)}")
             lines.append(f"    off the NPU: {', '.join(off) or 'none probed'}")
+            if bad:
+                lines.append(f"    refused, crashed or computed wrong (never emitted, never kept): {', '.join(bad)}")
+            wrong = _wrong_forms(p.limits)
+            if wrong:
+                lines.append(f"    pool forms it computes wrong or aborts on, held as limits: {wrong}")
         if p.constructions:
             lines.append("    constructions as built: " + ", ".join(f"{c} {o}" for c, o in p.constructions.items()))
         if p.placement is not None:

@@ -119,6 +119,21 @@ def off_npu(nodes: Sequence[NodeProto], limits: Limits | None, profile: Profile 
     return n
 
 
+def rejected(candidate: Candidate, profile: Profile | None, ranks: dict[str, int] | None) -> str | None:
+    """What in ``candidate`` the probe saw the toolchain refuse, crash on, overflow or compute wrong: a
+    construction as a whole, or an op at its tensor rank (Vela refuses a 4D MatMul); None: nothing."""
+    if profile is None:
+        return None
+    for c in candidate.constructions:
+        if profile.rejects(c):
+            return f"the {c} construction: {profile.constructions[c]}"
+    for n in candidate.nodes:
+        rank = (ranks or {}).get(n.input[0]) if n.input else None
+        if rank is not None and profile.rejects_op(n.op_type, rank):
+            return f"{n.op_type} at rank {rank}: {profile.placement[n.op_type][rank]}"  # type: ignore[index]
+    return None
+
+
 def choose(site, opset: int, candidates: Sequence[Candidate], limits: Limits | None, profile: Profile | None,
            budget: int) -> Candidate | Refusal:
     """The candidate the site gets (module docstring), or the reason none fits the node budget."""
@@ -129,9 +144,13 @@ def choose(site, opset: int, candidates: Sequence[Candidate], limits: Limits | N
                        f"{smallest}); --node-budget raises it")
     models = {i: part_model(site, opset, candidates[i].nodes, candidates[i].tensors) for i in fits} \
         if profile is not None and profile.placement is not None else {}
-    off = {i: (any(profile.rejects(c) for c in candidates[i].constructions) if profile is not None else False,
-               off_npu(candidates[i].nodes, limits, profile, tensor_ranks(models[i]) if models else None))
-           for i in fits}
+    ranks = {i: tensor_ranks(models[i]) if models else None for i in fits}
+    bad = {i: rejected(candidates[i], profile, ranks[i]) for i in fits}
+    if all(bad.values()):  # never emitted: what the probe saw the toolchain refuse, crash on or compute wrong
+        return Refusal(f"every exact rewrite uses what the {profile.name} toolchain was probed refusing, crashing on "  # type: ignore[union-attr]
+                       f"or computing wrong ({bad[fits[0]]})")
+    fits = [i for i in fits if not bad[i]]
+    off = {i: off_npu(candidates[i].nodes, limits, profile, ranks[i]) for i in fits}
     fewest = min(off.values())
     pool = [i for i in fits if off[i] == fewest]
     if len(pool) > 1 and profile is not None and profile.costs:  # the estimate, where every candidate has one
