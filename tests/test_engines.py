@@ -149,3 +149,16 @@ def test_check_on_engine_reports_the_figures_the_engine_tables_report(engine, tm
     for key in ("builds", "runs", "npu", "layers", "pool_npu", "pool_layers", "cpu_ops", "cycles"):
         assert mine[key] == table[key], key
     assert abs(mine["max_err"] - table["max_err"]) <= 1e-6
+
+
+def test_a_model_k230_refuses_is_exit_5_with_the_compilers_own_line(tmp_path):
+    """nncase 2.11 aborts on a float16 graph: --check-on-engine ends with its line, exit 5, no model."""
+    if not harness.installed("k230") or harness.broken("k230"):
+        pytest.skip("k230 is not installed (python scripts/engines/setup_env.py k230)")
+    from test_cli import cli
+
+    out = tmp_path / "o.onnx"
+    code, _, err = cli(MODELS / "fp16_head.onnx", "-o", out, "--target", "k230", "--check-on-engine",
+                       "--engine-python", harness.venv_python("k230"))
+    assert code == 5 and "refused the rewritten model" in err and "Assertion Failed" in err, err
+    assert err.count("\n") == 1 and not out.exists()
