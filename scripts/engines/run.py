@@ -5,7 +5,8 @@
         models/torch/psp.dynamo.onnx
 
 Each engine runs in its own venv (``python scripts/engines/setup_env.py ENGINE``); this script runs
-in poolfix's environment and calls the engine's worker (``workers/``) once per model, in a fresh
+in poolfix's environment and calls the engine's worker (src/poolfix/engines/workers/, through
+poolfix.engines.runner, the code --check-on-engine runs) once per model, in a fresh
 process, so a compiler crash is a row in the table, not the end of the run. ``--variant NAME=ARGS``
 runs poolfix with ARGS on each model first (``orig`` is the model as given); rows then compare
 the original and poolfix's output under the same compiler. Columns: whether it loads/builds and
