@@ -70,10 +70,11 @@ def test_fix_many_and_the_cli_option_names(tmp_path):
     assert worst(o.exit_code for o in outcomes) == 2
     good = [o for o in outcomes if o.exit_code == 0]
     assert len(good) == len(outcomes) - 1 and all(o.output for o in good)
-    r = poolfix.fix(MODELS / "resnet_head.onnx", target="ethos-u", max_kernel=3)  # 7x7 avg: padded cascade
+    r = poolfix.fix(MODELS / "resnet_head.onnx", target="rknn", max_kernel=3)  # 7x7 avg: padded cascade
     assert [f.emitted for f in r.rewritten] == [["AveragePool", "AveragePool", "Mul"]]  # the option reached it
     r = poolfix.fix(MODELS / "resnet_head.onnx", target="ethos-u", max_kernel=3, no_pads=True)  # no cascade, and
-    assert not r.rewritten and "MatMul at rank 4: refused" in r.skipped[0].reason  # a 4D MatMul Vela refuses
+    assert not r.rewritten and "MatMul" in r.skipped[0].reason and "refus" in r.skipped[0].reason  # Vela: 4D
+    # MatMul refused; and its counted pads come out uncounted (onnx2tf), so no padded cascade either
     r = poolfix.fix(MODELS / "resnet_head.onnx", target="rknn", max_kernel=3, no_pads=True)  # rknn runs that MatMul
     assert [f.emitted for f in r.rewritten] == [["Transpose", "MatMul", "Transpose", "MatMul"]]
     r = poolfix.fix(MODELS / "resnet_head.onnx", target="ethos-u", max_kernel=3, no_pads=True, constructions=["slice"])

@@ -100,15 +100,17 @@ def candidates(site: Site, scope: Scope, names: Names, opts: Options, use_initia
 
 def _plane_only(plan: AdaptivePlan, opts: Options):
     """The limits under which a 3D pool whose depth window is 1 (kernel and stride 1, no depth pads, no
-    depth gathers) is written as one 2D pool between Reshapes, where the target's NPU runs 2D pools
-    only and its limits do not already split 3D pools (Ethos-U: onnx2tf converts a depth + plane split
-    wrong, so only this form, with no depth pool, is offered); None where that does not apply."""
+    depth gathers), or one window over the whole volume (r3d_18's head over 2 frames), is written as
+    one 2D pool between Reshapes, where the target's NPU runs 2D pools only and its limits do not
+    already split 3D pools (Ethos-U: onnx2tf converts a depth + plane split wrong, so only these
+    forms, with one pool, are offered); None where that does not apply."""
     target, pool = opts.target, plan.pool
     if target is None or target.npu_pool_dims != 2 or opts.limits is None or opts.limits.max_pool_dims is not None:
         return None
     if pool is None or pool.rank != 3 or any(g.axis == 0 for g in plan.gathers):
         return None
-    if pool.kernel[0] != 1 or pool.strides[0] != 1 or pool.pads[0] or pool.pads[3]:
+    whole = tuple(pool.kernel) == tuple(plan.size_in) and not any(pool.pads) and not plan.gathers
+    if not whole and (pool.kernel[0] != 1 or pool.strides[0] != 1 or pool.pads[0] or pool.pads[3]):
         return None
     return replace(opts.limits, max_pool_dims=2)
 

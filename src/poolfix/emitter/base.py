@@ -10,6 +10,7 @@ cut (:meth:`Construction.cut`) and whether a pool's too-wide stride is subsample
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from collections.abc import Callable
 
 import numpy as np
@@ -81,6 +82,8 @@ class Construction(ABC):
         if lim is None:
             self.pool_node(x, y, pool, what, mode)
             return
+        if mode == PoolMode.MAX and lim.no_padded_max and self.site.never_negative:
+            lim = replace(lim, no_padded_max=False)  # zero pads are exact on values >= 0
         if lim.max_extent is not None and max(spatial) > lim.max_extent:
             raise NoCascade(f"a pool would read an axis of {max(spatial)}, past the target's extent of "
                             f"{lim.max_extent}")
@@ -102,7 +105,7 @@ class Construction(ABC):
             split_pool(self, x, y, spatial, pool, what, mode)
             return
         try:
-            self.cascade(x, y, spatial, pool, what, mode)
+            self.cascade(x, y, spatial, pool, what, mode, lim)
             return
         except NoCascade as e:
             why = e
@@ -112,9 +115,10 @@ class Construction(ABC):
             raise why
         subsampled(self, x, y, spatial, pool, wide[0], what, mode)
 
-    def cascade(self, x: str, y: str, spatial, pool: Pool, what: str, mode: PoolMode) -> None:
+    def cascade(self, x: str, y: str, spatial, pool: Pool, what: str, mode: PoolMode,
+                limits: Limits | None = None) -> None:
         cascade = plan_cascade(mode, tuple(spatial), pool.kernel, pool.strides, pool.pads,
-                               pool.count_include_pad, self.limits)
+                               pool.count_include_pad, limits or self.limits)
         cur, last = x, len(cascade.stages) - 1
         for i, stage in enumerate(cascade.stages):
             out = y if i == last and cascade.scale == 1 else self.w.fresh(f"{what}_stage{i}")
@@ -267,8 +271,9 @@ class PlanConstruction(Construction):
 def split_pool(c: Construction, x: str, y: str, spatial, pool: Pool, what: str, mode: PoolMode) -> None:
     """A 3D pool for a target whose pools have at most two spatial dims: the depth pool on
     ``[N, C, D, H*W]``, then the height-width pool on ``[N, C*D', H, W]``, each a 2D pool, reshaped
-    between them. Exact: a box window is a depth window of height-width windows, and max, sum and
-    true counts (average with or without counted pads) all factor along axes. Reshape shapes are
+    between them; one window over the whole volume is one pool of (D, H*W) on ``[N, C, D, H*W]``.
+    Exact: a box window is a depth window of height-width windows, and max, sum and true counts
+    (average with or without counted pads) all factor along axes. Reshape shapes are
     literal but for the batch (-1: any batch runs); with channels unknown, 0 copies N and C."""
     if pool.rank != 3:
         raise NoCascade(f"a {pool.rank}D pool cannot be split into 2D pools here")
@@ -282,6 +287,14 @@ def split_pool(c: Construction, x: str, y: str, spatial, pool: Pool, what: str, 
     ch = c.site.in_shape[1]
     if ch is not None:
         c.w.literal_channels = True
+    if (kd, kh, kw) == (d, h, w) and not any(pool.pads) and not pool.ceil_mode:
+        # one window over the whole volume: one 2D pool of (D, H*W) on [N, C, D, H*W], and no third
+        # Reshape (r3d_18's head; the set a mean or max runs over is the same)
+        flat, pooled = c.w.fresh(f"{what}_dhw"), c.w.fresh(f"{what}_whole")
+        c.w.reshape_to(x, flat, [-1, ch, d, h * w] if ch else [0, 0, d, h * w], f"{what}_dhw")
+        c.pool(flat, pooled, (d, h * w), Pool((d, h * w), (1, 1), (0,) * 4), f"{what}_whole", mode)
+        c.w.reshape_to(pooled, y, [-1, ch, 1, 1, 1] if ch else [0, 0, 1, 1, 1], f"{what}_ndhw")
+        return
     cur = x
     if not depth.is_identity:
         flat = c.w.fresh(f"{what}_dhw")

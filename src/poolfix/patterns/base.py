@@ -91,6 +91,7 @@ class Site:
     target: Pool | None = None  # an existing pool to reproduce (--enforce-limits), not adaptive pooling
     repairs: bool = False  # the model's own pool computes other windows: replaced by adaptive pooling
     roles: str = ""  # the roles of the pooled tensor and their evidence, where a rule read them
+    never_negative: bool = False  # x is never negative (after a ReLU): a max pool's zero pads are exact
 
     @property
     def op_name(self) -> str:

@@ -33,8 +33,8 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     if stage is None:
         return skip(NAME, scope, node, label, "kernel_shape, strides and pads do not fit together")
     rank, pads = stage.rank, stage.pads
-    if mode == PoolMode.MAX and limits.no_padded_max and _never_negative(scope, node.input[0]):
-        # a target that pads a MaxPool with 0 computes it right on values >= 0 (a max of them is >= 0)
+    nonneg = mode == PoolMode.MAX and limits.no_padded_max and _never_negative(scope, node.input[0])
+    if nonneg:  # a target that pads a MaxPool with 0 computes it right on values >= 0 (a max of them is >= 0)
         limits = replace(limits, no_padded_max=False)
     why = stage_breaks(mode, stage, limits) or (
         "the target has no LpPool" if mode == PoolMode.LP and limits.no_lp_pool else None)
@@ -77,21 +77,27 @@ def match(node: NodeProto, scope: Scope, label: str, ctx: Context):
     if single != stage and stage_breaks(mode, single, limits) is None:
         stage = single
         notes.append("one output window per axis past the limit: the same pool with stride 1, not a cascade")
+    if nonneg and any(stage.pads):
+        notes.append("its input is never negative: zero pads are exact, the pads stay")
     return node_site(NAME, node, scope, label, info, mode, out, p=int(attr(node, "p", 2)),
-                     notes=tuple(notes), target=stage)
+                     notes=tuple(notes), target=stage, never_negative=nonneg)
 
 
 # ops whose outputs are never negative (Clip: where its lower bound is >= 0)
 _NON_NEGATIVE = frozenset({"Relu", "Sigmoid", "Softmax", "Softplus", "Abs", "Exp", "HardSigmoid"})
 
 
-def _never_negative(scope: Scope, name: str) -> bool:
-    """Whether ``name`` is made by an op whose output is never negative (ReLU before a stem's MaxPool)."""
+def _never_negative(scope: Scope, name: str, depth: int = 8) -> bool:
+    """Whether ``name`` is made by an op whose output is never negative (ReLU before a stem's MaxPool),
+    or by a Concat, MaxPool or AveragePool of such values (GoogLeNet's inception branches)."""
     node = scope.producers.get(name)
-    if node is None:
+    if node is None or depth == 0:
         return False
     if node.op_type in _NON_NEGATIVE:
         return True
+    if node.op_type in ("Concat", "MaxPool", "AveragePool"):
+        inputs = node.input if node.op_type == "Concat" else node.input[:1]
+        return bool(inputs) and all(_never_negative(scope, i, depth - 1) for i in inputs)
     if node.op_type == "Clip":
         low = attr(node, "min", None) if len(node.input) < 2 else (
             scope.const(node.input[1]) if node.input[1] else None)

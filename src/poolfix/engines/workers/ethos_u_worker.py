@@ -1,8 +1,8 @@
 """Runs inside the Ethos-U venv (.engines/ethos-u/venv): one ONNX model to an int8 TFLite, then Vela.
 
 Usage: python ethos_u_worker.py JOB.json (written by scripts/engines/run.py). The way a user deploys:
-onnx2tf with full integer quantization on random calibration data (no download: the sample file
-onnx2tf would fetch is written locally with random values), then ``vela`` for the job's
+onnx2tf with full integer quantization calibrated on random samples and the test input (no download:
+the sample file onnx2tf would fetch is written locally with random values), then ``vela`` for the job's
 accelerator. Vela's per-layer CSV gives each operator's placement (NPU/CPU) and cycles; its summary
 CSV gives the network's cycle estimate. The int8 model also runs in LiteRT on the job's inputs so
 run.py can compare with onnxruntime (the error then includes int8 quantization).
@@ -30,7 +30,7 @@ def main(job_path: str) -> None:
     result = {"load": None, "build": None, "runs": False, "layers": [], "errors": [], "cycles": None}
     import onnx2tf
 
-    result["toolchain"] = (f"onnx2tf {onnx2tf.__version__} (-oiqt, full_integer_quant, random calibration) + "
+    result["toolchain"] = (f"onnx2tf {onnx2tf.__version__} (-oiqt, full_integer_quant, calibrated on random + test input) + "
                            f"ethos-u-vela {_vela_version(bindir)} {job['accelerator']}")
     work = tempfile.mkdtemp(prefix="ethos_", dir=job["workdir"])
     rng = np.random.default_rng(0)
@@ -39,7 +39,12 @@ def main(job_path: str) -> None:
     for name in job["input_names"]:
         x = data[name]
         tf_shape = to_tf(list(x.shape))
-        calib = rng.standard_normal((8, *tf_shape[1:])).astype(np.float32)
+        # 8 standard-normal samples and the test input itself (NHWC): int8 ranges then cover the input
+        # whatever its distribution (the probes' all-negative inputs: calibrated on normal samples
+        # alone, a max pool's output range stops above them and clips them, a quantization artifact)
+        own = np.transpose(x, [0, *range(2, x.ndim), 1]) if x.ndim >= 3 else x
+        calib = np.concatenate([rng.standard_normal((8, *tf_shape[1:])), own.reshape(-1, *tf_shape[1:])])
+        calib = calib.astype(np.float32)
         path = os.path.join(work, f"calib_{len(cind)}.npy")
         np.save(path, calib)
         bshape = (1,) * (len(tf_shape) - 1) + (tf_shape[-1],)
