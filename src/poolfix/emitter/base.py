@@ -10,8 +10,8 @@ cut (:meth:`Construction.cut`) and whether a pool's too-wide stride is subsample
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 from onnx import NodeProto, TensorProto
