@@ -329,8 +329,8 @@ def run_probes(engine: str, only: str | None) -> dict:
             work.mkdir()
             path = work / f"{name}.onnx"
             onnx.save(m, path)
-            res = harness.run_engine(engine, path, work, timeout=600, feeds=negative(m) if what.get("op") in ("avg", "max")
-                                     or "construction" in what else None)
+            shifted = what.get("op") in ("avg", "max") or "construction" in what
+            res = harness.run_engine(engine, path, work, timeout=600, feeds=negative(m) if shifted else None)
             hint = "" if "opset" in what or "construction" in what else HINTS.get(what.get("op", ""), "")
             results[name] = {**what, **outcome(res, hint)}
             print(f"{name:<24} {results[name]['outcome']:<9} {results[name].get('cycles', '')}", flush=True)

@@ -30,8 +30,8 @@ def main(job_path: str) -> None:
     result = {"load": None, "build": None, "runs": False, "layers": [], "errors": [], "cycles": None}
     import onnx2tf
 
-    result["toolchain"] = (f"onnx2tf {onnx2tf.__version__} (-oiqt, full_integer_quant, calibrated on random + test input) + "
-                           f"ethos-u-vela {_vela_version(bindir)} {job['accelerator']}")
+    result["toolchain"] = (f"onnx2tf {onnx2tf.__version__} (-oiqt, full_integer_quant, calibrated on random + "
+                           f"test input) + ethos-u-vela {_vela_version(bindir)} {job['accelerator']}")
     work = tempfile.mkdtemp(prefix="ethos_", dir=job["workdir"])
     rng = np.random.default_rng(0)
     data = np.load(job["inputs"])
