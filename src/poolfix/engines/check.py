@@ -172,7 +172,7 @@ def check_on_engine(fixed: Path, original: Path | None, engine: str, *, findings
         feeds = runner.make_inputs(fixed, uniform=tc.uniform_inputs)
     feeds = {k: np.asarray(v) for k, v in feeds.items()}
     runs: dict[str, EngineRun] = {}
-    name = ""
+    name, layers = "", []
     with tempfile.TemporaryDirectory(prefix="poolfix_engine_") as tmp:
         for label, path in (("original", original), ("rewritten", fixed)):
             if path is None:
@@ -181,11 +181,9 @@ def check_on_engine(fixed: Path, original: Path | None, engine: str, *, findings
             work.mkdir()
             res = runner.run_engine(tc, py, Path(path), work, timeout, feeds)
             name = name or res.get("toolchain") or ""
-            runs[label] = EngineRun(label, runner.summarize(res) | {"layer_list": res.get("layers", [])})
+            runs[label] = EngineRun(label, runner.summarize(res))
+            layers = res.get("layers", [])  # the rewritten model's, which runs last
     rewritten = runs["rewritten"]
-    layers = rewritten.summary.pop("layer_list")
-    if "original" in runs:
-        runs["original"].summary.pop("layer_list")
     sites = []
     for f in findings:
         ops = list(dict.fromkeys(f.emitted))
