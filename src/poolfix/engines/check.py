@@ -96,6 +96,7 @@ class EngineCheck:
     rewritten: EngineRun
     sites: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
     failure: str | None = None  # why the check fails (exit 5), or None
+    kind: str = ""  # what failed: timeout, refused, no run, wrong, worse
 
     @property
     def ok(self) -> bool:
@@ -120,11 +121,11 @@ class EngineCheck:
         err = "-" if s["max_err"] is None else f"{s['max_err']:.2g}"
         orig = self.original.summary["max_err"] if self.original is not None and self.original.ran else None
         text = f"{s['npu']}/{s['layers']} NPU, err {err} (orig {'-' if orig is None else f'{orig:.2g}'})"
-        return text + ("" if self.ok else " WORSE" if "worse" in (self.failure or "") else
-                       " WRONG" if "wrong" in (self.failure or "") else " FAILED")
+        return text + ("" if self.ok else f" {self.kind.upper()}")
 
     def to_dict(self) -> dict:
         return {"engine": self.engine, "toolchain": self.toolchain, "ok": self.ok, "failure": self.failure,
+                "failed": self.kind or None,
                 "original": None if self.original is None else self.original.to_dict(),
                 "rewritten": self.rewritten.to_dict(),
                 "sites": [{"node": n, "ops": [{"op": o, "placement": w} for o, w in ops]} for n, ops in self.sites]}
@@ -140,24 +141,25 @@ def placement_of(op: str, layers: list[dict]) -> str:
     return "NPU" if mine == {"NPU"} else "CPU" if "NPU" not in mine else "NPU+CPU"
 
 
-def verdict(original: EngineRun | None, rewritten: EngineRun, engine: str) -> str | None:
+def verdict(original: EngineRun | None, rewritten: EngineRun, engine: str) -> tuple[str, str] | None:
+    """(what failed, why) where the engine's verdict on the rewrite fails; None where it passes."""
     if rewritten.timed_out:
-        return f"{engine} gave no answer in time ({rewritten.error_line}); --engine-timeout raises the limit"
+        return "timeout", f"{engine} gave no answer in time ({rewritten.error_line}); --engine-timeout raises the limit"
     if not rewritten.built:
-        return f"{engine} refused the rewritten model: {rewritten.error_line or 'no error line'}"
+        return "refused", f"{engine} refused the rewritten model: {rewritten.error_line or 'no error line'}"
     if not rewritten.ran:
-        return f"the rewritten model built but did not run on the {engine} simulator: {rewritten.error_line}"
+        return "no run", f"the rewritten model built but did not run on the {engine} simulator: {rewritten.error_line}"
     new = rewritten.summary["max_err"]
     scale = rewritten.summary.get("ref_max") or 1.0
     if original is None or not original.ran:
         if new > WRONG_SHARE * scale:
-            return (f"{engine} computes the rewritten model wrong: max err {new:.3g} on outputs up to {scale:.3g} "
-                    "(the original gives no baseline on it)")
+            return "wrong", (f"{engine} computes the rewritten model wrong: max err {new:.3g} on outputs up to "
+                             f"{scale:.3g} (the original gives no baseline on it)")
         return None
     old = original.summary["max_err"]
     if new > WORSE_FACTOR * old + WORSE_FLOOR * scale:
-        return (f"{engine} computes the rewritten model worse than the original: max err {new:.3g} against "
-                f"{old:.3g} (outputs up to {scale:.3g})")
+        return "worse", (f"{engine} computes the rewritten model worse than the original: max err {new:.3g} "
+                         f"against {old:.3g} (outputs up to {scale:.3g})")
     return None
 
 
@@ -189,8 +191,9 @@ def check_on_engine(fixed: Path, original: Path | None, engine: str, *, findings
         ops = list(dict.fromkeys(f.emitted))
         if ops:
             sites.append((f.node, [(op, placement_of(op, layers)) for op in ops]))
-    return EngineCheck(engine, name, runs.get("original"), rewritten, sites,
-                       verdict(runs.get("original"), rewritten, engine))
+    failed = verdict(runs.get("original"), rewritten, engine)
+    return EngineCheck(engine, name, runs.get("original"), rewritten, sites, failed and failed[1],
+                       failed[0] if failed else "")
 
 
 def check_result(result, original: Path, spec: EngineSpec, feeds: dict | None = None) -> EngineCheck:
