@@ -193,3 +193,15 @@ def test_the_compilers_own_error_line_is_what_the_check_reports(tmp_path):
     log.write_text("warn: Nncase.Hosting.PluginLoader[0]\nProcess terminated. Assertion Failed\n   at A.B()\n"
                    "   at C.D()\n")
     assert last_error(log) == "Process terminated. Assertion Failed"
+
+
+def test_nothing_rewritten_runs_no_engine(tmp_path, engine):
+    """As in a batch: a model with no site to rewrite is written unchanged and not compiled."""
+    import onnx
+    from helpers import single
+
+    p = tmp_path / "m.onnx"
+    onnx.save(single("Relu", [1, 2, 4, 4]), p)
+    code, out, _ = cli(p, "-o", tmp_path / "o.onnx", "--target", "k230", "--check-on-engine", "--engine-python",
+                         engine("hang"), "--engine-timeout", "60")
+    assert code == 0 and "nothing rewritten, nothing to compare" in out and "engine k230" not in out

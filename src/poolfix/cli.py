@@ -284,8 +284,9 @@ def command(models: tuple[Path, ...], **flags):
         extras()
         say(f"{nothing}; input left as it was", 0)
         return
-    engine = None
-    if engine_python is not None:
+    if engine_python is not None and not result.changed:
+        say("engine check: nothing rewritten, nothing to compare", 1)
+    elif engine_python is not None:
         engine = _engine_check(result, model, f, options, engine_python, say)
         if not engine.ok:
             extras()
