@@ -20,10 +20,12 @@ MODEL = MODELS / "torch" / "avg2d_8to3.dynamo.onnx"
 # the stand-in: called as `PYTHON WORKER JOB.json`, it reads the job and does what BEHAVIOUR says
 STAND_IN = textwrap.dedent('''
     import json, os, sys, time
+    how = os.environ.get("POOLFIX_TEST_ENGINE", "good")
+    if sys.argv[1] == "-c":  # the toolchain's import check
+        sys.exit("ModuleNotFoundError: No module named 'nncase'" if how == "broken" else 0)
     import numpy as np
     import onnxruntime as ort
     job = json.load(open(sys.argv[2]))
-    how = os.environ.get("POOLFIX_TEST_ENGINE", "good")
     if how == "hang":
         time.sleep(600)
     if how == "crash":
@@ -105,6 +107,13 @@ def test_a_missing_toolchain_is_exit_2_with_the_command_that_installs_it(tmp_pat
     assert code == 2 and "python -m poolfix.engines.setup k230" in err and not out.exists()
     code, _, err = cli(MODEL, "-o", out, "--target", "rknn", "--check-on-engine", "--engine-python", tmp_path / "no")
     assert code == 2 and "python -m poolfix.engines.setup rknn" in err
+
+
+def test_a_toolchain_whose_install_is_broken_is_exit_2_before_the_work(tmp_path, engine):
+    out = tmp_path / "o.onnx"
+    code, _, err = cli(MODEL, "-o", out, "--target", "k230", "--check-on-engine", "--engine-python", engine("broken"))
+    assert code == 2 and "does not import" in err and "No module named 'nncase'" in err
+    assert "python -m poolfix.engines.setup k230" in err and not out.exists()
 
 
 def test_the_default_engine_python_is_found_under_poolfix_engines_dir(tmp_path, monkeypatch):

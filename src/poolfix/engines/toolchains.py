@@ -75,7 +75,7 @@ def default_python(name: str) -> Path:
 
 def engine_python(name: str, given: str | os.PathLike | None = None) -> Path:
     """The Python that runs ``name``'s toolchain; InputError (exit 2) with the one command that installs
-    it where there is none."""
+    it where there is none, or where it does not import the toolchain (a broken install)."""
     tc = toolchain(name)
     path = Path(given) if given is not None else default_python(name)
     if not path.exists():
@@ -83,6 +83,9 @@ def engine_python(name: str, given: str | os.PathLike | None = None) -> Path:
         raise InputError(f"the {name} toolchain is not installed ({where}): {tc.setup}")
     if not os.access(path, os.X_OK) or path.is_dir():
         raise InputError(f"--engine-python {path} is not an executable Python")
+    why = broken(name, path)
+    if why is not None:  # a venv there, its install broken: a usage error, not the engine's verdict
+        raise InputError(f"the {name} toolchain at {path} does not import ({why}): {tc.setup}")
     return path
 
 
