@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 import run as harness
 
+from poolfix.engines.check import OP_WORDS
+
 HERE = Path(__file__).resolve().parent
 PROBED_PY = HERE.parents[1] / "src" / "poolfix" / "targets" / "probed.py"
 OPSET, IR = 17, 8
@@ -277,8 +279,8 @@ def negative(m: onnx.ModelProto) -> dict:
 
 
 # what a pooling layer is called in each compiler's report (K230: its pooling unit GNNEPdp*, or the
-# CPU's ReduceWindow2D)
-POOL_LAYER = ("pool", "pdp", "reducewindow")
+# CPU's ReduceWindow2D): the words --check-on-engine reads a pool's placement by
+POOL_LAYER = OP_WORDS["AveragePool"]
 
 
 def outcome(res: dict, op_hint: str) -> dict:

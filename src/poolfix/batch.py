@@ -207,7 +207,7 @@ def fix_one(job: Job, options: Options, external_data: str = "auto", strict: boo
         if engine is not None and result.changed:  # --check-on-engine: before any write
             from .engines.check import check_result, require
 
-            check = check_result(result, job.model, engine, dict(options.inputs[0][1]) if options.inputs else None)
+            check = check_result(result, job.model, engine, options.inputs)
             out.engine, out.engine_check = check.cell(), check.to_dict()
             require(check)
         write_plan = WritePlan(inputs | result.input_files | {job.model})

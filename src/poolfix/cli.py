@@ -320,8 +320,7 @@ def _engine_check(result, model: Path, f: SimpleNamespace, options: Options, pyt
     from .engines.check import EngineSpec, check_result
 
     say(f"compiling with {f.target_name}'s toolchain ({python}) ...", 1)
-    check = check_result(result, model, EngineSpec(f.target_name, python, f.engine_timeout),
-                         dict(options.inputs[0][1]) if options.inputs else None)
+    check = check_result(result, model, EngineSpec(f.target_name, python, f.engine_timeout), options.inputs)
     say(check.text(), 0)
     return check
 

@@ -196,10 +196,12 @@ def check_on_engine(fixed: Path, original: Path | None, engine: str, *, findings
                        failed[0] if failed else "")
 
 
-def check_result(result, original: Path, spec: EngineSpec, feeds: dict | None = None) -> EngineCheck:
-    """A FixResult's model, written to a private temp folder, and the original through ``spec``."""
+def check_result(result, original: Path, spec: EngineSpec, samples=()) -> EngineCheck:
+    """A FixResult's model, written to a private temp folder, and the original through ``spec``, on the
+    first of the user's input ``samples`` (Options.inputs: (label, {name: array})), else random inputs."""
     from ..saver import save
 
+    feeds = dict(samples[0][1]) if samples else None
     with tempfile.TemporaryDirectory(prefix="poolfix_check_") as tmp:
         fixed = save(result, Path(tmp) / "rewritten.onnx", external_data="auto")
         return check_on_engine(fixed, original, spec.engine, findings=result.rewritten, python=spec.python,
